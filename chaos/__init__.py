@@ -1,0 +1,1 @@
+"""callpark.chaos: fault injectors, workloads, history and the invariant checker."""

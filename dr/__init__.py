@@ -1,0 +1,1 @@
+"""callpark.dr: pools, the failover controller, drains and drills."""

@@ -1,0 +1,1 @@
+"""callpark.node: the park node (supervisor and pjsua2 workers)."""
