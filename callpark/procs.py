@@ -7,6 +7,7 @@ bounded wait, then SIGKILL of the whole process group, and the log is kept.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -87,9 +88,7 @@ class ManagedProcess:
     def check_running(self) -> None:
         """Raise :class:`ProcessFailed` with the log's tail if the process has exited."""
         if not self.is_running():
-            raise ProcessFailed(
-                f"{self.name} exited with status {self.returncode()}; log tail:\n{self.log_tail()}"
-            )
+            raise ProcessFailed(f"{self.name} exited with status {self.returncode()}; log tail:\n{self.log_tail()}")
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the process (not its group)."""
@@ -109,10 +108,8 @@ class ManagedProcess:
             return None
         if self._popen.poll() is None:
             self._kill_group(signal.SIGCONT)  # a paused process cannot handle SIGTERM
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self._popen.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             deadline = time.monotonic() + timeout
             while self._popen.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -130,10 +127,8 @@ class ManagedProcess:
 
     def _kill_group(self, signum: int) -> None:
         assert self._popen is not None
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._popen.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -23,7 +23,7 @@ def timeout_multiplier() -> float:
 
 
 def wait_until(
-    condition: Callable[[], T | None | bool],
+    condition: Callable[[], T | bool | None],
     *,
     timeout: float,
     what: str,

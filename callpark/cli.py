@@ -1,0 +1,527 @@
+"""The ``callpark`` command line: admin commands mirroring the Lync cmdlets, and more.
+
+Exit status: 0 success, 1 a rule was broken or something named does not exist,
+2 bad usage, 3 etcd unreachable or its data malformed. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from callpark import __version__, admin, tables
+from callpark.errors import CallparkError, NotFound, StoreError, ValidationError
+from callpark.orbits import OrbitRange, RangeType
+from callpark.pools import FailbackPolicy
+from callpark.settings import GLOBAL_SCOPE, parse_scope
+
+log = logging.getLogger("callpark.cli")
+
+EXIT_RULE = 1
+EXIT_USAGE = 2
+EXIT_STORE = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"callpark: error: {message} (see '{self.prog} --help')\n")
+
+
+def _store(args: argparse.Namespace) -> admin.AdminStore:
+    from callpark.store import EtcdStore
+
+    return admin.AdminStore(EtcdStore.connect(args.etcd))
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+# -- orbit ---------------------------------------------------------------------------------
+
+
+def cmd_orbit_new(args: argparse.Namespace) -> int:
+    rng = OrbitRange(args.name, args.start, args.end, args.pool, RangeType.parse(args.type))
+    _store(args).change(lambda s: admin.new_range(s, rng))
+    print(f"created range {rng.name!r}: {rng.start}-{rng.end} ({rng.size} orbits, {rng.type.value}) on {rng.pool}")
+    return 0
+
+
+def cmd_orbit_set(args: argparse.Namespace) -> int:
+    type_ = RangeType.parse(args.type) if args.type else None
+    state = _store(args).change(
+        lambda s: admin.set_range(s, args.name, start=args.start, end=args.end, pool=args.pool, type_=type_)
+    )
+    r = state.ranges[args.name]
+    print(f"updated range {r.name!r}: {r.start}-{r.end} ({r.size} orbits, {r.type.value}) on {r.pool}")
+    return 0
+
+
+def cmd_orbit_get(args: argparse.Namespace) -> int:
+    state = _store(args).state()
+    ranges = sorted(state.ranges.values(), key=lambda r: r.name)
+    if args.name:
+        if args.name not in state.ranges:
+            raise NotFound(f"range {args.name!r} does not exist")
+        ranges = [state.ranges[args.name]]
+    if args.filter:
+        ranges = [r for r in ranges if fnmatch.fnmatchcase(r.name, args.filter)]
+    if args.type:
+        wanted = RangeType.parse(args.type)
+        ranges = [r for r in ranges if r.type == wanted]
+    if args.json:
+        _print_json([r.to_json() | {"size": r.size} for r in ranges])
+    else:
+        print(
+            tables.render(
+                ["NAME", "START", "END", "SIZE", "TYPE", "POOL"],
+                [(r.name, r.start, r.end, r.size, r.type.value, r.pool) for r in ranges],
+            )
+        )
+    return 0
+
+
+def cmd_orbit_remove(args: argparse.Namespace) -> int:
+    _store(args).change(lambda s: admin.remove_range(s, args.name))
+    print(f"removed range {args.name!r}")
+    return 0
+
+
+# -- pool ----------------------------------------------------------------------------------
+
+
+def cmd_pool_new(args: argparse.Namespace) -> int:
+    failback = FailbackPolicy.parse(args.failback)
+    _store(args).change(lambda s: admin.new_pool(s, args.name, args.site, args.backup, failback, args.hold_down))
+    paired = f", paired with {args.backup}" if args.backup else ""
+    print(f"created pool {args.name!r} at site {args.site!r}{paired}")
+    return 0
+
+
+def cmd_pool_set(args: argparse.Namespace) -> int:
+    backup: Any = admin.UNSET
+    if args.no_backup:
+        backup = None
+    elif args.backup is not None:
+        backup = args.backup
+    failback = FailbackPolicy.parse(args.failback) if args.failback else None
+    state = _store(args).change(
+        lambda s: admin.set_pool(
+            s, args.name, site=args.site, backup=backup, failback=failback, failback_hold_down_s=args.hold_down
+        )
+    )
+    p = state.pools[args.name]
+    print(f"updated pool {p.name!r}: site {p.site}, backup {p.backup or '-'}, failback {p.failback.value}")
+    return 0
+
+
+def cmd_pool_get(args: argparse.Namespace) -> int:
+    state = _store(args).state()
+    pools = sorted(state.pools.values(), key=lambda p: p.name)
+    if args.name:
+        if args.name not in state.pools:
+            raise NotFound(f"pool {args.name!r} does not exist")
+        pools = [state.pools[args.name]]
+    if args.json:
+        _print_json([p.to_json() for p in pools])
+    else:
+        print(
+            tables.render(
+                ["POOL", "SITE", "BACKUP", "FAILBACK", "HOLD-DOWN", "RANGES"],
+                [
+                    (
+                        p.name,
+                        p.site,
+                        p.backup or "-",
+                        p.failback.value,
+                        f"{p.failback_hold_down_s}s",
+                        ",".join(r.name for r in state.ranges_of(p.name)) or "-",
+                    )
+                    for p in pools
+                ],
+            )
+        )
+    return 0
+
+
+def cmd_pool_remove(args: argparse.Namespace) -> int:
+    _store(args).change(lambda s: admin.remove_pool(s, args.name))
+    print(f"removed pool {args.name!r}")
+    return 0
+
+
+# -- cps -----------------------------------------------------------------------------------
+
+
+def _cps_changes(args: argparse.Namespace) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.call_pickup_timeout_threshold is not None:
+        changes["CallPickupTimeoutThreshold"] = args.call_pickup_timeout_threshold
+    if args.enable_music_on_hold is not None:
+        changes["EnableMusicOnHold"] = args.enable_music_on_hold
+    if args.max_call_pickup_attempts is not None:
+        changes["MaxCallPickupAttempts"] = args.max_call_pickup_attempts
+    if args.on_timeout_uri is not None:
+        changes["OnTimeoutURI"] = args.on_timeout_uri
+    return changes
+
+
+def _print_settings(rows: Sequence[tuple[str, Any]], as_json: bool) -> None:
+    if as_json:
+        _print_json({scope: s.to_json() for scope, s in rows})
+        return
+    print(
+        tables.render(
+            ["SCOPE", "CallPickupTimeoutThreshold", "EnableMusicOnHold", "MaxCallPickupAttempts", "OnTimeoutURI"],
+            [
+                (
+                    scope,
+                    s.to_json()["CallPickupTimeoutThreshold"],
+                    s.enable_music_on_hold,
+                    s.max_call_pickup_attempts,
+                    s.on_timeout_uri or "-",
+                )
+                for scope, s in rows
+            ],
+        )
+    )
+
+
+def cmd_cps_new(args: argparse.Namespace) -> int:
+    state = _store(args).change(lambda s: admin.cps_new(s, args.identity, _cps_changes(args)))
+    scope = parse_scope(args.identity)
+    _print_settings([(scope, state.settings(scope))], args.json)
+    return 0
+
+
+def cmd_cps_set(args: argparse.Namespace) -> int:
+    changes = _cps_changes(args)
+    if not changes:
+        raise ValidationError("cps-field", "nothing to change: give at least one setting")
+    state = _store(args).change(lambda s: admin.cps_set(s, args.identity, changes))
+    scope = parse_scope(args.identity)
+    _print_settings([(scope, state.settings(scope))], args.json)
+    return 0
+
+
+def cmd_cps_get(args: argparse.Namespace) -> int:
+    state = _store(args).state()
+    if args.identity:
+        scope = parse_scope(args.identity)
+        rows = [(scope, state.settings(scope))]
+    else:
+        rows = [(GLOBAL_SCOPE, state.settings(GLOBAL_SCOPE))]
+        rows += [(s, v) for s, v in sorted(state.cps.items()) if s != GLOBAL_SCOPE]
+    _print_settings(rows, args.json)
+    return 0
+
+
+def cmd_cps_remove(args: argparse.Namespace) -> int:
+    scope = parse_scope(args.identity)
+    _store(args).change(lambda s: admin.cps_remove(s, scope))
+    print("reset global settings to the defaults" if scope == GLOBAL_SCOPE else f"removed settings {scope!r}")
+    return 0
+
+
+def cmd_cps_effective(args: argparse.Namespace) -> int:
+    scope, settings = _store(args).state().effective(args.pool)
+    if args.json:
+        _print_json({"pool": args.pool, "scope": scope, **settings.to_json()})
+    else:
+        _print_settings([(f"{args.pool} (from {scope})", settings)], False)
+    return 0
+
+
+# -- moh -----------------------------------------------------------------------------------
+
+
+def cmd_moh_set(args: argparse.Namespace) -> int:
+    from callpark import mohstore
+
+    data = mohstore.read_music_file(Path(args.file))
+    meta = mohstore.upload(_store(args), args.pool, data, Path(args.file).name)
+    print(
+        f"music on hold for {args.pool}: {meta.filename} ({meta.size} bytes, {meta.sample_rate} Hz, "
+        f"{meta.duration_s:.1f} s, {meta.chunks} chunk(s), sha256 {meta.sha256[:12]})"
+    )
+    return 0
+
+
+def cmd_moh_get(args: argparse.Namespace) -> int:
+    from callpark import mohstore
+
+    store = _store(args)
+    if args.pool not in store.state().pools:
+        raise NotFound(f"pool {args.pool!r} does not exist")
+    meta, data = mohstore.fetch(store, args.pool)
+    if args.output:
+        Path(args.output).write_bytes(data)
+    info = meta.to_json() if meta else {"pool": args.pool, "source": "default", "size": len(data)}
+    if args.json:
+        _print_json(info)
+    else:
+        print(
+            f"{args.pool}: "
+            + (f"{meta.filename}, {meta.size} bytes, {meta.sample_rate} Hz, {meta.duration_s:.1f} s" if meta else "")
+            + ("default music" if meta is None else "")
+            + (f" (written to {args.output})" if args.output else "")
+        )
+    return 0
+
+
+def cmd_moh_reset(args: argparse.Namespace) -> int:
+    from callpark import mohstore
+
+    mohstore.reset(_store(args), args.pool)
+    print(f"music on hold for {args.pool}: back to the default music")
+    return 0
+
+
+# -- status, config, local etcd, demo ------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from callpark import status
+    from callpark.store import EtcdStore
+
+    store = EtcdStore.connect(args.etcd)
+    view = status.collect(store, admin.AdminStore(store))
+    if args.json:
+        _print_json(view)
+    else:
+        print(status.render(view))
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from callpark import deployment
+
+    dep = deployment.load(Path(args.file))
+    for source in dep.music.values():
+        if source is not None:
+            from callpark import mohstore
+            from callpark.music import validate_wav
+
+            validate_wav(mohstore.read_music_file(source))
+    print(
+        f"{args.file}: ok ({len(dep.state.pools)} pools, {len(dep.state.ranges)} ranges, "
+        f"{len(dep.state.cps)} settings scopes)"
+    )
+    return 0
+
+
+def cmd_config_apply(args: argparse.Namespace) -> int:
+    from callpark import deployment
+
+    dep = deployment.load(Path(args.file))
+    deployment.apply(_store(args), dep)
+    print(f"applied {args.file}")
+    return 0
+
+
+def cmd_etcd(args: argparse.Namespace) -> int:
+    """Run a local etcd cluster in the foreground until Ctrl-C (for people and scripts)."""
+    from callpark.etcdlocal import LocalEtcdCluster
+
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="callpark-etcd-"))
+    with LocalEtcdCluster(base, members=args.members) as cluster:
+        print(f"CALLPARK_ETCD={cluster.endpoints}", flush=True)
+        try:
+            while all(m.is_running() for m in cluster.members):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The README's main job for now: local etcd, example configuration, status."""
+    from callpark import deployment, status
+    from callpark.etcdlocal import LocalEtcdCluster
+    from callpark.store import EtcdStore
+
+    dep = deployment.load(Path(args.config))
+    with tempfile.TemporaryDirectory(prefix="callpark-demo-") as tmp:
+        started = time.monotonic()
+        with LocalEtcdCluster(Path(tmp), members=dep.etcd.members) as cluster:
+            print(
+                f"started etcd: {dep.etcd.members} member(s) at {cluster.endpoints} "
+                f"in {time.monotonic() - started:.2f} s"
+            )
+            store = EtcdStore.connect(cluster.endpoints)
+            try:
+                deployment.apply(admin.AdminStore(store), dep)
+                print(f"loaded {dep.path.name}: pools, orbit table, Call Park settings, music on hold\n")
+                print(status.render(status.collect(store, admin.AdminStore(store))))
+            finally:
+                store.close()
+        print("\nstopped etcd; demo done")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def _add_cps_fields(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--call-pickup-timeout-threshold", "--timeout", metavar="HH:MM:SS")
+    p.add_argument("--enable-music-on-hold", "--music", metavar="true|false")
+    p.add_argument("--max-call-pickup-attempts", "--attempts", metavar="N")
+    p.add_argument("--on-timeout-uri", metavar="sip:URI|none")
+    p.add_argument("--json", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="callpark", description="Clustered SIP Call Park service (Lync 2013 semantics).")
+    parser.add_argument("--version", action="version", version=f"callpark {__version__}")
+    parser.add_argument(
+        "--etcd",
+        metavar="URLS",
+        default=None,
+        help="comma-separated etcd client URLs (default: $CALLPARK_ETCD or http://127.0.0.1:2379)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def group(name: str, help_: str) -> argparse._SubParsersAction[_Parser]:
+        p = sub.add_parser(name, help=help_)
+        return p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+
+    def cmd(
+        parent: argparse._SubParsersAction[_Parser], name: str, fn: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_)
+        p.set_defaults(func=fn)
+        return p
+
+    orbit = group("orbit", "orbit ranges (New/Set/Get/Remove-CsCallParkOrbit)")
+    p = cmd(orbit, "new", cmd_orbit_new, "create an orbit range")
+    p.add_argument("name")
+    p.add_argument("--start", required=True, help="NumberRangeStart, e.g. 7000 or *101")
+    p.add_argument("--end", required=True, help="NumberRangeEnd, same length and prefix as the start")
+    p.add_argument("--pool", required=True, help="the pool hosting the range (CallParkService)")
+    p.add_argument("--type", default="CallPark", help="CallPark (default) or GroupPickup")
+    p = cmd(orbit, "set", cmd_orbit_set, "change an orbit range (not its name)")
+    p.add_argument("name")
+    p.add_argument("--start")
+    p.add_argument("--end")
+    p.add_argument("--pool")
+    p.add_argument("--type")
+    p = cmd(orbit, "get", cmd_orbit_get, "list orbit ranges")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--filter", help="wildcard on the name, e.g. 'pool-a*'")
+    p.add_argument("--type")
+    p.add_argument("--json", action="store_true")
+    p = cmd(orbit, "remove", cmd_orbit_remove, "remove an orbit range")
+    p.add_argument("name")
+
+    pool = group("pool", "pools and their 1:1 backup pairing")
+    p = cmd(pool, "new", cmd_pool_new, "create a pool")
+    p.add_argument("name")
+    p.add_argument("--site", required=True)
+    p.add_argument("--backup", help="pair with this pool (reciprocal)")
+    p.add_argument("--failback", default="manual", help="auto or manual (default)")
+    p.add_argument("--hold-down", type=int, metavar="SECONDS", help="healthy time before automatic failback")
+    p = cmd(pool, "set", cmd_pool_set, "change a pool")
+    p.add_argument("name")
+    p.add_argument("--site")
+    pair = p.add_mutually_exclusive_group()
+    pair.add_argument("--backup")
+    pair.add_argument("--no-backup", action="store_true", help="unpair (both sides)")
+    p.add_argument("--failback")
+    p.add_argument("--hold-down", type=int, metavar="SECONDS")
+    p = cmd(pool, "get", cmd_pool_get, "list pools")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p = cmd(pool, "remove", cmd_pool_remove, "remove a pool that owns no range")
+    p.add_argument("name")
+
+    cps = group("cps", "Call Park settings (New/Set/Get/Remove-CsCpsConfiguration)")
+    p = cmd(cps, "new", cmd_cps_new, "create site settings")
+    p.add_argument("--identity", required=True, help="site:<name>")
+    _add_cps_fields(p)
+    p = cmd(cps, "set", cmd_cps_set, "change settings")
+    p.add_argument("--identity", default="global", help="global (default) or site:<name>")
+    _add_cps_fields(p)
+    p = cmd(cps, "get", cmd_cps_get, "show settings")
+    p.add_argument("--identity")
+    p.add_argument("--json", action="store_true")
+    p = cmd(cps, "remove", cmd_cps_remove, "remove site settings, or reset global ones")
+    p.add_argument("--identity", required=True)
+    p = cmd(cps, "effective", cmd_cps_effective, "the settings in force for a pool")
+    p.add_argument("--pool", required=True)
+    p.add_argument("--json", action="store_true")
+
+    moh = group("moh", "music on hold per pool (Set-CsCallParkServiceMusicOnHoldFile)")
+    p = cmd(moh, "set", cmd_moh_set, "upload a PCM WAV (16-bit mono, 8-48 kHz, at most 8 MiB)")
+    p.add_argument("--pool", required=True)
+    p.add_argument("file")
+    p = cmd(moh, "get", cmd_moh_get, "show (or save with --output) a pool's music")
+    p.add_argument("--pool", required=True)
+    p.add_argument("--output", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p = cmd(moh, "reset", cmd_moh_reset, "go back to the default music")
+    p.add_argument("--pool", required=True)
+
+    p = sub.add_parser("status", help="pools, orbit table, settings, music and etcd health")
+    p.set_defaults(func=cmd_status)
+    p.add_argument("--json", action="store_true")
+
+    config = group("config", "deployment description files")
+    p = cmd(config, "check", cmd_config_check, "validate a deployment file")
+    p.add_argument("file")
+    p = cmd(config, "apply", cmd_config_apply, "make etcd's configuration equal a deployment file")
+    p.add_argument("file")
+
+    p = sub.add_parser("etcd", help="run a local etcd cluster on loopback until Ctrl-C")
+    p.set_defaults(func=cmd_etcd)
+    p.add_argument("--members", type=int, default=1)
+    p.add_argument("--dir", help="data directory (default: a new temporary one)")
+
+    from callpark.deployment import DEFAULT_LOCAL_FILE
+
+    p = sub.add_parser("demo", help="start a local etcd, load the example deployment, print the status")
+    p.set_defaults(func=cmd_demo)
+    p.add_argument("--config", default=str(DEFAULT_LOCAL_FILE))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``callpark`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ValidationError as exc:
+        print(f"callpark: error: {exc}", file=sys.stderr)
+        return EXIT_RULE
+    except NotFound as exc:
+        print(f"callpark: error: [not-found] {exc}", file=sys.stderr)
+        return EXIT_RULE
+    except StoreError as exc:
+        print(f"callpark: error: [etcd] {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except CallparkError as exc:
+        print(f"callpark: error: {exc}", file=sys.stderr)
+        return EXIT_RULE
+    except KeyboardInterrupt:
+        return 130
+
+
+def run() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    run()

@@ -1,0 +1,156 @@
+"""A deployment description file (TOML): etcd, pools, orbit table, settings, music.
+
+The same file drives ``callpark config check``, ``config apply``, ``demo`` and (later)
+``up``. Parsing never half-applies: the whole file becomes one desired
+:class:`~callpark.admin.AdminState`, validated by the same rules as the admin commands,
+and is committed in one transaction.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from callpark import admin
+from callpark.errors import CallparkError, NotFound, ValidationError
+from callpark.orbits import OrbitRange, RangeType
+from callpark.pools import FailbackPolicy
+from callpark.settings import GLOBAL_SCOPE, parse_scope
+
+TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh"}
+DEFAULT_LOCAL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "local-cluster.toml"
+
+
+class DeploymentError(CallparkError):
+    """The deployment file is unreadable or breaks a rule; the message names where."""
+
+
+@dataclass(frozen=True)
+class EtcdSection:
+    members: int = 3
+    endpoints: str | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A parsed, validated deployment file."""
+
+    path: Path
+    etcd: EtcdSection
+    state: admin.AdminState
+    music: dict[str, Path | None] = field(default_factory=dict)  # None: the default music
+
+
+def load(path: Path) -> Deployment:
+    """Read and validate a deployment file; raise :class:`DeploymentError` with one line."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DeploymentError(f"{path}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DeploymentError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return _build(path, raw)
+    except (ValidationError, NotFound) as exc:
+        raise DeploymentError(f"{path}: {exc}") from None
+
+
+def _table(raw: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ValidationError("config-shape", f"{where}[{name}] must be a table")
+    return value
+
+
+def _str(item: dict[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+    value = item.get(key)
+    if value is None:
+        if required:
+            raise ValidationError("config-missing", f"{where}: missing '{key}'")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError("config-type", f"{where}: '{key}' must be a string, not {type(value).__name__}")
+    return value
+
+
+def _build(path: Path, raw: dict[str, Any]) -> Deployment:
+    unknown = set(raw) - TOP_LEVEL
+    if unknown:
+        raise ValidationError("config-unknown", f"unknown section(s): {', '.join(sorted(unknown))}")
+    etcd_raw = _table(raw, "etcd", "")
+    members = etcd_raw.get("members", 3)
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1 or members % 2 == 0:
+        raise ValidationError("config-etcd", "[etcd] members must be an odd whole number (1, 3 or 5)")
+    etcd = EtcdSection(members=members, endpoints=_str(etcd_raw, "endpoints", "[etcd]", required=False))
+
+    state = admin.AdminState()
+    pools = raw.get("pool", [])
+    if not isinstance(pools, list):
+        raise ValidationError("config-shape", "[[pool]] must be an array of tables")
+    for i, item in enumerate(pools):
+        where = f"pool #{i + 1}"
+        name = _str(item, "name", where)
+        site = _str(item, "site", where)
+        assert name is not None and site is not None
+        hold = item.get("failback_hold_down_s")
+        if hold is not None and (not isinstance(hold, int) or isinstance(hold, bool)):
+            raise ValidationError("config-type", f"{where}: 'failback_hold_down_s' must be a whole number")
+        state = admin.new_pool(
+            state,
+            name,
+            site,
+            failback=FailbackPolicy.parse(_str(item, "failback", where, required=False) or "manual"),
+            failback_hold_down_s=hold,
+        )
+    for i, item in enumerate(pools):
+        backup = _str(item, "backup", f"pool #{i + 1}", required=False)
+        if backup is not None and state.pools[item["name"]].backup != backup:
+            state = admin.set_pool(state, item["name"], backup=backup)
+
+    ranges = raw.get("range", [])
+    if not isinstance(ranges, list):
+        raise ValidationError("config-shape", "[[range]] must be an array of tables")
+    for i, item in enumerate(ranges):
+        where = f"range #{i + 1}"
+        fields = [_str(item, k, where) for k in ("name", "start", "end", "pool")]
+        name, start, end, pool = (f or "" for f in fields)
+        type_ = RangeType.parse(_str(item, "type", where, required=False) or "CallPark")
+        state = admin.new_range(state, OrbitRange(name, start, end, pool, type_))
+
+    for scope, values in _table(raw, "cps", "").items():
+        if not isinstance(values, dict):
+            raise ValidationError("config-shape", f"[cps.{scope}] must be a table")
+        if parse_scope(scope) == GLOBAL_SCOPE:
+            state = admin.cps_set(state, scope, values)
+        else:
+            state = admin.cps_new(state, scope, values)
+
+    music: dict[str, Path | None] = {}
+    for pool, source in _table(raw, "moh", "").items():
+        if pool not in state.pools:
+            raise ValidationError("pool-missing", f"[moh] names unknown pool {pool!r}")
+        if not isinstance(source, str):
+            raise ValidationError("config-type", f"[moh] {pool}: must be 'default' or a path to a WAV file")
+        music[pool] = None if source == "default" else (path.parent / source)
+    admin.validate_state(state)
+    return Deployment(path=path, etcd=etcd, state=replace(state), music=music)
+
+
+def apply(store: admin.AdminStore, deployment: Deployment) -> admin.AdminState:
+    """Make etcd's admin configuration equal the file's, in one transaction, then set music."""
+    from callpark import mohstore  # local import: keeps ``config check`` free of etcd
+
+    desired = deployment.state
+
+    def transition(current: admin.AdminState) -> admin.AdminState:
+        return replace(desired, moh={p: m for p, m in current.moh.items() if p in desired.pools})
+
+    store.change(transition)
+    for pool, source in sorted(deployment.music.items()):
+        if source is None:
+            mohstore.reset(store, pool)
+        else:
+            mohstore.upload(store, pool, mohstore.read_music_file(source), source.name)
+    return store.state()

@@ -1,0 +1,329 @@
+"""The etcd store: the only module that imports the etcd client.
+
+It owns the key schema (:class:`Keys`, one versioned prefix), implements the
+:class:`~callpark.kv.KV` contract over gRPC, translates client errors into
+:mod:`callpark.errors`, and retries transient failures with tenacity (bounded,
+exponential back-off with jitter, an overall deadline).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import grpc
+import pyetcd
+from pyetcd import etcdrpc
+from pyetcd import exceptions as etcd_exc
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from callpark.errors import StoreDataError, StoreError, StoreIndeterminate, StoreUnavailable
+from callpark.kv import Compare, Delete, Entry, Op, Put, Snapshot, TxnResult, prefix_end
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+ENV_ENDPOINTS = "CALLPARK_ETCD"
+DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
+
+
+class Keys:
+    """The key schema. Every key lives under ``/callpark/v1/``.
+
+    Admin configuration (pools, ranges, settings, music metadata) sits under one
+    ``config/`` prefix so that one range read returns it at one revision; every
+    admin change also rewrites ``config/serial``, which the next change compares.
+    """
+
+    ROOT = f"/callpark/v{SCHEMA_VERSION}/"
+    SCHEMA = ROOT + "schema"
+    CONFIG = ROOT + "config/"
+    CONFIG_SERIAL = CONFIG + "serial"
+    POOLS = CONFIG + "pools/"
+    RANGES = CONFIG + "ranges/"
+    CPS = CONFIG + "cps/"
+    MOH = CONFIG + "moh/"
+    MOH_BLOBS = ROOT + "blobs/moh/"
+    OWNERS = ROOT + "owners/"
+    MEMBERS = ROOT + "members/"
+    PARKED = ROOT + "parked/"
+
+    @classmethod
+    def pool(cls, name: str) -> str:
+        return cls.POOLS + name
+
+    @classmethod
+    def range(cls, name: str) -> str:
+        return cls.RANGES + name
+
+    @classmethod
+    def cps(cls, scope: str) -> str:
+        return cls.CPS + scope
+
+    @classmethod
+    def moh_meta(cls, pool: str) -> str:
+        return cls.MOH + pool
+
+    @classmethod
+    def moh_blob(cls, pool: str, sha256: str) -> str:
+        """Prefix of the chunks of one music file (content-addressed)."""
+        return f"{cls.MOH_BLOBS}{pool}/{sha256}/"
+
+    @classmethod
+    def moh_chunk(cls, pool: str, sha256: str, index: int) -> str:
+        return f"{cls.moh_blob(pool, sha256)}{index:05d}"
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """Serialise a record with the schema version."""
+    return json.dumps({"v": SCHEMA_VERSION, **record}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode(key: str, raw: bytes) -> dict[str, Any]:
+    """Parse a record, refusing malformed JSON, non-objects and unknown versions."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreDataError(key, f"not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise StoreDataError(key, "not a JSON object")
+    if data.get("v") != SCHEMA_VERSION:
+        raise StoreDataError(key, f"unknown schema version {data.get('v')!r}")
+    data.pop("v")
+    return data
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    url: str
+    healthy: bool
+    detail: str
+
+
+def parse_endpoints(text: str | None) -> list[str]:
+    """Parse comma-separated client URLs (``--etcd`` / ``CALLPARK_ETCD``), as etcdctl does."""
+    raw = text if text is not None else os.environ.get(ENV_ENDPOINTS, DEFAULT_ENDPOINTS)
+    urls = [u.strip() for u in raw.split(",") if u.strip()]
+    if not urls:
+        raise StoreError("no etcd endpoints given (use --etcd URLS or CALLPARK_ETCD)")
+    for url in urls:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+            raise StoreError(f"etcd endpoint {url!r} is not a URL like http://127.0.0.1:2379")
+    return [u if "://" in u else f"http://{u}" for u in urls]
+
+
+class _Transient(Exception):
+    """Internal: a failure worth retrying."""
+
+
+_COMPARE_OPS = {
+    "==": etcdrpc.Compare.EQUAL,
+    "!=": etcdrpc.Compare.NOT_EQUAL,
+    "<": etcdrpc.Compare.LESS,
+    ">": etcdrpc.Compare.GREATER,
+}
+_COMPARE_TARGETS = {
+    "mod": (etcdrpc.Compare.MOD, "mod_revision"),
+    "create": (etcdrpc.Compare.CREATE, "create_revision"),
+    "version": (etcdrpc.Compare.VERSION, "version"),
+    "value": (etcdrpc.Compare.VALUE, "value"),
+    "lease": (etcdrpc.Compare.LEASE, "lease"),
+}
+
+
+class EtcdStore:
+    """A :class:`~callpark.kv.KV` on a real etcd cluster (v3 gRPC API)."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        request_timeout_s: float = 2.0,
+        retry_deadline_s: float = 6.0,
+    ) -> None:
+        self.endpoints = list(endpoints)
+        self.request_timeout_s = request_timeout_s
+        self.retry_deadline_s = retry_deadline_s
+        eps = []
+        for url in self.endpoints:
+            parts = urlsplit(url)
+            if parts.scheme != "http":
+                raise StoreError(f"etcd endpoint {url!r}: only http:// is supported so far")
+            eps.append(pyetcd.Endpoint(parts.hostname, parts.port, secure=False, time_retry=1.0))
+        self._client: Any = pyetcd.MultiEndpointEtcd3Client(endpoints=eps, timeout=request_timeout_s, failover=True)
+
+    @classmethod
+    def connect(cls, endpoints: str | None = None, **kwargs: Any) -> EtcdStore:
+        """Build a store from ``--etcd``-style text (or ``CALLPARK_ETCD``)."""
+        return cls(parse_endpoints(endpoints), **kwargs)
+
+    # -- KV contract -------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        resp = self._call("get", lambda: self._range(key.encode(), b""))
+        kvs = list(resp.kvs)
+        return _entry(kvs[0]) if kvs else None
+
+    def get_prefix(self, prefix: str) -> Snapshot:
+        resp = self._call("get_prefix", lambda: self._range(prefix.encode(), prefix_end(prefix).encode("latin-1")))
+        return Snapshot(resp.header.revision, {e.key: e for e in (_entry(kv) for kv in resp.kvs)})
+
+    def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+        request = etcdrpc.TxnRequest(
+            compare=[_compare_msg(c) for c in compares],
+            success=[_op_msg(o) for o in success],
+            failure=[_op_msg(o) for o in failure],
+        )
+        resp = self._call(
+            "txn",
+            lambda: self._stub("kvstub").Txn(request, self.request_timeout_s, **self._auth()),
+            write=True,
+        )
+        return TxnResult(bool(resp.succeeded), int(resp.header.revision))
+
+    def grant_lease(self, ttl_s: int) -> int:
+        req = etcdrpc.LeaseGrantRequest(TTL=ttl_s, ID=0)
+        resp = self._call(
+            "grant_lease",
+            lambda: self._stub("leasestub").LeaseGrant(req, self.request_timeout_s, **self._auth()),
+        )
+        if resp.error:
+            raise StoreError(f"etcd refused a lease: {resp.error}")
+        return int(resp.ID)
+
+    def refresh_lease(self, lease_id: int) -> int:
+        """Renew a lease once; returns the new TTL, or -1 if the lease is gone."""
+
+        def once() -> int:
+            stream = self._stub("leasestub").LeaseKeepAlive(
+                iter([etcdrpc.LeaseKeepAliveRequest(ID=lease_id)]), self.request_timeout_s, **self._auth()
+            )
+            for resp in stream:
+                return int(resp.TTL) if resp.TTL > 0 else -1
+            return -1
+
+        return int(self._call("refresh_lease", once, deadline_s=self.request_timeout_s))
+
+    def revoke_lease(self, lease_id: int) -> None:
+        req = etcdrpc.LeaseRevokeRequest(ID=lease_id)
+        try:
+            self._call(
+                "revoke_lease",
+                lambda: self._stub("leasestub").LeaseRevoke(req, self.request_timeout_s, **self._auth()),
+            )
+        except StoreError as exc:
+            if "requested lease not found" not in str(exc):
+                raise
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- health ------------------------------------------------------------------------
+
+    def endpoint_health(self, timeout_s: float = 1.0) -> list[EndpointHealth]:
+        """Ask every endpoint's ``/health`` (the same check etcdctl endpoint health does)."""
+        result = []
+        for url in self.endpoints:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as r:
+                    body = json.loads(r.read().decode())
+                ok = str(body.get("health")) == "true"
+                result.append(EndpointHealth(url, ok, "healthy" if ok else str(body)))
+            except (OSError, ValueError, urllib.error.URLError) as exc:
+                result.append(EndpointHealth(url, False, str(getattr(exc, "reason", exc))))
+        return result
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _auth(self) -> dict[str, Any]:
+        return {"credentials": self._client.call_credentials, "metadata": self._client.metadata}
+
+    def _stub(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def _range(self, key: bytes, range_end: bytes) -> Any:
+        req = etcdrpc.RangeRequest(key=key, range_end=range_end, serializable=False)
+        return self._stub("kvstub").Range(req, self.request_timeout_s, **self._auth())
+
+    def _call(self, what: str, fn: Any, *, write: bool = False, deadline_s: float | None = None) -> Any:
+        started = time.monotonic()
+        retrying = Retrying(
+            stop=stop_after_delay(self.retry_deadline_s if deadline_s is None else deadline_s),
+            wait=wait_random_exponential(multiplier=0.05, max=0.5),
+            retry=retry_if_exception_type(_Transient),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    try:
+                        return fn()
+                    except grpc.RpcError as exc:
+                        self._translate(what, exc, write=write)
+                    except etcd_exc.NoServerAvailableError:
+                        raise _Transient("no etcd endpoint available") from None
+        except _Transient as exc:
+            waited = time.monotonic() - started
+            raise StoreUnavailable(
+                f"etcd unreachable at {','.join(self.endpoints)} ({what}, {waited:.1f}s): {exc}"
+            ) from None
+        raise StoreError(f"etcd {what} gave no result")  # pragma: no cover - Retrying always returns
+
+    def _translate(self, what: str, exc: grpc.RpcError, *, write: bool) -> None:
+        code = exc.code()
+        detail = exc.details() or code.name
+        lowered = detail.lower()
+        server_timeout = code == grpc.StatusCode.UNKNOWN and any(
+            marker in lowered for marker in ("deadline exceeded", "timed out", "leader")
+        )
+        if server_timeout or code in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.INTERNAL,
+        ):
+            self._client.endpoint_in_use.fail()
+            self._client._clear_old_stubs()
+            never_sent = "connect" in lowered or "refused" in lowered
+            if write and not never_sent:
+                raise StoreIndeterminate(f"etcd {what} outcome unknown: {detail}") from None
+            raise _Transient(detail) from None
+        raise StoreError(f"etcd {what} failed: {detail}") from None
+
+
+def _entry(kv: Any) -> Entry:
+    return Entry(
+        key=kv.key.decode("utf-8", errors="replace"),
+        value=bytes(kv.value),
+        create_revision=int(kv.create_revision),
+        mod_revision=int(kv.mod_revision),
+        version=int(kv.version),
+        lease=int(kv.lease),
+    )
+
+
+def _compare_msg(c: Compare) -> Any:
+    target, field_name = _COMPARE_TARGETS[c.target]
+    msg = etcdrpc.Compare(key=c.key.encode(), result=_COMPARE_OPS[c.op], target=target)
+    setattr(msg, field_name, c.operand)
+    if c.range_end is not None:
+        msg.range_end = c.range_end.encode("latin-1")
+    return msg
+
+
+def _op_msg(op: Op) -> Any:
+    if isinstance(op, Put):
+        return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=op.key.encode(), value=op.value, lease=op.lease))
+    if isinstance(op, Delete):
+        end = prefix_end(op.key).encode("latin-1") if op.prefix else b""
+        return etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=op.key.encode(), range_end=end))
+    raise StoreError(f"unknown txn op {op!r}")

@@ -1,0 +1,104 @@
+"""``callpark pool`` and ``callpark cps`` against real etcd."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from callpark.store import EtcdStore
+from tests.conftest import Cli
+from tests.test_cli_orbits import assert_refused
+
+
+def backups(cli: Cli) -> dict[str, str | None]:
+    return {p["name"]: p["backup"] for p in json.loads(cli.ok("pool", "get", "--json"))}
+
+
+def test_pairing_is_reciprocal_and_one_to_one(run_cli: Cli, etcd: EtcdStore) -> None:
+    run_cli.ok("pool", "new", "a", "--site", "s1")
+    run_cli.ok("pool", "new", "b", "--site", "s2")
+    run_cli.ok("pool", "new", "c", "--site", "s3")
+    run_cli.ok("pool", "set", "a", "--backup", "b")
+    assert backups(run_cli) == {"a": "b", "b": "a", "c": None}
+    assert_refused(run_cli, etcd, "pool-pairing", "pool", "set", "c", "--backup", "a")
+    assert_refused(run_cli, etcd, "pool-pairing", "pool", "set", "a", "--backup", "c")
+    assert_refused(run_cli, etcd, "pool-pairing", "pool", "set", "c", "--backup", "c")
+    assert_refused(run_cli, etcd, "pool-missing", "pool", "set", "c", "--backup", "zz")
+    assert_refused(run_cli, etcd, "pool-pairing", "pool", "new", "d", "--site", "s4", "--backup", "b")
+    run_cli.ok("pool", "set", "b", "--no-backup")
+    assert backups(run_cli) == {"a": None, "b": None, "c": None}
+    run_cli.ok("pool", "new", "d", "--site", "s4", "--backup", "c")
+    assert backups(run_cli) == {"a": None, "b": None, "c": "d", "d": "c"}
+
+
+def test_pool_owning_ranges_cannot_be_removed(run_cli: Cli, etcd: EtcdStore) -> None:
+    run_cli.ok("pool", "new", "a", "--site", "s1")
+    run_cli.ok("pool", "new", "b", "--site", "s2", "--backup", "a")
+    run_cli.ok("orbit", "new", "r", "--start", "7000", "--end", "7009", "--pool", "a")
+    assert_refused(run_cli, etcd, "pool-owns-ranges", "pool", "remove", "a")
+    run_cli.ok("orbit", "remove", "r")
+    run_cli.ok("pool", "remove", "a")
+    assert backups(run_cli) == {"b": None}  # the partner is unpaired in the same transaction
+
+
+def test_pool_names_and_duplicates(run_cli: Cli, etcd: EtcdStore) -> None:
+    assert_refused(run_cli, etcd, "pool-name", "pool", "new", "bad/name", "--site", "s")
+    assert_refused(run_cli, etcd, "site-name", "pool", "new", "p", "--site", "two words")
+    run_cli.ok("pool", "new", "pool0.litwareinc.com", "--site", "redmond")
+    assert_refused(run_cli, etcd, "pool-exists", "pool", "new", "pool0.litwareinc.com", "--site", "x")
+    assert_refused(run_cli, etcd, "pool-failback", "pool", "set", "pool0.litwareinc.com", "--failback", "sometimes")
+
+
+def test_global_settings_always_exist_and_reset_to_defaults(run_cli: Cli, etcd: EtcdStore) -> None:
+    got = json.loads(run_cli.ok("cps", "get", "--identity", "global", "--json"))
+    assert got["global"] == {
+        "CallPickupTimeoutThreshold": "00:01:30",
+        "EnableMusicOnHold": True,
+        "MaxCallPickupAttempts": 1,
+        "OnTimeoutURI": None,
+    }
+    run_cli.ok("cps", "set", "--timeout", "00:02:00", "--attempts", "3", "--on-timeout-uri", "sip:op@example.com")
+    got = json.loads(run_cli.ok("cps", "get", "--json"))["global"]
+    assert got["CallPickupTimeoutThreshold"] == "00:02:00" and got["MaxCallPickupAttempts"] == 3
+    assert_refused(run_cli, etcd, "cps-global-exists", "cps", "new", "--identity", "global")
+    run_cli.ok("cps", "remove", "--identity", "global")
+    got = json.loads(run_cli.ok("cps", "get", "--json"))["global"]
+    assert got["CallPickupTimeoutThreshold"] == "00:01:30" and got["OnTimeoutURI"] is None
+
+
+def test_site_overrides_global_for_the_pools_of_that_site(run_cli: Cli, etcd: EtcdStore) -> None:
+    run_cli.ok("pool", "new", "a", "--site", "redmond")
+    run_cli.ok("pool", "new", "b", "--site", "dublin")
+    run_cli.ok("cps", "set", "--timeout", "00:03:00")
+    run_cli.ok("cps", "new", "--identity", "site:redmond", "--timeout", "00:00:45", "--music", "false")
+    a = json.loads(run_cli.ok("cps", "effective", "--pool", "a", "--json"))
+    b = json.loads(run_cli.ok("cps", "effective", "--pool", "b", "--json"))
+    assert (a["scope"], a["CallPickupTimeoutThreshold"], a["EnableMusicOnHold"]) == ("site:redmond", "00:00:45", False)
+    assert (b["scope"], b["CallPickupTimeoutThreshold"]) == ("global", "00:03:00")
+    assert_refused(run_cli, etcd, "cps-exists", "cps", "new", "--identity", "site:redmond")
+    run_cli.ok("cps", "remove", "--identity", "site:redmond")
+    a = json.loads(run_cli.ok("cps", "effective", "--pool", "a", "--json"))
+    assert (a["scope"], a["CallPickupTimeoutThreshold"]) == ("global", "00:03:00")
+    result = run_cli("cps", "remove", "--identity", "site:redmond")
+    assert result.code == 1 and "[not-found]" in result.err
+    result = run_cli("cps", "effective", "--pool", "nope")
+    assert result.code == 1 and "[not-found]" in result.err
+
+
+@pytest.mark.parametrize(
+    ("args", "rule"),
+    [
+        (["--timeout", "00:00:05"], "cps-timeout-range"),
+        (["--timeout", "00:11:00"], "cps-timeout-range"),
+        (["--timeout", "90s"], "cps-timeout-format"),
+        (["--attempts", "0"], "cps-attempts"),
+        (["--attempts", "11"], "cps-attempts"),
+        (["--music", "maybe"], "cps-bool"),
+        (["--on-timeout-uri", "tel:+15551212"], "cps-uri"),
+        (["--identity", "pool:a", "--attempts", "2"], "cps-scope"),
+        ([], "cps-field"),
+    ],
+)
+def test_settings_refusals(run_cli: Cli, etcd: EtcdStore, args: list[str], rule: str) -> None:
+    assert_refused(run_cli, etcd, rule, "cps", "set", *args)
