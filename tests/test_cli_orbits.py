@@ -30,7 +30,9 @@ def assert_refused(cli: Cli, etcd: EtcdStore, rule: str, *argv: str) -> str:
 def test_new_get_set_remove_round_trip(pools: Cli) -> None:
     out = pools.ok("orbit", "new", "park-a", "--start", "7000", "--end", "7099", "--pool", "pool-a")
     assert "100 orbits" in out
-    pools.ok("orbit", "new", "pickup", "--start", "*7100", "--end", "*7199", "--pool", "pool-b", "--type", "GroupPickup")
+    pools.ok(
+        "orbit", "new", "pickup", "--start", "*7100", "--end", "*7199", "--pool", "pool-b", "--type", "GroupPickup"
+    )
     rows = json.loads(pools.ok("orbit", "get", "--json"))
     assert [(r["name"], r["start"], r["end"], r["pool"], r["type"], r["size"]) for r in rows] == [
         ("park-a", "7000", "7099", "pool-a", "CallPark", 100),
@@ -40,7 +42,9 @@ def test_new_get_set_remove_round_trip(pools: Cli) -> None:
     assert "park-a" in table and "*7199" in table and "GroupPickup" in table
     pools.ok("orbit", "set", "park-a", "--end", "7199", "--pool", "pool-b")
     rows = json.loads(pools.ok("orbit", "get", "park-a", "--json"))
-    assert rows == [{"name": "park-a", "start": "7000", "end": "7199", "pool": "pool-b", "type": "CallPark", "size": 200}]
+    assert rows == [
+        {"name": "park-a", "start": "7000", "end": "7199", "pool": "pool-b", "type": "CallPark", "size": 200}
+    ]
     assert [r["name"] for r in json.loads(pools.ok("orbit", "get", "--filter", "pick*", "--json"))] == ["pickup"]
     assert [r["name"] for r in json.loads(pools.ok("orbit", "get", "--type", "CallPark", "--json"))] == ["park-a"]
     pools.ok("orbit", "remove", "park-a")
@@ -69,7 +73,9 @@ def test_new_refuses_each_lync_rule(pools: Cli, etcd: EtcdStore, start: str, end
 
 def test_overlap_with_either_type_anywhere_is_refused(pools: Cli, etcd: EtcdStore) -> None:
     pools.ok("orbit", "new", "pickup", "--start", "7050", "--end", "7150", "--pool", "pool-b", "--type", "GroupPickup")
-    err = assert_refused(pools, etcd, "range-overlap", "orbit", "new", "park", "--start", "7000", "--end", "7050", "--pool", "pool-a")
+    err = assert_refused(
+        pools, etcd, "range-overlap", "orbit", "new", "park", "--start", "7000", "--end", "7050", "--pool", "pool-a"
+    )
     assert "pickup" in err and "GroupPickup" in err
     # same digits with a prefix are different dial strings: no overlap
     pools.ok("orbit", "new", "star", "--start", "*7000", "--end", "*7099", "--pool", "pool-a")
@@ -79,16 +85,22 @@ def test_overlap_with_either_type_anywhere_is_refused(pools: Cli, etcd: EtcdStor
 
 
 def test_pool_must_exist_and_names_are_unique(pools: Cli, etcd: EtcdStore) -> None:
-    assert_refused(pools, etcd, "pool-missing", "orbit", "new", "r", "--start", "7000", "--end", "7001", "--pool", "nope")
+    assert_refused(
+        pools, etcd, "pool-missing", "orbit", "new", "r", "--start", "7000", "--end", "7001", "--pool", "nope"
+    )
     pools.ok("orbit", "new", "r", "--start", "7000", "--end", "7001", "--pool", "pool-a")
-    assert_refused(pools, etcd, "range-exists", "orbit", "new", "r", "--start", "8000", "--end", "8001", "--pool", "pool-a")
+    assert_refused(
+        pools, etcd, "range-exists", "orbit", "new", "r", "--start", "8000", "--end", "8001", "--pool", "pool-a"
+    )
     assert_refused(pools, etcd, "pool-missing", "orbit", "set", "r", "--pool", "nope")
 
 
 def test_at_most_50000_orbits_per_pool(pools: Cli, etcd: EtcdStore) -> None:
     for i in range(5):
         pools.ok("orbit", "new", f"r{i}", "--start", f"{10 + i}0000", "--end", f"{10 + i}9998", "--pool", "pool-a")
-    err = assert_refused(pools, etcd, "pool-capacity", "orbit", "new", "r9", "--start", "90000", "--end", "90005", "--pool", "pool-a")
+    err = assert_refused(
+        pools, etcd, "pool-capacity", "orbit", "new", "r9", "--start", "90000", "--end", "90005", "--pool", "pool-a"
+    )
     assert "50,000" in err
     pools.ok("orbit", "new", "r9", "--start", "90000", "--end", "90005", "--pool", "pool-b")
 
@@ -101,6 +113,21 @@ def test_name_cannot_be_changed_and_unknown_range_is_not_found(pools: Cli) -> No
 
 
 def test_bad_type_and_usage_errors(pools: Cli, etcd: EtcdStore) -> None:
-    assert_refused(pools, etcd, "range-type", "orbit", "new", "r", "--start", "7000", "--end", "7001", "--pool", "pool-a", "--type", "Pickup")
+    assert_refused(
+        pools,
+        etcd,
+        "range-type",
+        "orbit",
+        "new",
+        "r",
+        "--start",
+        "7000",
+        "--end",
+        "7001",
+        "--pool",
+        "pool-a",
+        "--type",
+        "Pickup",
+    )
     result = pools("orbit", "new", "r", "--start", "7000")
     assert result.code == 2 and "required" in result.err

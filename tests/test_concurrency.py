@@ -62,7 +62,16 @@ def test_two_processes_creating_overlapping_ranges_exactly_one_succeeds(
         argv = [str(CALLPARK_BIN), "--etcd", etcd_cluster.endpoints, "orbit", "new"]
         procs = [
             subprocess.Popen(
-                [*argv, f"r{round_}-{i}", "--start", str(base + i * 10), "--end", str(base + 50 + i * 10), "--pool", "p"],
+                [
+                    *argv,
+                    f"r{round_}-{i}",
+                    "--start",
+                    str(base + i * 10),
+                    "--end",
+                    str(base + 50 + i * 10),
+                    "--pool",
+                    "p",
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -72,7 +81,7 @@ def test_two_processes_creating_overlapping_ranges_exactly_one_succeeds(
         results = []
         for proc in procs:
             try:
-                out, err = proc.communicate(timeout=60)
+                _out, err = proc.communicate(timeout=60)
             finally:
                 proc.kill()
                 proc.wait()

@@ -23,7 +23,10 @@ def test_shipped_local_cluster_file_is_valid() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[[pool]]\nname='a'\nsite='s'\n[[range]]\nname='r'\nstart='0700'\nend='0799'\npool='a'\n", "[orbit-leading-zero]"),
+        (
+            "[[pool]]\nname='a'\nsite='s'\n[[range]]\nname='r'\nstart='0700'\nend='0799'\npool='a'\n",
+            "[orbit-leading-zero]",
+        ),
         ("[[pool]]\nname='a'\nsite='s'\nbackup='zz'\n", "[pool-missing]"),
         ("[[pool]]\nname='a'\n", "missing 'site'"),
         ("[[pool]]\nname='a'\nsite=3\n", "'site' must be a string"),

@@ -29,7 +29,7 @@ def test_valid_orbits(text: str) -> None:
         ("12a4", "orbit-format"),
         ("+7000", "orbit-format"),
         ("**101", "orbit-format"),
-        ("７０００", "orbit-format"),  # full-width digits are not ASCII digits
+        ("\uff17\uff10\uff10\uff10", "orbit-format"),  # full-width digits are not ASCII digits
         ("0700", "orbit-leading-zero"),
         ("*0700", "orbit-leading-zero"),
         ("#0123", "orbit-leading-zero"),

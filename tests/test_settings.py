@@ -13,8 +13,8 @@ from callpark.settings import (
     effective_settings,
     format_timespan,
     parse_scope,
-    parse_timespan,
     parse_timeout_uri,
+    parse_timespan,
 )
 
 
@@ -75,7 +75,9 @@ def test_timeout_uri_accepts_sip_and_sips(uri: str) -> None:
     assert parse_timeout_uri(uri) == uri
 
 
-@pytest.mark.parametrize("uri", ["tel:+15551212", "operator@example.com", "http://x", "sip:", "sip:a b@c", "sip:a@h:70000"])
+@pytest.mark.parametrize(
+    "uri", ["tel:+15551212", "operator@example.com", "http://x", "sip:", "sip:a b@c", "sip:a@h:70000"]
+)
 def test_timeout_uri_refusals(uri: str) -> None:
     with pytest.raises(ValidationError) as info:
         parse_timeout_uri(uri)
@@ -93,7 +95,9 @@ def test_unknown_field_refused() -> None:
     assert info.value.rule == "cps-field"
 
 
-@pytest.mark.parametrize(("text", "scope"), [("global", "global"), ("Global", "global"), ("site:Redmond", "site:Redmond")])
+@pytest.mark.parametrize(
+    ("text", "scope"), [("global", "global"), ("Global", "global"), ("site:Redmond", "site:Redmond")]
+)
 def test_scopes(text: str, scope: str) -> None:
     assert parse_scope(text) == scope
 

@@ -18,7 +18,11 @@ def pcm_wav(rate: int = 8000, seconds: float = 1.0, channels: int = 1, width: in
         data = bytearray()
         for i in range(frames):
             v = int(8000 * math.sin(2 * math.pi * freq * i / rate))
-            sample = struct.pack("<h", v) if width == 2 else (struct.pack("<B", (v >> 8) + 128) if width == 1 else struct.pack("<i", v << 16)[:width])
+            sample = (
+                struct.pack("<h", v)
+                if width == 2
+                else (struct.pack("<B", (v >> 8) + 128) if width == 1 else struct.pack("<i", v << 16)[:width])
+            )
             data += sample * channels
         w.writeframes(bytes(data))
     return out.getvalue()
