@@ -56,6 +56,16 @@ class Keys:
     OWNERS = ROOT + "owners/"
     MEMBERS = ROOT + "members/"
     PARKED = ROOT + "parked/"
+    LRU = ROOT + "lru/"
+    HISTORY = ROOT + "history/"
+
+    @classmethod
+    def parked(cls, orbit: str) -> str:
+        return cls.PARKED + orbit
+
+    @classmethod
+    def member(cls, pool: str, node: str) -> str:
+        return f"{cls.MEMBERS}{pool}/{node}"
 
     @classmethod
     def pool(cls, name: str) -> str:

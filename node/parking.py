@@ -1,0 +1,235 @@
+"""Parked-call state in etcd: orbit allocation, claims and frees, all as guarded txns.
+
+Every write compares the writer's member key lease (a node whose lease expired
+cannot write) and, for an existing record, the record's mod revision as last seen
+(so two writers never both win). Allocation is "create if absent" on
+``parked/<orbit>``, least recently freed orbit first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from callpark.errors import StoreDataError
+from callpark.kv import KV, Compare, Delete, Put, absent, unchanged
+from callpark.node.records import CallState, Dialog, Holder, Outcome, ParkedCall, ParkKind
+from callpark.orbits import OrbitRange
+from callpark.store import Keys, encode
+
+log = logging.getLogger(__name__)
+
+HISTORY_KEEP_S = 3600.0
+
+
+class NoFreeOrbit(Exception):
+    """Every orbit of the pool's CallPark ranges is taken (Lync 35002)."""
+
+
+class OrbitTaken(Exception):
+    """A directed park named an orbit that is in use."""
+
+
+class NotParked(Exception):
+    """The orbit holds no parked call (Lync 35000)."""
+
+
+class LostRace(Exception):
+    """Another writer changed the record first (e.g. a second retriever)."""
+
+
+class Fenced(Exception):
+    """This node's lease is gone: it may not write."""
+
+
+@dataclass(frozen=True)
+class Held:
+    """A record this node holds, with the mod revision of its last write or read."""
+
+    call: ParkedCall
+    mod_revision: int
+
+
+class ParkTable:
+    """The node's view of ``parked/``, ``lru/`` and ``history/`` in etcd."""
+
+    def __init__(self, kv: KV, *, node: str, pool: str, member_key: str) -> None:
+        self.kv = kv
+        self.node = node
+        self.pool = pool
+        self.member_key = member_key
+        self.lease = 0
+
+    def _alive(self) -> Compare:
+        """Holds only while our member key is bound to our current lease."""
+        return Compare(self.member_key, "lease", "==", self.lease)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, orbit: str) -> Held | None:
+        entry = self.kv.get(Keys.parked(orbit))
+        if entry is None:
+            return None
+        return Held(ParkedCall.from_bytes(entry.key, entry.value), entry.mod_revision)
+
+    def all_parked(self) -> list[Held]:
+        """Every parked call in the cluster; malformed records are logged and skipped."""
+        out = []
+        for key, entry in self.kv.get_prefix(Keys.PARKED).entries.items():
+            try:
+                out.append(Held(ParkedCall.from_bytes(key, entry.value), entry.mod_revision))
+            except StoreDataError as exc:
+                log.error("skipping %s", exc)
+        return out
+
+    # -- allocation ----------------------------------------------------------------------
+
+    def candidates(self, ranges: Sequence[OrbitRange]) -> list[str]:
+        """Free orbits of ``ranges``, least recently freed first (never used first)."""
+        taken = {k[len(Keys.PARKED) :] for k in self.kv.get_prefix(Keys.PARKED).entries}
+        freed: dict[str, float] = {}
+        for key, entry in self.kv.get_prefix(Keys.LRU).entries.items():
+            try:
+                freed[key[len(Keys.LRU) :]] = float(json.loads(entry.value)["at"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        free = [o for r in ranges for o in r.orbits() if o not in taken]
+        return sorted(free, key=lambda o: (freed.get(o, 0.0), o))
+
+    def allocate(
+        self,
+        ranges: Sequence[OrbitRange],
+        *,
+        target: str | None,
+        holder: Holder,
+        dialog: Dialog,
+        kind: ParkKind,
+        caller_uri: str,
+        parker_uri: str | None,
+        timeout_s: float,
+        now: float | None = None,
+    ) -> Held:
+        """Create the record on a free orbit (``target`` for a directed park)."""
+        now = time.time() if now is None else now
+        by_orbit = {o: r for r in ranges for o in ([target] if target and r.contains(target) else [])}
+        if target is not None:
+            if target not in by_orbit:
+                raise OrbitTaken(f"orbit {target} is not in a CallPark range of pool {self.pool}")
+            order = [target]
+        else:
+            order = self.candidates(ranges)
+        for orbit in order:
+            rng = by_orbit.get(orbit) or next(r for r in ranges if r.contains(orbit))
+            call = ParkedCall(
+                orbit=orbit,
+                park_id=secrets.token_hex(8),
+                pool=self.pool,
+                range=rng.name,
+                kind=kind,
+                state=CallState.PARKED,
+                holder=holder,
+                dialog=dialog,
+                caller_uri=caller_uri,
+                parker_uri=parker_uri,
+                parked_at=now,
+                deadline=now + timeout_s,
+                attempts=0,
+            )
+            result = self.kv.txn(
+                [absent(Keys.parked(orbit)), self._alive()],
+                [Put(Keys.parked(orbit), call.to_bytes())],
+            )
+            if result.succeeded:
+                return Held(call, result.revision)
+            self._check_alive()
+        if target is not None:
+            raise OrbitTaken(f"orbit {target} is in use")
+        raise NoFreeOrbit(f"no free orbit in the CallPark ranges of pool {self.pool}")
+
+    # -- changes to a held record ---------------------------------------------------------
+
+    def update(self, held: Held, call: ParkedCall) -> Held:
+        """Replace the record if nobody changed it since ``held`` was read."""
+        result = self.kv.txn(
+            [unchanged(Keys.parked(held.call.orbit), held.mod_revision), self._alive()],
+            [Put(Keys.parked(call.orbit), call.to_bytes())],
+        )
+        if not result.succeeded:
+            self._check_alive()
+            raise LostRace(f"orbit {held.call.orbit} changed under us")
+        return Held(call, result.revision)
+
+    def claim(self, held: Held, state: CallState) -> Held:
+        """Move a parked call to ``state`` (retrieving, ringing...) if still as seen."""
+        if held.call.state != CallState.PARKED:
+            raise LostRace(f"orbit {held.call.orbit} is {held.call.state.value}")
+        return self.update(held, held.call.with_state(state))
+
+    def free(self, held: Held, outcome: Outcome, detail: str = "", now: float | None = None) -> None:
+        """Delete the record, stamp the orbit's LRU time and record the outcome, in one txn."""
+        now = time.time() if now is None else now
+        call = held.call
+        history = encode(
+            {
+                "park_id": call.park_id,
+                "orbit": call.orbit,
+                "outcome": outcome.value,
+                "detail": detail,
+                "parked_at": call.parked_at,
+                "ended_at": now,
+                "attempts": call.attempts,
+                "node": self.node,
+            }
+        )
+        result = self.kv.txn(
+            [unchanged(Keys.parked(call.orbit), held.mod_revision), self._alive()],
+            [
+                Delete(Keys.parked(call.orbit)),
+                Put(Keys.LRU + call.orbit, json.dumps({"at": now}).encode()),
+                Put(Keys.HISTORY + call.park_id, history),
+            ],
+        )
+        if not result.succeeded:
+            self._check_alive()
+            raise LostRace(f"orbit {call.orbit} changed before it could be freed")
+
+    def refresh(self, held: Held) -> Held | None:
+        """Re-read a record we think we hold; None when it is gone or another's."""
+        current = self.get(held.call.orbit)
+        if current is None or current.call.park_id != held.call.park_id:
+            return None
+        return current
+
+    def prune_history(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        dead = []
+        for key, entry in self.kv.get_prefix(Keys.HISTORY).entries.items():
+            try:
+                if float(json.loads(entry.value)["ended_at"]) < now - HISTORY_KEEP_S:
+                    dead.append(key)
+            except (ValueError, KeyError, TypeError):
+                dead.append(key)
+        for key in dead:
+            self.kv.txn([], [Delete(key)])
+        return len(dead)
+
+    def history(self, park_id: str) -> dict[str, object] | None:
+        entry = self.kv.get(Keys.HISTORY + park_id)
+        return None if entry is None else dict(json.loads(entry.value))
+
+    def _check_alive(self) -> None:
+        entry = self.kv.get(self.member_key)
+        if entry is None or entry.lease != self.lease:
+            raise Fenced(f"node {self.node}: member key lost its lease; refusing to write")
+
+
+def with_holder(call: ParkedCall, holder: Holder, dialog: Dialog) -> ParkedCall:
+    return replace(call, holder=holder, dialog=dialog, state=CallState.PARKED)
+
+
+def orbits_of(ranges: Iterable[OrbitRange]) -> set[str]:
+    return {o for r in ranges for o in r.orbits()}

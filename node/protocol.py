@@ -1,0 +1,93 @@
+"""The supervisor <-> worker channel: one JSON object per line over a socketpair.
+
+The worker holds SIP calls (pjsua2); the supervisor owns etcd. Neither blocks the
+other: a worker that needs a decision (park, retrieve) sends a request with a ``req``
+id and keeps pumping SIP; the supervisor answers with ``reply`` carrying the same id.
+
+Worker -> supervisor
+  ``ready``      {sip, rtp_base, slots}                       worker is up
+  ``slots``      {free}                                       free call slots changed
+  ``park``       {req, call, target, referred_by, from_uri, contact, supports_replaces}
+                 target is "park" (any orbit) or an orbit (directed park)
+  ``retrieve``   {req, call, orbit, from_uri, contact, supports_replaces, park_id?}
+  ``answered``   {call, orbit, dialog}                        parked call is up; dialog = records.Dialog
+  ``ended``      {call, orbit?, reason}                       a call left (caller-hangup, retrieved,
+                                                              rang-back, forwarded, disconnected, failed)
+  ``ringback_result`` {orbit, result}                         answered | no-answer | failed
+  ``takeover_result`` {orbit, ok, reason, dialog?}
+  ``log``        {level, message}
+
+Supervisor -> worker
+  ``reply``      {req, action, ...}  action is one of
+                 answer   {orbit, park_id, music}             answer the park INVITE, hold with music
+                 connect  {orbit}                             retrieval: this worker holds the orbit
+                 redirect {contact}                           302 to another worker or node
+                 reject   {code, reason, warning}             final error response
+  ``ringback``   {orbit, parker_uri, ring_time_s}
+  ``forward``    {orbit, uri}                                 blind transfer to OnTimeoutURI
+  ``disconnect`` {orbit}                                      hang up the parked caller
+  ``release``    {orbit}                                      forget the call without signalling etcd
+  ``takeover``   {orbit, park_id, dialog, music}              INVITE with Replaces to the caller
+  ``notify``     {uri, text}                                  SIP MESSAGE (the orbit to the parker)
+  ``music``      {path}                                       the WAV to play on hold
+  ``shutdown``   {}
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from typing import Any
+
+Message = dict[str, Any]
+
+MAX_LINE = 64 * 1024
+
+
+class ChannelClosed(Exception):
+    """The other end of the channel went away."""
+
+
+class Channel:
+    """Line-delimited JSON over a connected stream socket; ``send`` is thread-safe."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._send_lock = threading.Lock()
+        self._reader = sock.makefile("rb")
+
+    def send(self, op: str, **fields: Any) -> None:
+        line = json.dumps({"op": op, **fields}, separators=(",", ":")).encode() + b"\n"
+        with self._send_lock:
+            try:
+                self.sock.sendall(line)
+            except OSError as exc:
+                raise ChannelClosed(str(exc)) from None
+
+    def receive(self) -> Message:
+        """Block until one message arrives; raise :class:`ChannelClosed` at EOF."""
+        try:
+            line = self._reader.readline(MAX_LINE + 1)
+        except OSError as exc:
+            raise ChannelClosed(str(exc)) from None
+        if not line:
+            raise ChannelClosed("end of stream")
+        if len(line) > MAX_LINE:
+            raise ChannelClosed("message too long")
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            raise ChannelClosed("malformed message") from None
+        if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
+            raise ChannelClosed("message without op")
+        return msg
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        finally:
+            self.sock.close()

@@ -1,0 +1,189 @@
+"""Parked-call records in real etcd: allocation, claims, frees and fencing (no SIP)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from callpark.errors import ValidationError
+from callpark.kv import KV
+from callpark.node.membership import DuplicateNode, LeaseTimings, Membership
+from callpark.node.parking import Fenced, LostRace, NoFreeOrbit, OrbitTaken, ParkTable
+from callpark.node.records import CallState, Dialog, Holder, Outcome, ParkKind
+from callpark.orbits import OrbitRange
+from callpark.store import EtcdStore, Keys
+from callpark.waiting import wait_until
+
+RANGES = [OrbitRange("r", "7000", "7002", "pool-a")]
+DIALOG = Dialog("cid@host", "ltag", "rtag", "sip:a@127.0.0.1:5062", "sip:a@127.0.0.1", True)
+HOLDER = Holder("n1", 0, "127.0.0.1:5070")
+FAST = LeaseTimings(ttl_s=4, keepalive_s=0.5, safety_s=1.5, request_timeout_s=1.0)
+
+
+@pytest.fixture
+def member(etcd: EtcdStore) -> Iterator[Membership]:
+    m = Membership(etcd, pool="pool-a", node="n1", timings=FAST)
+    m.join({"ready": True})
+    m.start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+def table(kv: KV, m: Membership) -> ParkTable:
+    t = ParkTable(kv, node=m.node, pool=m.pool, member_key=m.key)
+    t.lease = m.lease
+    return t
+
+
+def park(t: ParkTable, target: str | None = None, now: float | None = None):  # type: ignore[no-untyped-def]
+    return t.allocate(
+        RANGES,
+        target=target,
+        holder=HOLDER,
+        dialog=DIALOG,
+        kind=ParkKind.BLIND,
+        caller_uri="sip:a@127.0.0.1",
+        parker_uri="sip:p@127.0.0.1",
+        timeout_s=90,
+        now=now,
+    )
+
+
+def test_least_recently_freed_orbit_first(etcd: EtcdStore, member: Membership) -> None:
+    t = table(etcd, member)
+    first = [park(t).call.orbit for _ in range(3)]
+    assert first == ["7000", "7001", "7002"]  # never-used orbits in order
+    with pytest.raises(NoFreeOrbit):
+        park(t)
+    for orbit, at in (("7001", 100.0), ("7000", 200.0)):
+        held = t.get(orbit)
+        assert held is not None
+        t.free(held, Outcome.RETRIEVED, now=at)
+    assert park(t).call.orbit == "7001"  # freed longest ago
+    assert park(t).call.orbit == "7000"
+
+
+def test_record_holds_what_a_takeover_needs(etcd: EtcdStore, member: Membership) -> None:
+    t = table(etcd, member)
+    held = park(t, now=1000.0)
+    again = t.get(held.call.orbit)
+    assert again is not None and again.call == held.call
+    assert again.call.dialog == DIALOG and again.call.deadline == 1090.0 and again.call.attempts == 0
+
+
+def test_directed_park(etcd: EtcdStore, member: Membership) -> None:
+    t = table(etcd, member)
+    assert park(t, target="7002").call.orbit == "7002"
+    with pytest.raises(OrbitTaken, match="in use"):
+        park(t, target="7002")
+    with pytest.raises(OrbitTaken, match="not in a CallPark range"):
+        park(t, target="8000")
+
+
+def test_concurrent_allocations_never_share_an_orbit(etcd: EtcdStore, member: Membership) -> None:
+    results: list[str] = []
+    errors: list[Exception] = []
+
+    def worker() -> None:
+        store = EtcdStore(etcd.endpoints)
+        try:
+            results.append(park(table(store, member)).call.orbit)
+        except NoFreeOrbit as exc:
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(5)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert sorted(results) == ["7000", "7001", "7002"] and len(errors) == 2
+
+
+def test_two_claims_on_one_snapshot_exactly_one_wins(etcd: EtcdStore, member: Membership) -> None:
+    t = table(etcd, member)
+    held = park(t)
+    t.claim(held, CallState.RETRIEVING)
+    with pytest.raises(LostRace):
+        t.claim(held, CallState.RETRIEVING)
+
+
+def test_free_records_outcome_and_lru_in_one_txn(etcd: EtcdStore, member: Membership) -> None:
+    t = table(etcd, member)
+    held = park(t)
+    t.free(held, Outcome.ABANDONED, "caller hung up")
+    assert t.get(held.call.orbit) is None
+    hist = t.history(held.call.park_id)
+    assert hist is not None and hist["outcome"] == "abandoned"
+    assert etcd.get(Keys.LRU + held.call.orbit) is not None
+    with pytest.raises(LostRace):
+        t.free(held, Outcome.ABANDONED)  # freed exactly once
+
+
+def test_writes_are_fenced_once_the_lease_is_gone(etcd: EtcdStore, member: Membership) -> None:
+    t = table(etcd, member)
+    held = park(t)
+    etcd.revoke_lease(member.lease)
+    with pytest.raises(Fenced):
+        park(t)
+    with pytest.raises(Fenced):
+        t.free(held, Outcome.RETRIEVED)
+    assert t.get(held.call.orbit) is not None  # the record survives the node
+
+
+def test_duplicate_node_name_is_refused(etcd: EtcdStore, member: Membership) -> None:
+    other = Membership(etcd, pool="pool-a", node="n1", timings=FAST)
+    with pytest.raises(DuplicateNode, match="already registered"):
+        other.join({})
+
+
+def test_member_key_renews_and_rejoins_after_expiry(etcd: EtcdStore, member: Membership) -> None:
+    wait_until(lambda: member.renewals >= 2, timeout=5, what="two lease renewals")
+    old = member.lease
+    etcd.revoke_lease(old)
+    wait_until(lambda: member.rejoins >= 1 and member.lease != old, timeout=5, what="re-registration")
+    entry = etcd.get(member.key)
+    assert entry is not None and entry.lease == member.lease
+
+
+@pytest.mark.parametrize(
+    ("timings", "rule"),
+    [
+        (LeaseTimings(ttl_s=2), "timing-ttl"),
+        (LeaseTimings(ttl_s=10, keepalive_s=4, safety_s=2, request_timeout_s=1), "timing-keepalive"),
+        (LeaseTimings(ttl_s=10, keepalive_s=1, safety_s=0.5, request_timeout_s=1), "timing-safety"),
+        (LeaseTimings(ttl_s=10, keepalive_s=0), "timing-positive"),
+    ],
+)
+def test_timings_are_validated_together(timings: LeaseTimings, rule: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        timings.validate()
+    assert info.value.rule == rule
+
+
+def test_self_fencing_deadline_passes_before_the_lease_can_expire(etcd_cluster, etcd: EtcdStore) -> None:  # type: ignore[no-untyped-def]
+    store = EtcdStore(etcd.endpoints, request_timeout_s=0.5, retry_deadline_s=0.5)
+    m = Membership(store, pool="pool-a", node="fence", timings=FAST)
+    m.join({})
+    m.start()
+    try:
+        wait_until(m.is_valid, timeout=3, what="valid membership")
+        etcd_cluster.pause(0)
+        paused_at = time.monotonic()
+        try:
+            wait_until(lambda: not m.is_valid(), timeout=FAST.ttl_s + 2, what="self-fencing")
+        finally:
+            etcd_cluster.resume(0)
+        # The node stops serving at least safety_s before etcd could expire its lease:
+        # the deadline is set from the send time of a renewal made before the pause.
+        assert m._valid_until <= paused_at + FAST.ttl_s - FAST.safety_s
+        wait_until(m.is_valid, timeout=10, what="validity back after etcd resumes")
+    finally:
+        m.stop()
+        store.close()
