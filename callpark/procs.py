@@ -38,6 +38,7 @@ class ManagedProcess:
         cwd: Path | None = None,
         stdin_pipe: bool = False,
         stdout_pipe: bool = False,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -46,6 +47,7 @@ class ManagedProcess:
         self._cwd = cwd
         self._stdin_pipe = stdin_pipe
         self._stdout_pipe = stdout_pipe
+        self._pass_fds = tuple(pass_fds)
         self._popen: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
 
@@ -75,6 +77,7 @@ class ManagedProcess:
             env=self._env,
             cwd=self._cwd,
             start_new_session=True,
+            pass_fds=self._pass_fds,
         )
         log.debug("started %s pid=%d: %s", self.name, self._popen.pid, " ".join(self.argv))
         return self

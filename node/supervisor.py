@@ -1,0 +1,751 @@
+"""The park node supervisor: the node's only etcd client and the brain of its workers.
+
+It holds the node's lease and member key, spawns and watches pjsua2 workers, decides
+every park and retrieval (orbit allocation, redirects, refusals), runs the ringback
+timers from the deadlines in etcd, has a dead worker's calls taken over by a sibling,
+and serves /metrics, /healthz, /readyz and a JSON view of its parked calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from callpark import admin, mohstore
+from callpark.errors import CallparkError, StoreError
+from callpark.kv import KV
+from callpark.netutil import free_port, free_port_block
+from callpark.node.http import NodeHttp
+from callpark.node.membership import LeaseTimings, Membership
+from callpark.node.metrics import InstrumentedKV, NodeMetrics
+from callpark.node.parking import Fenced, Held, LostRace, NoFreeOrbit, OrbitTaken, ParkTable
+from callpark.node.protocol import Channel, ChannelClosed, Message
+from callpark.node.records import CallState, Dialog, Holder, Outcome, ParkedCall, ParkKind
+from callpark.orbits import OrbitRange, RangeType
+from callpark.procs import ManagedProcess
+from callpark.settings import DEFAULTS, CpsSettings
+from callpark.waiting import wait_until
+
+log = logging.getLogger(__name__)
+
+MAX_CALLS_PER_WORKER = 4  # pjsua2 wheel's compile-time PJSUA_MAX_CALLS
+RTP_PORTS_PER_WORKER = 16
+CONFIG_REFRESH_S = 2.0
+CYCLE_S = 0.1
+
+END_REASONS = {
+    "caller-hangup": Outcome.ABANDONED,
+    "retrieved": Outcome.RETRIEVED,
+    "rang-back": Outcome.RANG_BACK,
+    "forwarded": Outcome.FORWARDED,
+    "disconnected": Outcome.DISCONNECTED,
+    "failed": Outcome.ABANDONED,
+}
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """How one park node runs (validated at start-up)."""
+
+    pool: str
+    name: str
+    run_dir: Path
+    workers: int = 2
+    host: str = "127.0.0.1"
+    http_port: int = 0
+    edge: str | None = None
+    domain: str = "callpark.test"
+    ring_time_s: float = 20.0
+    timings: LeaseTimings = field(default_factory=LeaseTimings)
+    worker_log_level: str = "WARNING"
+
+    def validate(self) -> NodeConfig:
+        if not 1 <= self.workers <= 64:
+            raise CallparkError(f"--workers must be 1 to 64, not {self.workers}")
+        if not 1.0 <= self.ring_time_s <= 300.0:
+            raise CallparkError(f"--ring-time must be 1 to 300 seconds, not {self.ring_time_s}")
+        self.timings.validate()
+        return self
+
+
+@dataclass
+class WorkerHandle:
+    """One worker process as the supervisor sees it."""
+
+    index: int
+    sip_port: int
+    rtp_port: int
+    process: ManagedProcess | None = None
+    channel: Channel | None = None
+    free_slots: int = 0
+    ready: threading.Event = field(default_factory=threading.Event)
+    stopping: bool = False
+    generation: int = 0
+
+    def sip(self, host: str) -> str:
+        return f"{host}:{self.sip_port}"
+
+    def send(self, op: str, **fields: Any) -> bool:
+        if self.channel is None:
+            return False
+        try:
+            self.channel.send(op, **fields)
+            return True
+        except ChannelClosed:
+            return False
+
+
+class Supervisor:
+    """Runs one park node: ``start()``, then ``run()`` until ``stop()``."""
+
+    def __init__(self, config: NodeConfig, kv: KV) -> None:
+        self.config = config.validate()
+        self.metrics = NodeMetrics(config.pool, config.name)
+        self.kv: KV = InstrumentedKV(kv, self.metrics)
+        self.admin = admin.AdminStore(self.kv)
+        self.membership = Membership(
+            self.kv,
+            pool=config.pool,
+            node=config.name,
+            timings=config.timings,
+            on_rejoin=self._on_rejoin,
+            on_renew=lambda s: self.metrics.lease_renew.labels(config.name).observe(s),
+        )
+        self.table = ParkTable(self.kv, node=config.name, pool=config.pool, member_key=self.membership.key)
+        self.workers: list[WorkerHandle] = []
+        self.held: dict[str, Held] = {}
+        self._pending: dict[tuple[int, str], float] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._ranges: list[OrbitRange] = []
+        self._settings: CpsSettings = DEFAULTS
+        self._music_sha: str | None = "unset"
+        self._music_path: Path | None = None
+        self._last_refresh = 0.0
+        self._last_cycle = time.monotonic()
+        self._last_prune = 0.0
+        self.http: NodeHttp | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Join the cluster, start the workers and HTTP; returns when the node is ready."""
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        self._refresh_config(force=True)
+        self.http = NodeHttp(
+            self.config.host,
+            self.config.http_port,
+            registry=self.metrics.registry,
+            healthy=self.healthy,
+            ready=self.ready,
+            api={"/api/parked": self.parked_view, "/api/node": self.node_view},
+        )
+        self.membership.join(self._member_info(ready=False))
+        self.table.lease = self.membership.lease
+        self.membership.start()
+        self.http.start()
+        for index in range(self.config.workers):
+            handle = WorkerHandle(index, free_port(udp_too=True), free_port_block(RTP_PORTS_PER_WORKER))
+            self.workers.append(handle)
+            self._spawn(handle)
+        for handle in self.workers:
+            wait_until(functools.partial(self._worker_ready, handle), timeout=20, what=f"worker {handle.index} ready")
+        self._recover_own_calls()
+        self.membership.update(**self._member_info(ready=True))
+        log.info(
+            "node %s of pool %s ready: %d workers, http %s",
+            self.config.name,
+            self.config.pool,
+            len(self.workers),
+            self.http.port,
+        )
+
+    def _worker_ready(self, handle: WorkerHandle) -> bool:
+        if handle.process is not None:
+            handle.process.check_running()
+        return handle.ready.is_set()
+
+    def run(self) -> None:
+        """The supervision loop: workers, ringback deadlines, configuration, gauges."""
+        while not self._stop.wait(CYCLE_S):
+            self._last_cycle = time.monotonic()
+            try:
+                self._cycle()
+            except Exception:
+                log.exception("supervisor cycle failed; please report it as a BUG")
+
+    def stop(self) -> None:
+        """Hang up and free every call, stop the workers, leave the cluster."""
+        self._stop.set()
+        for handle in self.workers:
+            handle.stopping = True
+            handle.send("shutdown")
+        deadline = time.monotonic() + 5
+        for handle in self.workers:
+            if handle.process is not None:
+                while handle.process.is_running() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                handle.process.stop(timeout=2)
+            if handle.channel is not None:
+                handle.channel.close()
+        if self.http is not None:
+            self.http.stop()
+        self.membership.stop(revoke=True)
+
+    # -- health ---------------------------------------------------------------------------
+
+    def healthy(self) -> tuple[bool, str]:
+        stalled = time.monotonic() - self._last_cycle
+        if stalled > self.config.timings.ttl_s:
+            return False, f"supervisor loop stalled for {stalled:.1f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.membership.is_valid():
+            return False, "fenced: etcd lease not renewed"
+        up = sum(1 for w in self.workers if w.ready.is_set())
+        if up == 0:
+            return False, "no worker ready"
+        if not self._ranges:
+            return False, f"pool {self.config.pool} has no CallPark range"
+        return True, f"ready: {up}/{len(self.workers)} workers"
+
+    def parked_view(self) -> list[dict[str, Any]]:
+        now = time.time()
+        with self._lock:
+            calls = [h.call for h in self.held.values()]
+        return [
+            {
+                "orbit": c.orbit,
+                "park_id": c.park_id,
+                "state": c.state.value,
+                "caller": c.caller_uri,
+                "parker": c.parker_uri,
+                "parked_for_s": round(now - c.parked_at, 1),
+                "next_ringback_in_s": round(c.deadline - now, 1),
+                "attempts": c.attempts,
+                "worker": c.holder.worker,
+            }
+            for c in sorted(calls, key=lambda c: c.orbit)
+        ]
+
+    def node_view(self) -> dict[str, Any]:
+        return {
+            "node": self.config.name,
+            "pool": self.config.pool,
+            "ready": self.ready()[0],
+            "lease_remaining_s": round(self.membership.remaining_s(), 2),
+            "workers": [{"index": w.index, "sip": w.sip(self.config.host), "free": w.free_slots} for w in self.workers],
+            "ranges": [r.name for r in self._ranges],
+        }
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _spawn(self, handle: WorkerHandle) -> None:
+        parent, child = socket.socketpair()
+        handle.generation += 1
+        handle.ready.clear()
+        handle.free_slots = 0
+        handle.channel = Channel(parent)
+        argv = [
+            sys.executable,
+            "-m",
+            "callpark.node.worker",
+            "--fd",
+            str(child.fileno()),
+            "--index",
+            str(handle.index),
+            "--node",
+            self.config.name,
+            "--host",
+            self.config.host,
+            "--sip-port",
+            str(handle.sip_port),
+            "--rtp-port",
+            str(handle.rtp_port),
+            "--domain",
+            self.config.domain,
+            "--log-level",
+            self.config.worker_log_level,
+        ]
+        if self.config.edge:
+            argv += ["--proxy", self.config.edge]
+        if self._music_path is not None:
+            argv += ["--music", str(self._music_path)]
+        log_path = self.config.run_dir / f"worker{handle.index}.log"
+        handle.process = ManagedProcess(
+            f"{self.config.name}/worker{handle.index}", argv, log_path=log_path, pass_fds=[child.fileno()]
+        ).start()
+        child.close()
+        generation = handle.generation
+        threading.Thread(
+            target=self._read_worker, args=(handle, generation), name=f"worker{handle.index}-reader", daemon=True
+        ).start()
+
+    def _read_worker(self, handle: WorkerHandle, generation: int) -> None:
+        channel = handle.channel
+        assert channel is not None
+        while True:
+            try:
+                msg = channel.receive()
+            except ChannelClosed:
+                break
+            if handle.generation != generation:
+                break
+            try:
+                self._on_message(handle, msg)
+            except Exception:
+                log.exception(
+                    "handling %s from worker %d failed; please report it as a BUG", msg.get("op"), handle.index
+                )
+        handle.ready.clear()
+
+    def _check_workers(self) -> None:
+        for handle in self.workers:
+            if handle.stopping or handle.process is None or handle.process.is_running():
+                continue
+            code = handle.process.returncode()
+            log.warning("worker %d died (exit %s); restarting it and taking its calls over", handle.index, code)
+            self.metrics.worker_restarts.labels(self.config.name).inc()
+            handle.process.stop()
+            if handle.channel is not None:
+                handle.channel.close()
+            self._spawn(handle)
+            try:
+                wait_until(functools.partial(self._worker_ready, handle), timeout=20, what="restarted worker")
+            except Exception as exc:  # noqa: BLE001 - retried on the next cycle
+                log.error("worker %d did not come back: %s", handle.index, exc)
+                continue
+            orphans = [h for h in list(self.held.values()) if h.call.holder.worker == handle.index]
+            for held in orphans:
+                self._take_over(held)
+
+    def _take_over(self, held: Held) -> None:
+        target = self._pick_worker(need=1)
+        if target is None:
+            self._lose(held, "no free worker slot for takeover")
+            return
+        with self._lock:
+            try:
+                held = self.table.update(held, held.call.with_state(CallState.PARKED))
+            except (LostRace, Fenced, StoreError) as exc:
+                log.warning("cannot claim orbit %s for takeover: %s", held.call.orbit, exc)
+                return
+            self.held[held.call.orbit] = held
+        target.send(
+            "takeover",
+            orbit=held.call.orbit,
+            park_id=held.call.park_id,
+            dialog=_dialog_json(held.call.dialog),
+            music=self._settings.enable_music_on_hold,
+        )
+
+    def _pick_worker(self, need: int, exclude: int | None = None) -> WorkerHandle | None:
+        """The ready worker with the most free slots, if it has ``need`` plus one spare."""
+        ready = [w for w in self.workers if w.ready.is_set() and w.index != exclude]
+        best = max(ready, key=lambda w: w.free_slots, default=None)
+        if best is None or best.free_slots < need + 1:
+            return None
+        return best
+
+    # -- messages from workers ----------------------------------------------------------------
+
+    def _on_message(self, w: WorkerHandle, msg: Message) -> None:
+        op = msg["op"]
+        if op == "ready":
+            w.free_slots = int(msg.get("slots", MAX_CALLS_PER_WORKER))
+            w.ready.set()
+        elif op == "slots":
+            w.free_slots = int(msg["free"])
+            self.metrics.slots_free.labels(self.config.name, str(w.index)).set(w.free_slots)
+        elif op == "park":
+            self._handle_park(w, msg)
+        elif op == "retrieve":
+            self._handle_retrieve(w, msg)
+        elif op == "answered":
+            self._handle_answered(w, msg)
+        elif op == "redialog":
+            self._handle_redialog(w, msg)
+        elif op == "ended":
+            self._handle_ended(w, msg)
+        elif op == "ringback_result":
+            self._handle_ringback_result(w, msg)
+        elif op == "takeover_result":
+            self._handle_takeover_result(w, msg)
+        elif op == "callback_error":
+            self.metrics.callback_errors.labels(self.config.name).inc()
+            log.error("worker %d callback error: %s", w.index, msg.get("error"))
+        elif op == "log":
+            log.log(int(msg.get("level", logging.INFO)), "worker %d: %s", w.index, msg.get("message"))
+        else:
+            log.warning("worker %d sent unknown op %r", w.index, op)
+
+    def _reject(self, w: WorkerHandle, req: Any, code: int, reason: str, warning: str) -> None:
+        w.send("reply", req=req, action="reject", code=code, reason=reason, warning=warning)
+
+    def _handle_park(self, w: WorkerHandle, msg: Message, *, counted: str = "parks") -> None:
+        req = msg["req"]
+        pool = self.config.pool
+        if not self.membership.is_valid():
+            self.metrics.parks.labels(pool, "fenced").inc()
+            return self._reject(w, req, 503, "Service Unavailable", "park node fenced: etcd lease not renewed")
+        if int(msg.get("free", w.free_slots)) < 1:
+            other = self._pick_worker(need=1, exclude=w.index)
+            if other is None:
+                self.metrics.parks.labels(pool, "no-slot").inc()
+                return self._reject(w, req, 503, "Service Unavailable", "no free call slot on this park node")
+            self.metrics.parks.labels(pool, "redirected").inc()
+            target = msg.get("target", "park")
+            w.send("reply", req=req, action="redirect", contact=f"sip:{target}@{other.sip(self.config.host)}")
+            return None
+        target = msg.get("target") or "park"
+        referred_by = msg.get("referred_by")
+        kind = ParkKind.DIRECTED if target != "park" else (ParkKind.BLIND if referred_by else ParkKind.ATTENDED)
+        dialog = Dialog(
+            call_id=str(msg.get("call_id", "")),
+            local_tag="",
+            remote_tag=str(msg.get("remote_tag", "")),
+            remote_contact=str(msg.get("contact", "")),
+            remote_uri=str(msg.get("from_uri", "")),
+            supports_replaces=bool(msg.get("supports_replaces", False)),
+        )
+        try:
+            held = self.table.allocate(
+                self._ranges,
+                target=None if target == "park" else target,
+                holder=Holder(self.config.name, w.index, w.sip(self.config.host)),
+                dialog=dialog,
+                kind=kind,
+                caller_uri=str(msg.get("from_uri", "")),
+                parker_uri=referred_by if kind != ParkKind.ATTENDED else str(msg.get("from_uri", "")),
+                timeout_s=self._settings.call_pickup_timeout_s,
+            )
+        except NoFreeOrbit as exc:
+            self.metrics.parks.labels(pool, "no-orbit").inc()
+            return self._reject(w, req, 486, "Busy Here", f"35002 No more available orbits: {exc}")
+        except OrbitTaken as exc:
+            self.metrics.parks.labels(pool, "orbit-taken").inc()
+            return self._reject(w, req, 486, "Busy Here", f"35006 Cannot park: {exc}")
+        except Fenced:
+            self.metrics.parks.labels(pool, "fenced").inc()
+            return self._reject(w, req, 503, "Service Unavailable", "park node fenced: etcd lease lost")
+        except StoreError as exc:
+            self.metrics.parks.labels(pool, "etcd-error").inc()
+            return self._reject(w, req, 503, "Service Unavailable", f"etcd unavailable: {exc}")
+        with self._lock:
+            self.held[held.call.orbit] = held
+            self._pending[(w.index, str(msg["call"]))] = time.perf_counter() - float(msg.get("age_s", 0.0))
+        w.send(
+            "reply",
+            req=req,
+            action="answer",
+            orbit=held.call.orbit,
+            park_id=held.call.park_id,
+            music=self._settings.enable_music_on_hold,
+        )
+        return None
+
+    def _handle_retrieve(self, w: WorkerHandle, msg: Message) -> None:
+        req, orbit, pool = msg["req"], str(msg["orbit"]), self.config.pool
+        if not self.membership.is_valid():
+            self.metrics.retrievals.labels(pool, "fenced").inc()
+            return self._reject(w, req, 503, "Service Unavailable", "park node fenced: etcd lease not renewed")
+        try:
+            held = self.table.get(orbit)
+        except StoreError as exc:
+            self.metrics.retrievals.labels(pool, "etcd-error").inc()
+            return self._reject(w, req, 503, "Service Unavailable", f"etcd unavailable: {exc}")
+        if held is None:
+            if msg.get("referred_by") and any(r.contains(orbit) for r in self._ranges):
+                return self._handle_park(w, {**msg, "target": orbit})
+            self.metrics.retrievals.labels(pool, "not-found").inc()
+            return self._reject(w, req, 404, "Not Found", f"35000 Orbit not found: nothing is parked on {orbit}")
+        call = held.call
+        wanted = msg.get("park_id")
+        if wanted and wanted != call.park_id:
+            self.metrics.retrievals.labels(pool, "stale-park-id").inc()
+            return self._reject(w, req, 404, "Not Found", "35010 Could not safe retrieve: another call is on the orbit")
+        if call.holder.node != self.config.name or call.holder.worker != w.index:
+            self.metrics.retrievals.labels(pool, "redirected").inc()
+            w.send("reply", req=req, action="redirect", contact=f"sip:{orbit}@{call.holder.sip}")
+            return None
+        try:
+            with self._lock:
+                claimed = self.table.claim(held, CallState.RETRIEVING)
+                self.held[orbit] = claimed
+                self._pending[(w.index, str(msg["call"]))] = time.perf_counter() - float(msg.get("age_s", 0.0))
+        except (LostRace, Fenced, StoreError) as exc:
+            self.metrics.retrievals.labels(pool, "lost-race").inc()
+            return self._reject(w, req, 486, "Busy Here", f"Orbit {orbit} is being retrieved or rung back ({exc})")
+        self.metrics.retrievals.labels(pool, "ok").inc()
+        w.send(
+            "reply",
+            req=req,
+            action="connect",
+            orbit=orbit,
+            replaces=bool(call.dialog.supports_replaces and msg.get("supports_replaces")),
+        )
+        return None
+
+    def _handle_answered(self, w: WorkerHandle, msg: Message) -> None:
+        orbit = str(msg["orbit"])
+        dialog = Dialog.from_json(msg["dialog"])
+        started = self._pending.pop((w.index, str(msg.get("call"))), None)
+        held = self._mutate(orbit, lambda c: replace(c, dialog=dialog))
+        if started is not None:
+            self.metrics.park_latency.labels(self.config.pool).observe(time.perf_counter() - started)
+        self.metrics.parks.labels(self.config.pool, "ok").inc()
+        if held is not None and held.call.kind != ParkKind.ATTENDED and held.call.parker_uri:
+            w.send(
+                "notify",
+                uri=held.call.parker_uri,
+                orbit=orbit,
+                park_id=held.call.park_id,
+                text=f"Parked {held.call.caller_uri} on orbit {orbit} (park id {held.call.park_id})",
+            )
+
+    def _handle_redialog(self, w: WorkerHandle, msg: Message) -> None:
+        """An attended park completed: the caller replaced the parker's dialog."""
+        dialog = Dialog.from_json(msg["dialog"])
+        self._mutate(str(msg["orbit"]), lambda c: replace(c, dialog=dialog, caller_uri=dialog.remote_uri))
+
+    def _handle_ended(self, w: WorkerHandle, msg: Message) -> None:
+        orbit = msg.get("orbit")
+        reason = str(msg.get("reason", "failed"))
+        started = self._pending.pop((w.index, str(msg.get("call"))), None)
+        if reason == "retrieved" and started is not None:
+            self.metrics.retrieve_latency.labels(self.config.pool).observe(time.perf_counter() - started)
+        if orbit is None:
+            return
+        with self._lock:
+            held = self.held.get(str(orbit))
+        if held is None or held.call.holder.worker != w.index:
+            return
+        outcome = END_REASONS.get(reason, Outcome.ABANDONED)
+        self._free(held, outcome, reason)
+
+    def _handle_ringback_result(self, w: WorkerHandle, msg: Message) -> None:
+        orbit, result = str(msg["orbit"]), str(msg["result"])
+        self.metrics.ringbacks.labels(self.config.pool, result).inc()
+        if result == "answered":
+            return  # the worker hands the caller over and reports ``ended rang-back``
+        held = self._mutate(orbit, lambda c: replace(c, attempts=c.attempts + 1))
+        if held is None:
+            return
+        call = held.call
+        if call.attempts >= self._settings.max_call_pickup_attempts:
+            uri = self._settings.on_timeout_uri
+            if uri:
+                self._mutate(orbit, lambda c: c.with_state(CallState.FORWARDING))
+                self.metrics.timeouts.labels(self.config.pool, "forwarded").inc()
+                w.send("forward", orbit=orbit, uri=uri)
+            else:
+                self.metrics.timeouts.labels(self.config.pool, "disconnected").inc()
+                w.send("disconnect", orbit=orbit)
+            return
+        timeout = self._settings.call_pickup_timeout_s
+        self._mutate(orbit, lambda c: replace(c, state=CallState.PARKED, deadline=time.time() + timeout))
+
+    def _handle_takeover_result(self, w: WorkerHandle, msg: Message) -> None:
+        orbit = str(msg["orbit"])
+        with self._lock:
+            held = self.held.get(orbit)
+        if held is None:
+            return
+        if msg.get("ok"):
+            dialog = Dialog.from_json(msg["dialog"])
+            holder = Holder(self.config.name, w.index, w.sip(self.config.host))
+            self._mutate(orbit, lambda c: replace(c, holder=holder, dialog=dialog, state=CallState.PARKED))
+            self.metrics.takeovers.labels(self.config.pool, "ok").inc()
+        else:
+            self.metrics.takeovers.labels(self.config.pool, "failed").inc()
+            self._lose(held, str(msg.get("reason", "takeover failed")))
+
+    # -- record changes -------------------------------------------------------------------------
+
+    def _mutate(self, orbit: str, change: Any) -> Held | None:
+        """Apply ``change`` to the held record, re-reading once if our cached revision is stale."""
+        with self._lock:
+            held = self.held.get(orbit)
+            for _ in range(2):
+                if held is None:
+                    return None
+                try:
+                    held = self.table.update(held, change(held.call))
+                    self.held[orbit] = held
+                    return held
+                except LostRace:
+                    held = self.table.refresh(held)
+                    if held is None or held.call.holder.node != self.config.name:
+                        self.held.pop(orbit, None)
+                        return None
+                except (Fenced, StoreError) as exc:
+                    log.warning("could not update orbit %s: %s", orbit, exc)
+                    return None
+            return None
+
+    def _free(self, held: Held, outcome: Outcome, detail: str) -> None:
+        with self._lock:
+            current = self.held.get(held.call.orbit, held)
+            for _ in range(2):
+                try:
+                    self.table.free(current, outcome, detail)
+                    break
+                except LostRace:
+                    refreshed = self.table.refresh(current)
+                    if refreshed is None:
+                        break
+                    current = refreshed
+                except (Fenced, StoreError) as exc:
+                    log.warning("could not free orbit %s: %s", held.call.orbit, exc)
+                    return
+            self.held.pop(held.call.orbit, None)
+        self.metrics.ended.labels(self.config.pool, outcome.value).inc()
+
+    def _lose(self, held: Held, reason: str) -> None:
+        log.warning("parked call on orbit %s lost: %s", held.call.orbit, reason)
+        self.metrics.lost.labels(self.config.pool, reason.split(":")[0][:40]).inc()
+        self._free(held, Outcome.LOST, reason)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _cycle(self) -> None:
+        self._check_workers()
+        self._refresh_config()
+        self._fire_deadlines()
+        now = time.monotonic()
+        if now - self._last_prune > 60:
+            self._last_prune = now
+            try:
+                self.table.prune_history()
+            except StoreError as exc:
+                log.debug("history prune skipped: %s", exc)
+        self.membership.update(**self._member_info(ready=self.ready()[0]))
+        self.metrics.parked_calls.labels(self.config.pool, self.config.name).set(len(self.held))
+        self.metrics.lease_remaining.labels(self.config.name).set(self.membership.remaining_s())
+        self.metrics.ready.labels(self.config.pool, self.config.name).set(1 if self.ready()[0] else 0)
+        self.metrics.workers_up.labels(self.config.name).set(sum(1 for w in self.workers if w.ready.is_set()))
+
+    def _fire_deadlines(self) -> None:
+        if not self.membership.is_valid():
+            return
+        now = time.time()
+        with self._lock:
+            due = [h for h in self.held.values() if h.call.state == CallState.PARKED and h.call.deadline <= now]
+        for held in due:
+            handle = self.workers[held.call.holder.worker] if held.call.holder.worker < len(self.workers) else None
+            if handle is None or not handle.ready.is_set():
+                continue
+            try:
+                with self._lock:
+                    claimed = self.table.claim(held, CallState.RINGING)
+                    self.held[held.call.orbit] = claimed
+            except (LostRace, Fenced, StoreError) as exc:
+                log.info("ringback for orbit %s skipped: %s", held.call.orbit, exc)
+                continue
+            if not claimed.call.parker_uri:
+                self._handle_ringback_result(handle, {"orbit": held.call.orbit, "result": "failed"})
+                continue
+            handle.send(
+                "ringback",
+                orbit=held.call.orbit,
+                parker_uri=claimed.call.parker_uri,
+                ring_time_s=self.config.ring_time_s,
+            )
+
+    def _refresh_config(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_refresh < CONFIG_REFRESH_S:
+            return
+        self._last_refresh = now
+        try:
+            state = self.admin.state()
+        except (StoreError, CallparkError) as exc:
+            if force:
+                raise
+            log.warning("configuration refresh failed: %s", exc)
+            return
+        if self.config.pool not in state.pools:
+            if force:
+                raise CallparkError(f"pool {self.config.pool!r} does not exist (create it with 'callpark pool new')")
+            log.error("pool %s no longer exists", self.config.pool)
+            self._ranges = []
+            return
+        self._ranges = state.ranges_of(self.config.pool, RangeType.CALL_PARK)
+        self._settings = state.effective(self.config.pool)[1]
+        meta = state.moh.get(self.config.pool)
+        sha = meta.sha256 if meta else None
+        if sha != self._music_sha:
+            _, data = mohstore.fetch(self.admin, self.config.pool)
+            path = self.config.run_dir / f"moh-{sha or 'default'}.wav"
+            path.write_bytes(data)
+            self._music_sha, self._music_path = sha, path
+            for handle in self.workers:
+                handle.send("music", path=str(path))
+        taken = {o for o in self.held}
+        for rng in self._ranges:
+            self.metrics.range_orbits.labels(self.config.pool, rng.name).set(rng.size)
+            try:
+                used = sum(
+                    1 for k in self.kv.get_prefix("/callpark/v1/parked/").entries if rng.contains(k.rsplit("/", 1)[1])
+                )
+            except StoreError:
+                used = sum(1 for o in taken if rng.contains(o))
+            self.metrics.free_orbits.labels(self.config.pool, rng.name).set(rng.size - used)
+
+    def _recover_own_calls(self) -> None:
+        """After a restart: records that still name this node are ours to take over."""
+        try:
+            mine = [h for h in self.table.all_parked() if h.call.holder.node == self.config.name]
+        except StoreError as exc:
+            log.warning("could not read parked calls: %s", exc)
+            return
+        for held in mine:
+            with self._lock:
+                self.held[held.call.orbit] = held
+            self._take_over(held)
+
+    def _on_rejoin(self) -> None:
+        """Our lease expired and we re-registered: drop calls that now name another holder."""
+        self.table.lease = self.membership.lease
+        with self._lock:
+            for orbit, held in list(self.held.items()):
+                try:
+                    current = self.table.refresh(held)
+                except StoreError:
+                    continue
+                if current is None or current.call.holder != held.call.holder:
+                    log.warning("orbit %s now belongs to another holder; releasing it locally", orbit)
+                    self.held.pop(orbit, None)
+                    if 0 <= held.call.holder.worker < len(self.workers):
+                        self.workers[held.call.holder.worker].send("release", orbit=orbit)
+
+    def _member_info(self, *, ready: bool) -> dict[str, Any]:
+        return {
+            "ready": ready,
+            "http": f"{self.config.host}:{self.http.port if self.http else 0}",
+            "workers": [{"index": w.index, "sip": w.sip(self.config.host), "free": w.free_slots} for w in self.workers],
+            "pid": os.getpid(),
+        }
+
+
+def _dialog_json(dialog: Dialog) -> dict[str, Any]:
+    return {
+        "call_id": dialog.call_id,
+        "local_tag": dialog.local_tag,
+        "remote_tag": dialog.remote_tag,
+        "remote_contact": dialog.remote_contact,
+        "remote_uri": dialog.remote_uri,
+        "supports_replaces": dialog.supports_replaces,
+    }
+
+
+__all__ = ["NodeConfig", "ParkedCall", "Supervisor"]
