@@ -368,6 +368,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    """Run a park node (supervisor + pjsua2 workers) in the foreground until SIGTERM."""
+    import signal
+
+    from callpark.node.membership import LeaseTimings
+    from callpark.node.supervisor import NodeConfig, Supervisor
+    from callpark.store import EtcdStore
+
+    timings = LeaseTimings(
+        ttl_s=args.lease_ttl, keepalive_s=args.keepalive, safety_s=args.safety, request_timeout_s=args.etcd_timeout
+    )
+    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix=f"callpark-{args.name}-"))
+    config = NodeConfig(
+        pool=args.pool,
+        name=args.name,
+        run_dir=run_dir,
+        workers=args.workers,
+        http_port=args.http_port,
+        edge=args.edge,
+        domain=args.domain,
+        ring_time_s=args.ring_time,
+        timings=timings,
+        worker_log_level=args.worker_log_level,
+    ).validate()
+    store = EtcdStore.connect(args.etcd, request_timeout_s=args.etcd_timeout, retry_deadline_s=args.etcd_timeout * 2)
+    supervisor = Supervisor(config, store)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        supervisor._stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        supervisor.start()
+        view = supervisor.node_view()
+        assert supervisor.http is not None
+        print(json.dumps({"event": "ready", "http": supervisor.http.port, **view}), flush=True)
+        supervisor.run()
+    finally:
+        supervisor.stop()
+        store.close()
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -480,6 +524,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p = cmd(config, "apply", cmd_config_apply, "make etcd's configuration equal a deployment file")
     p.add_argument("file")
+
+    p = sub.add_parser("node", help="run a park node (supervisor and pjsua2 workers) until SIGTERM")
+    p.set_defaults(func=cmd_node)
+    p.add_argument("--pool", required=True)
+    p.add_argument("--name", required=True, help="node name, unique in the pool")
+    p.add_argument("--workers", type=int, default=2, help="pjsua2 worker processes (4 calls each)")
+    p.add_argument("--http-port", type=int, default=0, help="port of /metrics, /healthz, /readyz (0: any)")
+    p.add_argument("--edge", help="host:port of the SIP edge (outbound proxy and registrar)")
+    p.add_argument("--domain", default="callpark.test")
+    p.add_argument("--ring-time", type=float, default=20.0, help="seconds a ringback rings (default 20)")
+    p.add_argument("--lease-ttl", type=int, default=10)
+    p.add_argument("--keepalive", type=float, default=2.0)
+    p.add_argument("--safety", type=float, default=2.0, help="stop serving this long before the lease can expire")
+    p.add_argument("--etcd-timeout", type=float, default=1.0, help="per-request etcd timeout")
+    p.add_argument("--run-dir", help="where worker logs and music go (default: a new temporary dir)")
+    p.add_argument("--worker-log-level", default="WARNING")
 
     p = sub.add_parser("etcd", help="run a local etcd cluster on loopback until Ctrl-C")
     p.set_defaults(func=cmd_etcd)

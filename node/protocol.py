@@ -35,6 +35,7 @@ Supervisor -> worker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -87,7 +88,7 @@ class Channel:
         return self.sock.fileno()
 
     def close(self) -> None:
-        try:
-            self._reader.close()
-        finally:
-            self.sock.close()
+        """Close both directions; a thread blocked in :meth:`receive` gets end of stream."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()

@@ -243,7 +243,15 @@ class Supervisor:
             "pool": self.config.pool,
             "ready": self.ready()[0],
             "lease_remaining_s": round(self.membership.remaining_s(), 2),
-            "workers": [{"index": w.index, "sip": w.sip(self.config.host), "free": w.free_slots} for w in self.workers],
+            "workers": [
+                {
+                    "index": w.index,
+                    "sip": w.sip(self.config.host),
+                    "free": w.free_slots,
+                    "pid": w.process.pid if w.process is not None and w.process.is_running() else None,
+                }
+                for w in self.workers
+            ],
             "ranges": [r.name for r in self._ranges],
         }
 
@@ -396,12 +404,12 @@ class Supervisor:
         pool = self.config.pool
         if not self.membership.is_valid():
             self.metrics.parks.labels(pool, "fenced").inc()
-            return self._reject(w, req, 503, "Service Unavailable", "park node fenced: etcd lease not renewed")
+            return self._reject(w, req, 503, "Park node fenced", "park node fenced: etcd lease not renewed")
         if int(msg.get("free", w.free_slots)) < 1:
             other = self._pick_worker(need=1, exclude=w.index)
             if other is None:
                 self.metrics.parks.labels(pool, "no-slot").inc()
-                return self._reject(w, req, 503, "Service Unavailable", "no free call slot on this park node")
+                return self._reject(w, req, 503, "No free call slot", "no free call slot on this park node")
             self.metrics.parks.labels(pool, "redirected").inc()
             target = msg.get("target", "park")
             w.send("reply", req=req, action="redirect", contact=f"sip:{target}@{other.sip(self.config.host)}")
@@ -430,16 +438,16 @@ class Supervisor:
             )
         except NoFreeOrbit as exc:
             self.metrics.parks.labels(pool, "no-orbit").inc()
-            return self._reject(w, req, 486, "Busy Here", f"35002 No more available orbits: {exc}")
+            return self._reject(w, req, 486, "No more available orbits", f"35002 No more available orbits: {exc}")
         except OrbitTaken as exc:
             self.metrics.parks.labels(pool, "orbit-taken").inc()
-            return self._reject(w, req, 486, "Busy Here", f"35006 Cannot park: {exc}")
+            return self._reject(w, req, 486, "Orbit not available", f"35006 Cannot park: {exc}")
         except Fenced:
             self.metrics.parks.labels(pool, "fenced").inc()
-            return self._reject(w, req, 503, "Service Unavailable", "park node fenced: etcd lease lost")
+            return self._reject(w, req, 503, "Park node fenced", "park node fenced: etcd lease lost")
         except StoreError as exc:
             self.metrics.parks.labels(pool, "etcd-error").inc()
-            return self._reject(w, req, 503, "Service Unavailable", f"etcd unavailable: {exc}")
+            return self._reject(w, req, 503, "Park state unavailable", f"etcd unavailable: {exc}")
         with self._lock:
             self.held[held.call.orbit] = held
             self._pending[(w.index, str(msg["call"]))] = time.perf_counter() - float(msg.get("age_s", 0.0))
@@ -457,22 +465,24 @@ class Supervisor:
         req, orbit, pool = msg["req"], str(msg["orbit"]), self.config.pool
         if not self.membership.is_valid():
             self.metrics.retrievals.labels(pool, "fenced").inc()
-            return self._reject(w, req, 503, "Service Unavailable", "park node fenced: etcd lease not renewed")
+            return self._reject(w, req, 503, "Park node fenced", "park node fenced: etcd lease not renewed")
         try:
             held = self.table.get(orbit)
         except StoreError as exc:
             self.metrics.retrievals.labels(pool, "etcd-error").inc()
-            return self._reject(w, req, 503, "Service Unavailable", f"etcd unavailable: {exc}")
+            return self._reject(w, req, 503, "Park state unavailable", f"etcd unavailable: {exc}")
         if held is None:
             if msg.get("referred_by") and any(r.contains(orbit) for r in self._ranges):
                 return self._handle_park(w, {**msg, "target": orbit})
             self.metrics.retrievals.labels(pool, "not-found").inc()
-            return self._reject(w, req, 404, "Not Found", f"35000 Orbit not found: nothing is parked on {orbit}")
+            return self._reject(w, req, 404, "Orbit not found", f"35000 Orbit not found: nothing is parked on {orbit}")
         call = held.call
         wanted = msg.get("park_id")
         if wanted and wanted != call.park_id:
             self.metrics.retrievals.labels(pool, "stale-park-id").inc()
-            return self._reject(w, req, 404, "Not Found", "35010 Could not safe retrieve: another call is on the orbit")
+            return self._reject(
+                w, req, 404, "Parked call gone", "35010 Could not safe retrieve: another call is on the orbit"
+            )
         if call.holder.node != self.config.name or call.holder.worker != w.index:
             self.metrics.retrievals.labels(pool, "redirected").inc()
             w.send("reply", req=req, action="redirect", contact=f"sip:{orbit}@{call.holder.sip}")
@@ -484,7 +494,7 @@ class Supervisor:
                 self._pending[(w.index, str(msg["call"]))] = time.perf_counter() - float(msg.get("age_s", 0.0))
         except (LostRace, Fenced, StoreError) as exc:
             self.metrics.retrievals.labels(pool, "lost-race").inc()
-            return self._reject(w, req, 486, "Busy Here", f"Orbit {orbit} is being retrieved or rung back ({exc})")
+            return self._reject(w, req, 486, "Orbit busy", f"Orbit {orbit} is being retrieved or rung back ({exc})")
         self.metrics.retrievals.labels(pool, "ok").inc()
         w.send(
             "reply",

@@ -1,0 +1,738 @@
+"""Render the SIP edge's kamailio.cfg and dispatcher list from a typed description.
+
+Pure functions only: :func:`render_kamailio_cfg` and :func:`render_dispatcher_list` turn an
+:class:`EdgeConfig` into file contents; :mod:`callpark.edge.process` writes and runs them.
+
+Dispatcher set ids (the numbering the generated config and list file share):
+the N-th pool of :attr:`EdgeConfig.pools` (1-based, declaration order) is dispatcher set N.
+:meth:`EdgeConfig.set_id` returns it. Adding, removing or reordering pools therefore needs a
+new config (an edge restart); changing a pool's node addresses only needs a new list file and
+``dispatcher.reload``.
+
+Routing implemented by the generated config (each route is commented in the output):
+
+* REGISTER -> ``save("location")`` (usrloc in memory, ``db_mode`` 0, AOR = user part only).
+* A request-URI addressed to the edge (the SIP domain or the edge address, with no port or the
+  edge's port) is classified by its user part:
+
+  - ``park`` (:attr:`EdgeConfig.park_user`) -> the default pool; ``park-<pool>`` -> that pool;
+  - an orbit (optional ``*``/``#`` prefix, also ``%2A``/``%23`` escaped, then digits) inside an
+    :class:`OrbitRange` -> the range's pool;
+  - anything else (phones; orbits in no range) -> ``lookup("location")``, 404 if unregistered.
+
+  A pool's requests go to its dispatcher set (round robin over live nodes); on a local timeout,
+  408 or 503 the next node is tried, then the backup pool's set.
+* Any other request-URI (e.g. the holder node's Contact from a 302) is relayed as addressed.
+* Dialog-creating requests are record-routed; in-dialog requests follow ``loose_route``.
+* Replies (including a 302 from a node) are relayed back to the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DISPATCH_ROUND_ROBIN",
+    "ConfigError",
+    "EdgeConfig",
+    "EdgeTimers",
+    "OrbitRange",
+    "PoolSpec",
+    "parse_orbit",
+    "render_dispatcher_list",
+    "render_kamailio_cfg",
+]
+
+DISPATCH_ROUND_ROBIN = 4
+"""Kamailio dispatcher algorithm 4: round robin over the set's active destinations."""
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # as callpark.pools
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_USER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
+_ORBIT_RE = re.compile(r"^([*#]?)([0-9]{1,9})$")
+
+
+class ConfigError(ValueError):
+    """The edge description is inconsistent (reported before anything is rendered)."""
+
+
+def _split_hostport(address: str) -> tuple[str, int]:
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not _HOST_RE.match(host) or not port_text.isdigit():
+        raise ConfigError(f"node address {address!r} is not host:port")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ConfigError(f"node address {address!r}: port out of range")
+    return host, port
+
+
+def parse_orbit(orbit: str) -> tuple[str, str]:
+    """Split an orbit number into (prefix, digits); the prefix is ``""``, ``"*"`` or ``"#"``.
+
+    URI escapes ``%2A`` and ``%23`` are accepted for the prefix.
+    :raises ConfigError: when ``orbit`` is not an orbit number.
+    """
+    text = orbit.replace("%2A", "*").replace("%2a", "*").replace("%23", "#")
+    match = _ORBIT_RE.match(text)
+    if match is None:
+        raise ConfigError(f"{orbit!r} is not an orbit number ([*#]? then 1-9 digits)")
+    return match.group(1), match.group(2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolSpec:
+    """A pool of park nodes: its nodes' SIP addresses (``host:port``) and its backup pool."""
+
+    name: str
+    nodes: tuple[str, ...] = ()
+    backup: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ConfigError(f"pool name {self.name!r} must match {_NAME_RE.pattern}")
+        if len(set(self.nodes)) != len(self.nodes):
+            raise ConfigError(f"pool {self.name!r} lists a node twice")
+        for node in self.nodes:
+            _split_hostport(node)
+        if self.backup == self.name:
+            raise ConfigError(f"pool {self.name!r} cannot be its own backup")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrbitRange:
+    """Orbits ``start``..``end`` (same prefix, same digit count, Lync style) homed on ``pool``."""
+
+    start: str
+    end: str
+    pool: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        p1, d1 = parse_orbit(self.start)
+        p2, d2 = parse_orbit(self.end)
+        if p1 != p2 or len(d1) != len(d2):
+            raise ConfigError(f"orbit range {self.start}..{self.end}: start and end need the same prefix and length")
+        if int(d1) > int(d2):
+            raise ConfigError(f"orbit range {self.start}..{self.end}: start is after end")
+
+    @property
+    def prefix(self) -> str:
+        return parse_orbit(self.start)[0]
+
+    @property
+    def digits(self) -> int:
+        return len(parse_orbit(self.start)[1])
+
+    @property
+    def low(self) -> int:
+        return int(parse_orbit(self.start)[1])
+
+    @property
+    def high(self) -> int:
+        return int(parse_orbit(self.end)[1])
+
+    def contains(self, orbit: str) -> bool:
+        """True when ``orbit`` (possibly URI-escaped) is in this range."""
+        try:
+            prefix, digits = parse_orbit(orbit)
+        except ConfigError:
+            return False
+        return prefix == self.prefix and len(digits) == self.digits and self.low <= int(digits) <= self.high
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgeTimers:
+    """Timers of the edge: how fast a dead node is noticed, and how long others may take.
+
+    ``node_timeout_ms`` is tm's global ``fr_timer``: the time a node has to send any reply to a
+    request (so it bounds failover after a node dies mid-request) and the timeout of the
+    dispatcher's OPTIONS probes. With ``ping_interval_s`` = 1 and thresholds 1, a dead node is
+    marked inactive about ``ping_interval_s + node_timeout_ms`` after it died, at worst; a
+    request already on its way to a dead node waits ``node_timeout_ms`` per dead node tried.
+    ``user_timeout_ms`` / ``invite_timeout_ms`` (fr_timer / fr_inv_timer via ``t_set_fr``) apply
+    to everything else: phones, relayed URIs and in-dialog requests.
+    """
+
+    ping_interval_s: int = 1
+    node_timeout_ms: int = 1000
+    user_timeout_ms: int = 5000
+    invite_timeout_ms: int = 120_000
+    probing_threshold: int = 1
+    inactive_threshold: int = 1
+
+    def __post_init__(self) -> None:
+        if self.ping_interval_s < 1:
+            raise ConfigError("ping_interval_s must be >= 1 (kamailio counts whole seconds)")
+        for name in ("node_timeout_ms", "user_timeout_ms", "invite_timeout_ms"):
+            if getattr(self, name) < 100:
+                raise ConfigError(f"{name} must be >= 100 ms")
+        if self.probing_threshold < 1 or self.inactive_threshold < 1:
+            raise ConfigError("probing and inactive thresholds must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgeConfig:
+    """Everything the generated kamailio.cfg depends on.
+
+    ``host``/``port``: the UDP listen address (TCP too when ``tcp``). ``domain``: the SIP domain
+    phones and nodes use (``sip:park@<domain>``); it may equal ``host``. ``pools`` in order give
+    the dispatcher set ids (see :meth:`set_id`). ``default_pool``: the pool behind the bare park
+    URI (default: the first pool). ``ranges``: orbit ranges and their home pools.
+    """
+
+    host: str = "127.0.0.1"
+    port: int
+    domain: str
+    pools: tuple[PoolSpec, ...]
+    ranges: tuple[OrbitRange, ...] = ()
+    park_user: str = "park"
+    default_pool: str | None = None
+    tcp: bool = False
+    timers: EdgeTimers = field(default_factory=EdgeTimers)
+    children: int = 2
+    log_level: int = -1
+    ping_from_user: str = "edge"
+    ping_reply_codes: str = "class=2"
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.IPv4Address(self.host)
+        except ValueError as exc:
+            raise ConfigError(f"host {self.host!r} must be an IPv4 address") from exc
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} out of range")
+        if not _HOST_RE.match(self.domain):
+            raise ConfigError(f"domain {self.domain!r} is not a host name or address")
+        if not _USER_RE.match(self.park_user):
+            raise ConfigError(f"park_user {self.park_user!r} must match {_USER_RE.pattern}")
+        if not _USER_RE.match(self.ping_from_user):
+            raise ConfigError(f"ping_from_user {self.ping_from_user!r} must match {_USER_RE.pattern}")
+        if not re.match(r"^[a-z0-9=;]+$", self.ping_reply_codes):
+            raise ConfigError(f"ping_reply_codes {self.ping_reply_codes!r} is not class=N;code=NNN")
+        if not self.pools:
+            raise ConfigError("at least one pool is needed")
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"duplicate pool names in {names}")
+        for pool in self.pools:
+            if pool.backup is not None and pool.backup not in names:
+                raise ConfigError(f"pool {pool.name!r}: unknown backup pool {pool.backup!r}")
+        if self.default_pool is not None and self.default_pool not in names:
+            raise ConfigError(f"unknown default pool {self.default_pool!r}")
+        for rng in self.ranges:
+            if rng.pool not in names:
+                raise ConfigError(f"orbit range {rng.start}..{rng.end}: unknown pool {rng.pool!r}")
+        ordered = sorted(self.ranges, key=lambda r: (r.prefix, r.digits, r.low))
+        for a, b in itertools.pairwise(ordered):
+            if (a.prefix, a.digits) == (b.prefix, b.digits) and b.low <= a.high:
+                raise ConfigError(f"orbit ranges {a.start}..{a.end} and {b.start}..{b.end} overlap")
+        if not 1 <= self.children <= 64:
+            raise ConfigError("children must be 1..64")
+        if not -5 <= self.log_level <= 3:
+            raise ConfigError("log_level must be -5..3 (kamailio debug levels)")
+
+    def pool(self, name: str) -> PoolSpec:
+        """The pool called ``name``."""
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+    def set_id(self, pool: str) -> int:
+        """Dispatcher set id of ``pool``: its 1-based position in :attr:`pools`."""
+        for index, candidate in enumerate(self.pools, start=1):
+            if candidate.name == pool:
+                return index
+        raise KeyError(pool)
+
+    @property
+    def park_pool(self) -> str:
+        """The pool that receives requests to the bare park URI."""
+        return self.default_pool if self.default_pool is not None else self.pools[0].name
+
+    def pool_for_orbit(self, orbit: str) -> str | None:
+        """The home pool of ``orbit``, or None when it is in no range (the edge answers 404)."""
+        for rng in self.ranges:
+            if rng.contains(orbit):
+                return rng.pool
+        return None
+
+    def with_nodes(self, pool: str, nodes: tuple[str, ...]) -> EdgeConfig:
+        """A copy with ``pool``'s node list replaced (set ids unchanged)."""
+        self.pool(pool)
+        pools = tuple(PoolSpec(name=p.name, nodes=nodes, backup=p.backup) if p.name == pool else p for p in self.pools)
+        return dataclasses.replace(self, pools=pools)
+
+
+def render_dispatcher_list(cfg: EdgeConfig) -> str:
+    """The dispatcher list file: one line per node, ``<set id> sip:<host>:<port> 0 0 pool=<name>``."""
+    lines = [
+        "# callpark SIP edge: dispatcher destinations (generated by callpark.edge.config).",
+        "# Set id N = the N-th pool of the edge description; every destination is probed",
+        "# with OPTIONS (ds_probing_mode=1).",
+        "# setid destination flags priority attrs",
+    ]
+    for pool in cfg.pools:
+        sid = cfg.set_id(pool.name)
+        backup = pool.backup or "-"
+        lines.append(f"# set {sid}: pool {pool.name} (backup pool {backup}), {len(pool.nodes)} node(s)")
+        for node in pool.nodes:
+            host, port = _split_hostport(node)
+            lines.append(f"{sid} sip:{host}:{port} 0 0 pool={pool.name}")
+    return "\n".join(lines) + "\n"
+
+
+def _q(text: str) -> str:
+    """A kamailio.cfg string literal (inputs are validated; escape anyway)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _backup_set(cfg: EdgeConfig, pool: PoolSpec) -> int:
+    return cfg.set_id(pool.backup) if pool.backup is not None else 0
+
+
+def _park_block(cfg: EdgeConfig) -> str:
+    out = []
+    park = cfg.pool(cfg.park_pool)
+    out.append(f"\t# {cfg.park_user} -> pool {park.name} (set {cfg.set_id(park.name)})")
+    out.append(f"\tif ($rU == {_q(cfg.park_user)}) {{")
+    out.append(f"\t\t$var(ds_set) = {cfg.set_id(park.name)};")
+    out.append(f"\t\t$var(ds_backup) = {_backup_set(cfg, park)};")
+    out.append(f"\t\t$var(ds_pool) = {_q(park.name)};")
+    out.append("\t\troute(DISPATCH);")
+    out.append("\t}")
+    for pool in cfg.pools:
+        user = f"{cfg.park_user}-{pool.name}"
+        out.append(f"\t# {user} -> pool {pool.name} (set {cfg.set_id(pool.name)})")
+        out.append(f"\tif ($rU == {_q(user)}) {{")
+        out.append(f"\t\t$var(ds_set) = {cfg.set_id(pool.name)};")
+        out.append(f"\t\t$var(ds_backup) = {_backup_set(cfg, pool)};")
+        out.append(f"\t\t$var(ds_pool) = {_q(pool.name)};")
+        out.append("\t\troute(DISPATCH);")
+        out.append("\t}")
+    return "\n".join(out)
+
+
+def _orbit_block(cfg: EdgeConfig) -> str:
+    out = []
+    if not cfg.ranges:
+        out.append("\t# no orbit ranges configured")
+    for rng in cfg.ranges:
+        pool = cfg.pool(rng.pool)
+        label = f" ({rng.name})" if rng.name else ""
+        out.append(f"\t# range {rng.start}..{rng.end}{label} -> pool {pool.name} (set {cfg.set_id(pool.name)})")
+        out.append(
+            f"\tif ($var(orbit_prefix) == {_q(rng.prefix or '-')} && $var(orbit_len) == {rng.digits}"
+            f" && $var(orbit_num) >= {rng.low} && $var(orbit_num) <= {rng.high}) {{"
+        )
+        out.append(f"\t\t$var(ds_set) = {cfg.set_id(pool.name)};")
+        out.append(f"\t\t$var(ds_backup) = {_backup_set(cfg, pool)};")
+        out.append(f"\t\t$var(ds_pool) = {_q(pool.name)};")
+        out.append("\t\troute(DISPATCH);")
+        out.append("\t}")
+    return "\n".join(out)
+
+
+def _pool_comment(cfg: EdgeConfig) -> str:
+    lines = []
+    for pool in cfg.pools:
+        backup = f"backup pool {pool.backup} (set {cfg.set_id(pool.backup)})" if pool.backup else "no backup"
+        lines.append(f"#   set {cfg.set_id(pool.name)}: pool {pool.name}, {len(pool.nodes)} node(s), {backup}")
+    for rng in cfg.ranges:
+        lines.append(f"#   orbits {rng.start}..{rng.end} -> pool {rng.pool}")
+    return "\n".join(lines)
+
+
+def render_kamailio_cfg(
+    cfg: EdgeConfig, *, dispatcher_list: Path, rpc_socket: str | None = None, instance: str = ""
+) -> str:
+    """The complete kamailio.cfg for ``cfg``.
+
+    :param dispatcher_list: absolute path of the file written from :func:`render_dispatcher_list`.
+    :param rpc_socket: where the jsonrpcs datagram server listens: an absolute UNIX socket path
+        or ``udp:<ip>:<port>``; None disables the RPC interface.
+    :param instance: a token appended to the Server/User-Agent headers (``callpark-edge <token>``)
+        so a readiness probe can tell this instance from another one on the same port.
+    """
+    if not re.match(r"^[A-Za-z0-9_.-]*$", instance):
+        raise ConfigError(f"instance token {instance!r} must match [A-Za-z0-9_.-]*")
+    if not dispatcher_list.is_absolute():
+        raise ConfigError("dispatcher_list must be an absolute path")
+    if rpc_socket is not None and not (rpc_socket.startswith("/") or rpc_socket.startswith("udp:")):
+        raise ConfigError("rpc_socket must be an absolute path or udp:<ip>:<port>")
+    t = cfg.timers
+    listen = [f"listen=udp:{cfg.host}:{cfg.port}"]
+    if cfg.tcp:
+        listen.append(f"listen=tcp:{cfg.host}:{cfg.port}")
+    tcp_line = "disable_tcp=no" if cfg.tcp else "disable_tcp=yes"
+    rpc_modules = 'loadmodule "jsonrpcs.so"\n' if rpc_socket is not None else ""
+    rpc_params = (
+        "# ----- jsonrpcs: JSON-RPC over a datagram socket (dispatcher.list, dispatcher.reload, ul.dump)\n"
+        'modparam("jsonrpcs", "transport", 4)\n'
+        f'modparam("jsonrpcs", "dgram_socket", {_q(rpc_socket)})\n'
+        'modparam("jsonrpcs", "pretty_format", 0)\n'
+        'modparam("jsonrpcs", "dgram_mode", 0600)\n'
+        if rpc_socket is not None
+        else "# jsonrpcs disabled\n"
+    )
+    return (
+        _TEMPLATE.format(
+            pools_comment=_pool_comment(cfg),
+            agent=_q(("Server: callpark-edge " + instance).strip()),
+            ua=_q(("User-Agent: callpark-edge " + instance).strip()),
+            log_level=cfg.log_level,
+            children=cfg.children,
+            listen="\n".join(listen),
+            tcp_line=tcp_line,
+            rpc_modules=rpc_modules,
+            rpc_params=rpc_params,
+            node_timeout_ms=t.node_timeout_ms,
+            user_timeout_ms=t.user_timeout_ms,
+            invite_timeout_ms=t.invite_timeout_ms,
+            dispatcher_list=_q(str(dispatcher_list)),
+            ping_from=_q(f"sip:{cfg.ping_from_user}@{cfg.domain}"),
+            ping_interval=t.ping_interval_s,
+            probing_threshold=t.probing_threshold,
+            inactive_threshold=t.inactive_threshold,
+            ping_reply_codes=_q(cfg.ping_reply_codes),
+            allow=ALLOWED_METHODS,
+            domain=_q(cfg.domain),
+            host=_q(cfg.host),
+            port_str=_q(str(cfg.port)),
+            park_block=_park_block(cfg),
+            orbit_block=_orbit_block(cfg),
+            algorithm=DISPATCH_ROUND_ROBIN,
+            park_prefix=_q(f"^{cfg.park_user}(-|$)"),
+        )
+        .replace("{{", "{")
+        .replace("}}", "}")
+    )
+
+
+# The template is filled with str.format: braces of the kamailio language are doubled.
+ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, REFER, NOTIFY, MESSAGE, INFO, UPDATE, PRACK"
+
+_TEMPLATE = """\
+#!KAMAILIO
+#
+# callpark SIP edge: registrar for phones, dispatcher to park nodes with failover to the
+# backup pool, record-routing proxy. Generated by callpark.edge.config; do not edit by hand.
+#
+# Dispatcher sets (set id N = N-th pool of the edge description):
+{pools_comment}
+
+####### Global parameters #########
+
+debug={log_level}
+log_stderror=yes
+fork=yes
+children={children}
+auto_aliases=no
+dns=no
+rev_dns=no
+dns_try_ipv6=no
+use_dns_cache=off
+{listen}
+{tcp_line}
+sip_warning=no
+server_header={agent}
+user_agent_header={ua}
+
+####### Modules #########
+
+loadmodule "tm.so"
+loadmodule "tmx.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "sanity.so"
+loadmodule "dispatcher.so"
+{rpc_modules}
+{rpc_params}
+# ----- tm: fr_timer bounds how long a node may stay silent (also the OPTIONS probe timeout);
+# everything else gets user_timeout via t_set_fr() in route[RELAY_PATIENT]
+modparam("tm", "fr_timer", {node_timeout_ms})
+modparam("tm", "fr_inv_timer", {invite_timeout_ms})
+modparam("tm", "failure_reply_mode", 3)
+
+# ----- rr
+modparam("rr", "enable_full_lr", 0)
+modparam("rr", "append_fromtag", 0)
+
+# ----- usrloc / registrar: in memory only; the AOR is the user part (single domain)
+modparam("usrloc", "db_mode", 0)
+modparam("usrloc", "use_domain", 0)
+modparam("usrloc", "timer_interval", 10)
+modparam("registrar", "method_filtering", 1)
+modparam("registrar", "max_expires", 3600)
+
+# ----- sanity
+modparam("sanity", "autodrop", 0)
+
+# ----- dispatcher: every destination is probed with OPTIONS (ds_probing_mode=1);
+# flags=2 keeps the rest of a set in an XAVP for ds_next_dst() failover
+modparam("dispatcher", "list_file", {dispatcher_list})
+modparam("dispatcher", "flags", 2)
+modparam("dispatcher", "ds_probing_mode", 1)
+modparam("dispatcher", "ds_ping_interval", {ping_interval})
+modparam("dispatcher", "ds_probing_threshold", {probing_threshold})
+modparam("dispatcher", "ds_inactive_threshold", {inactive_threshold})
+modparam("dispatcher", "ds_ping_from", {ping_from})
+modparam("dispatcher", "ds_ping_reply_codes", {ping_reply_codes})
+modparam("dispatcher", "ds_timer_mode", 1)
+modparam("dispatcher", "reload_delta", 1)
+
+####### Routing #########
+
+# Every request starts here.
+request_route {{
+	route(REQINIT);
+
+	# CANCEL: relay hop by hop when it matches a transaction
+	if (is_method("CANCEL")) {{
+		if (t_check_trans()) {{
+			route(RELAY);
+		}}
+		exit;
+	}}
+
+	# absorb retransmissions of requests we already handle
+	if (!is_method("ACK")) {{
+		if (t_precheck_trans()) {{
+			t_check_trans();
+			exit;
+		}}
+		t_check_trans();
+	}}
+
+	route(WITHINDLG);
+
+	### initial requests only (no To tag) from here on
+
+	# our own record-route is added below; routes preloaded by the sender
+	# (an outbound proxy entry pointing at us) are dropped
+	remove_hf("Route");
+	if (is_method("INVITE|SUBSCRIBE|REFER")) {{
+		record_route();
+	}}
+
+	route(REGISTRAR);
+
+	route(LOCALURI);
+	if ($var(local) == 0) {{
+		# not addressed to the edge (e.g. the holder node's Contact in a 302):
+		# relay as addressed
+		route(RELAY_PATIENT);
+	}}
+
+	if ($rU == $null) {{
+		if (is_method("OPTIONS")) {{
+			sl_send_reply("200", "OK");
+			exit;
+		}}
+		sl_send_reply("484", "Address Incomplete");
+		exit;
+	}}
+
+	route(PARK);
+	route(ORBIT);
+
+	# phones (and orbit-shaped numbers in no range): registered contacts or 404
+	route(LOCATION);
+}}
+
+# Per request checks: hop limit, edge keepalive, malformed requests.
+route[REQINIT] {{
+	force_rport();
+	if (!mf_process_maxfwd_header("10")) {{
+		sl_send_reply("483", "Too Many Hops");
+		exit;
+	}}
+	if (is_method("OPTIONS") && uri == myself && $rU == $null) {{
+		# keepalive addressed to the edge itself (used by callpark to wait for readiness)
+		sl_send_reply("200", "Keepalive");
+		exit;
+	}}
+	if (!sanity_check("17895", "7")) {{
+		xlog("L_WARN", "malformed SIP request from $si:$sp\\n");
+		exit;
+	}}
+	# methods outside what the service speaks get 405 here (pjsua2 on the nodes
+	# silently drops out-of-dialog requests of methods it does not know)
+	if (!is_method("INVITE|ACK|BYE|CANCEL|OPTIONS|REGISTER|REFER|NOTIFY|MESSAGE|INFO|UPDATE|PRACK|SUBSCRIBE")) {{
+		append_to_reply("Allow: {allow}\\r\\n");
+		sl_send_reply("405", "Method Not Allowed");
+		exit;
+	}}
+}}
+
+# In-dialog requests follow the route set recorded at dialog creation.
+route[WITHINDLG] {{
+	if (!has_totag()) {{
+		return;
+	}}
+	if (loose_route()) {{
+		# no failover inside a dialog: ordinary timers, even towards a node
+		route(RELAY_PATIENT);
+	}}
+	if (is_method("ACK")) {{
+		# ACK of a negative final reply: hop by hop within the INVITE transaction
+		if (t_check_trans()) {{
+			route(RELAY);
+		}}
+		exit;
+	}}
+	sl_send_reply("404", "Not here");
+	exit;
+}}
+
+# Phones register with the edge: in-memory usrloc, AOR = user part of the To URI.
+route[REGISTRAR] {{
+	if (!is_method("REGISTER")) {{
+		return;
+	}}
+	if (!save("location")) {{
+		sl_reply_error();
+	}}
+	exit;
+}}
+
+# Sets $var(local) = 1 when the R-URI addresses the edge: listen socket, or the SIP domain
+# or edge address with no port or the edge's port. pjsip drops ports from From/To/Referred-By
+# URIs, so sip:<user>@<edge address> without a port must count as local; a URI with another
+# explicit port (a node's or phone's Contact) must not.
+route[LOCALURI] {{
+	# (an empty string assigned to a $var becomes integer 0, so test the port's length)
+	$var(local) = 0;
+	if (uri == myself) {{
+		$var(local) = 1;
+	}} else if ($rd == {domain} || $rd == {host}) {{
+		if ($(ru{{uri.port}}{{s.len}}) == 0 || $(ru{{uri.port}}) == {port_str}) {{
+			$var(local) = 1;
+		}}
+	}}
+}}
+
+# park (default pool) and park-<pool> (that pool) -> the pool's dispatcher set.
+route[PARK] {{
+	if (!($rU =~ {park_prefix})) {{
+		return;
+	}}
+{park_block}
+	sl_send_reply("404", "No Such Park Pool");
+	exit;
+}}
+
+# Orbits: optional * or # (also %2A / %23), then digits. Each range is matched on
+# prefix, digit count and numeric bounds; a match goes to the range's home pool.
+route[ORBIT] {{
+	$var(orbit) = $(rU{{s.unescape.user}});
+	# "-" stands for "no prefix" (an empty string in a $var would turn into 0)
+	$var(orbit_prefix) = "-";
+	$var(orbit_digits) = $var(orbit);
+	if ($var(orbit) =~ "^[*#][0-9]+$") {{
+		$var(orbit_prefix) = $(var(orbit){{s.substr,0,1}});
+		$var(orbit_digits) = $(var(orbit){{s.substr,1,0}});
+	}}
+	if (!($var(orbit_digits) =~ "^[0-9]{{1,9}}$")) {{
+		return;
+	}}
+	$var(orbit_len) = $(var(orbit_digits){{s.len}});
+	$var(orbit_num) = $(var(orbit_digits){{s.int}});
+{orbit_block}
+	# orbit-shaped but in no range: falls through to route[LOCATION] (404 unless a phone
+	# registered under that number)
+}}
+
+# Send to the pool in $var(ds_set) (round robin over its active nodes); if none is active,
+# straight to the backup set $var(ds_backup) (0 = none). AVPs carry the state into the
+# failure route, which may run in another process.
+route[DISPATCH] {{
+	$avp(ds_backup) = $var(ds_backup);
+	$avp(ds_stage) = "primary";
+	$avp(ds_pool) = $var(ds_pool);
+	if (!ds_select_dst("$var(ds_set)", "{algorithm}")) {{
+		if ($var(ds_backup) == 0 || !ds_select_dst("$var(ds_backup)", "{algorithm}")) {{
+			xlog("L_WARN", "no live park node for pool $var(ds_pool) nor its backup: $rm $ru\\n");
+			send_reply("503", "No Park Node Available");
+			exit;
+		}}
+		$avp(ds_stage) = "backup";
+	}}
+	t_on_failure("DS_FAILOVER");
+	route(RELAY);
+}}
+
+# Failover: on a local timeout, 408 or 503 try the next node of the same set, then the
+# backup pool's set. Every other reply (3xx included: a node redirects retrievals to the
+# holder) goes back to the caller unchanged.
+failure_route[DS_FAILOVER] {{
+	if (t_is_canceled()) {{
+		exit;
+	}}
+	if (!(t_check_status("408|503") || (t_branch_timeout() && !t_branch_replied()))) {{
+		exit;
+	}}
+	if (t_branch_timeout() && !t_branch_replied()) {{
+		# silent node: take it out now rather than waiting for the next probe
+		ds_mark_dst("ip");
+	}}
+	if (ds_next_dst()) {{
+		t_on_failure("DS_FAILOVER");
+		route(RELAY);
+	}}
+	if ($avp(ds_stage) == "primary" && $avp(ds_backup) != 0) {{
+		$avp(ds_stage) = "backup";
+		if (ds_select_dst("$avp(ds_backup)", "{algorithm}")) {{
+			xlog("L_INFO", "pool $avp(ds_pool) failed over to backup set $avp(ds_backup): $rm $ru\\n");
+			t_on_failure("DS_FAILOVER");
+			route(RELAY);
+		}}
+	}}
+}}
+
+# Registered users: rewrite the R-URI to the contact, 404 if not registered.
+route[LOCATION] {{
+	if (!lookup("location")) {{
+		$var(rc) = $rc;
+		switch ($var(rc)) {{
+			case -2:
+				send_reply("405", "Method Not Allowed");
+				exit;
+			default:
+				send_reply("404", "Not Found");
+				exit;
+		}}
+	}}
+	route(RELAY_PATIENT);
+}}
+
+# Relay with ordinary transaction timers (user_timeout / invite_timeout): phones, other
+# targets, in-dialog requests. Only first tries at park nodes keep the short global
+# fr_timer (node_timeout), because only there is a faster failover possible.
+route[RELAY_PATIENT] {{
+	if (!is_method("ACK")) {{
+		t_set_fr({invite_timeout_ms}, {user_timeout_ms});
+	}}
+	route(RELAY);
+}}
+
+# Stateful relay; errors become a reply to the sender.
+route[RELAY] {{
+	if (!t_relay()) {{
+		sl_reply_error();
+	}}
+	exit;
+}}
+"""

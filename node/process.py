@@ -1,0 +1,151 @@
+"""Start and stop a park node process (``callpark node``) and read its ready line.
+
+Used by tests, the local cluster and the drill; the node is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from callpark.procs import ManagedProcess
+from callpark.waiting import wait_until
+
+
+class NodeProcess:
+    """One ``callpark node`` child process."""
+
+    def __init__(
+        self,
+        *,
+        etcd: str,
+        pool: str,
+        name: str,
+        run_dir: Path,
+        workers: int = 1,
+        edge: str | None = None,
+        ring_time_s: float = 5.0,
+        lease_ttl_s: int = 6,
+        keepalive_s: float = 1.0,
+        safety_s: float = 1.5,
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.name = name
+        self.pool = pool
+        self.run_dir = run_dir
+        argv = [
+            sys.executable,
+            "-m",
+            "callpark.cli",
+            "--etcd",
+            etcd,
+            "node",
+            "--pool",
+            pool,
+            "--name",
+            name,
+            "--workers",
+            str(workers),
+            "--run-dir",
+            str(run_dir),
+            "--ring-time",
+            str(ring_time_s),
+            "--lease-ttl",
+            str(lease_ttl_s),
+            "--keepalive",
+            str(keepalive_s),
+            "--safety",
+            str(safety_s),
+            *extra,
+        ]
+        if edge:
+            argv += ["--edge", edge]
+        self.process = ManagedProcess(f"node-{name}", argv, log_path=run_dir / "node.log", stdout_pipe=True)
+        self.info: dict[str, Any] = {}
+        self._lines: list[str] = []
+
+    def start(self, timeout_s: float = 30.0) -> NodeProcess:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.process.start()
+        stdout = self.process.popen.stdout
+        assert stdout is not None
+        threading.Thread(target=self._read, args=(stdout,), daemon=True).start()
+
+        def ready() -> bool:
+            self.process.check_running()
+            return bool(self.info)
+
+        try:
+            wait_until(ready, timeout=timeout_s, what=f"node {self.name} ready")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _read(self, stdout: IO[bytes]) -> None:
+        for raw in stdout:
+            line = raw.decode(errors="replace").strip()
+            self._lines.append(line)
+            if line.startswith("{"):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == "ready":
+                    self.info = event
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def http_port(self) -> int:
+        return int(self.info["http"])
+
+    def worker_sip(self, index: int = 0) -> str:
+        """host:port of worker ``index``."""
+        return str(self.info["workers"][index]["sip"])
+
+    def park_uri(self, index: int = 0) -> str:
+        return f"sip:park@{self.worker_sip(index)}"
+
+    def orbit_uri(self, orbit: str, index: int = 0) -> str:
+        return f"sip:{orbit.replace('*', '%2A').replace('#', '%23')}@{self.worker_sip(index)}"
+
+    def get(self, path: str, timeout_s: float = 2.0) -> tuple[int, str]:
+        """GET a path of the node's HTTP server: (status, body)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=timeout_s) as resp:
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample in /metrics (0 when absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        _, text = self.get("/metrics")
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return 0.0
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        return self.process.stop(timeout=timeout_s)
+
+    def kill9(self) -> None:
+        self.process.kill9()
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

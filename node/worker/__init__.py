@@ -1,0 +1,1 @@
+"""callpark.node.worker: one pjsua2 endpoint holding at most four calls for a supervisor."""

@@ -1,0 +1,195 @@
+"""A minimal UDP SIP caller for edge tests: INVITE (then ACK and BYE), MESSAGE, through a proxy."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+
+from callpark.edge.sipping import SipMessage, build_request, new_branch, new_tag, parse_message
+from callpark.netutil import LOOPBACK
+
+
+@dataclass
+class CallResult:
+    """What a caller saw: every response in order and the final one (None on timeout)."""
+
+    responses: list[SipMessage] = field(default_factory=list)
+    final: SipMessage | None = None
+    elapsed: float = 0.0
+    bye_status: int | None = None
+
+    @property
+    def status(self) -> int | None:
+        return None if self.final is None else self.final.status
+
+    @property
+    def answered_by(self) -> str | None:
+        return None if self.final is None else self.final.header("X-Answered-By")
+
+
+class Uac:
+    """Sends every request to ``proxy`` (the edge), like a phone with an outbound proxy."""
+
+    def __init__(self, proxy: tuple[str, int], user: str = "caller") -> None:
+        self.proxy = proxy
+        self.user = user
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((LOOPBACK, 0))
+        self.local = (LOOPBACK, int(self.sock.getsockname()[1]))
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Uac:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def from_uri(self) -> str:
+        return f"sip:{self.user}@{self.local[0]}:{self.local[1]}"
+
+    def _recv(self, call_id: str, deadline: float) -> SipMessage | None:
+        """Next response (or request) for ``call_id`` before ``deadline``."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                return None
+            try:
+                msg = parse_message(data)
+            except ValueError:
+                continue
+            if msg.header("Call-ID") == call_id:
+                return msg
+
+    def _transaction(self, request: bytes, call_id: str, timeout: float, result: CallResult, cseq_method: str) -> None:
+        """Send ``request`` (resent every 0.5 s until a provisional) and collect its responses."""
+        began = time.monotonic()
+        deadline = began + timeout
+        self.sock.sendto(request, self.proxy)
+        resend_at: float | None = began + 0.5
+        while True:
+            wait_until = min(deadline, resend_at) if resend_at is not None else deadline
+            msg = self._recv(call_id, wait_until)
+            now = time.monotonic()
+            if msg is None:
+                if now >= deadline:
+                    return
+                if resend_at is not None and now >= resend_at:
+                    self.sock.sendto(request, self.proxy)
+                    resend_at = now + 0.5
+                continue
+            if not msg.is_response or msg.method != cseq_method:
+                continue
+            result.responses.append(msg)
+            if msg.status < 200:
+                resend_at = None
+                continue
+            result.final = msg
+            result.elapsed = now - began
+            return
+
+    def invite(self, uri: str, *, timeout: float = 10.0, hang_up: bool = True) -> CallResult:
+        """INVITE ``uri``; on 2xx send ACK and (with ``hang_up``) BYE along the route set.
+
+        A non-2xx final response is ACKed hop by hop (same branch) as RFC 3261 requires.
+        """
+        call_id = secrets.token_hex(8) + "@edge-test"
+        tag = new_tag()
+        branch = new_branch()
+        contact = f"<sip:{self.user}@{self.local[0]}:{self.local[1]}>"
+        invite = build_request(
+            "INVITE",
+            uri,
+            local=self.local,
+            from_uri=self.from_uri,
+            to_uri=uri,
+            call_id=call_id,
+            cseq=1,
+            from_tag=tag,
+            branch=branch,
+            headers=[("Contact", contact)],
+        )
+        result = CallResult()
+        self._transaction(invite, call_id, timeout, result, "INVITE")
+        final = result.final
+        if final is None:
+            return result
+        to_header = final.header("To") or ""
+        to_tag = to_header.split("tag=", 1)[1].split(";", 1)[0] if "tag=" in to_header else None
+        if final.status >= 300:
+            ack = build_request(
+                "ACK",
+                uri,
+                local=self.local,
+                from_uri=self.from_uri,
+                to_uri=uri,
+                call_id=call_id,
+                cseq=1,
+                from_tag=tag,
+                to_tag=to_tag,
+                branch=branch,
+            )
+            self.sock.sendto(ack, self.proxy)
+            return result
+        remote_target = (final.header("Contact") or "").strip()
+        remote_target = remote_target.split("<", 1)[-1].split(">", 1)[0]
+        route_set = list(reversed(final.header_all("Record-Route")))
+        routes = [("Route", r) for r in route_set]
+        ack = build_request(
+            "ACK",
+            remote_target,
+            local=self.local,
+            from_uri=self.from_uri,
+            to_uri=uri,
+            call_id=call_id,
+            cseq=1,
+            from_tag=tag,
+            to_tag=to_tag,
+            headers=routes,
+        )
+        self.sock.sendto(ack, self.proxy)
+        if hang_up:
+            bye = build_request(
+                "BYE",
+                remote_target,
+                local=self.local,
+                from_uri=self.from_uri,
+                to_uri=uri,
+                call_id=call_id,
+                cseq=2,
+                from_tag=tag,
+                to_tag=to_tag,
+                headers=routes,
+            )
+            bye_result = CallResult()
+            self._transaction(bye, call_id, timeout, bye_result, "BYE")
+            result.bye_status = bye_result.status
+        return result
+
+    def message(self, uri: str, text: str = "hello", *, timeout: float = 5.0) -> CallResult:
+        """Send a MESSAGE to ``uri`` and wait for its final response."""
+        call_id = secrets.token_hex(8) + "@edge-test"
+        request = build_request(
+            "MESSAGE",
+            uri,
+            local=self.local,
+            from_uri=self.from_uri,
+            to_uri=uri,
+            call_id=call_id,
+            cseq=1,
+            from_tag=new_tag(),
+            headers=[("Content-Type", "text/plain")],
+            body=text.encode(),
+        )
+        result = CallResult()
+        self._transaction(request, call_id, timeout, result, "MESSAGE")
+        return result

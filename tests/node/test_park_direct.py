@@ -1,0 +1,321 @@
+"""Park, retrieve, hang-up, capacity and failure handling against a real node (no edge).
+
+Every test: real etcd, a real ``callpark node`` process with pjsua2 workers, real
+pjsua2 phones over loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+
+import pytest
+
+from callpark.netutil import LOOPBACK
+from callpark.waiting import wait_until
+from tests.node.conftest import ParkLab
+from tests.node.flows import blind_park, call_and_answer, connected_call, hears_music, talking
+
+
+def test_blind_park_then_retrieve_connects_the_caller_with_audio(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node()
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    carol = lab.phone("carol")
+    blind_park(parker, alice, node.park_uri())
+    record = lab.wait_parked("alice")
+    assert record["orbit"] == "7000" and record["kind"] == "blind"
+    assert record["parker_uri"].startswith("sip:parker@")
+    dialog = record["dialog"]
+    assert dialog["call_id"] and dialog["local_tag"] and dialog["remote_tag"] and dialog["supports_replaces"]
+    assert dialog["remote_contact"].startswith(f"sip:alice@{LOOPBACK}:{alice.sip_port}")
+    assert record["deadline"] == pytest.approx(record["parked_at"] + 10)
+    a_call = connected_call(alice, remote_contains="park@")
+    assert hears_music(alice, a_call), "the parked caller must hear the music on hold"
+
+    since = carol.mark()
+    c_call = carol.call(node.orbit_uri("7000"))
+    carol.wait_state(c_call, "CONFIRMED", since=since, timeout=10)
+    # the node steps out of the media path: alice's call now goes to carol directly
+    a_to_c = connected_call(alice, remote_contains="carol@")
+    c_to_a = connected_call(carol, remote_contains="alice@")
+    assert talking(alice, a_to_c, carol, c_to_a, 1000.0)
+    assert talking(carol, c_to_a, alice, a_to_c, 1300.0)
+    assert lab.wait_outcome(record["park_id"]) == "retrieved"
+    assert "7000" not in lab.parked()
+    wait_until(lambda: node.metric("callpark_retrievals_total", result="ok") == 1, timeout=5, what="retrieval metric")
+    assert node.metric("callpark_parks_total", result="ok") == 1
+
+
+def test_music_off_means_silence(lab: ParkLab) -> None:
+    lab.configure(music=False)
+    node = lab.node()
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    blind_park(parker, alice, node.park_uri())
+    lab.wait_parked("alice")
+    a_call = connected_call(alice, remote_contains="park@")
+    assert not hears_music(alice, a_call)
+
+
+def test_directed_park_on_a_chosen_orbit(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node()
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    blind_park(parker, alice, node.orbit_uri("7005"))
+    record = lab.wait_parked("alice")
+    assert (record["orbit"], record["kind"]) == ("7005", "directed")
+
+
+def test_directed_park_outside_the_pool_is_refused(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node()
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    handle = call_and_answer(parker, alice)
+    since = alice.mark()
+    parker.blind_transfer(handle, node.orbit_uri("8000"), hangup=False)
+    event = alice.wait_event(
+        lambda e: e["event"] == "call_state" and e.get("state") == "DISCONNECTED" and e.get("role") == "caller",
+        since=since,
+        timeout=10,
+        what="alice's park INVITE refused",
+    )
+    assert event["code"] == 404
+    assert lab.parked() == {}
+
+
+def test_attended_park_tells_the_orbit_in_the_answer_then_replaces(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node()
+    parker, alice, carol = lab.phone("parker"), lab.phone("alice", auto_answer=True), lab.phone("carol")
+    to_alice = call_and_answer(parker, alice)
+    to_park = call_and_answer(parker, alice, node.park_uri())
+    orbit = parker.received_header(to_park, "X-Callpark-Orbit")
+    assert orbit == "7000"
+    assert parker.received_header(to_park, "X-Callpark-Park-Id")
+    parker.attended_transfer(to_alice, to_park)
+    record = wait_until(
+        lambda: next((r for r in lab.parked().values() if "alice@" in r["caller_uri"]), None),
+        timeout=10,
+        what="record names alice after the Replaces",
+    )
+    assert record["orbit"] == "7000" and record["kind"] == "attended"
+    assert record["parker_uri"].startswith("sip:parker@")
+    since = carol.mark()
+    c_call = carol.call(node.orbit_uri("7000"))
+    carol.wait_state(c_call, "CONFIRMED", since=since, timeout=10)
+    a_to_c = connected_call(alice, remote_contains="carol@")
+    c_to_a = connected_call(carol, remote_contains="alice@")
+    assert talking(alice, a_to_c, carol, c_to_a)
+
+
+def test_caller_hanging_up_frees_the_orbit_as_abandoned(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node()
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    blind_park(parker, alice, node.park_uri())
+    record = lab.wait_parked("alice")
+    alice.hangup(connected_call(alice, remote_contains="park@"))
+    assert lab.wait_outcome(record["park_id"]) == "abandoned"
+    assert lab.parked() == {}
+
+
+def test_unknown_orbit_and_non_orbit_numbers_get_404(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node()
+    carol = lab.phone("carol")
+    for uri in (node.orbit_uri("7003"), f"sip:bob@{node.worker_sip()}"):
+        since = carol.mark()
+        handle = carol.call(uri)
+        event = carol.wait_for("call_state", call=handle, state="DISCONNECTED", since=since, timeout=10)
+        assert event["code"] == 404, event
+
+
+def test_orbit_exhaustion_is_refused_with_the_reason(lab: ParkLab) -> None:
+    lab.configure(ranges=(("7000", "7000"),))
+    node = lab.node(workers=2)
+    parker, alice, bob = lab.phone("parker"), lab.phone("alice", auto_answer=True), lab.phone("bob")
+    blind_park(parker, alice, node.park_uri())
+    lab.wait_parked("alice")
+    since = bob.mark()
+    handle = bob.call(node.park_uri())
+    event = bob.wait_for("call_state", call=handle, state="DISCONNECTED", since=since, timeout=10)
+    assert (event["code"], event["reason"]) == (486, "No more available orbits")
+    assert node.metric("callpark_parks_total", result="no-orbit") == 1
+
+
+def test_full_worker_redirects_and_a_full_node_answers_503(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node(workers=1)
+    callers = [lab.phone(f"c{i}", auto_answer=True) for i in range(4)]
+    # three parked calls fill the worker (one slot stays free for retrievals and ringbacks)
+    for phone in callers[:3]:
+        since = phone.mark()
+        handle = phone.call(node.park_uri())
+        phone.wait_state(handle, "CONFIRMED", since=since, timeout=10)
+    assert len(lab.parked()) == 3
+    since = callers[3].mark()
+    handle = callers[3].call(node.park_uri())
+    event = callers[3].wait_for("call_state", call=handle, state="DISCONNECTED", since=since, timeout=10)
+    assert (event["code"], event["reason"]) == (503, "No free call slot")
+
+
+def test_a_full_worker_redirects_to_a_sibling(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node(workers=2)
+    callers = [lab.phone(f"c{i}") for i in range(4)]
+    for phone in callers:
+        since = phone.mark()
+        handle = phone.call(node.park_uri(0))
+        phone.wait_state(handle, "CONFIRMED", since=since, timeout=10)
+    holders = sorted(r["holder"]["worker"] for r in lab.parked().values())
+    assert holders == [0, 0, 0, 1]
+    assert node.metric("callpark_parks_total", result="redirected") == 1
+
+
+def test_two_retrievers_at_once_exactly_one_gets_the_call(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node(workers=1)
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    r1, r2 = lab.phone("r1"), lab.phone("r2")
+    blind_park(parker, alice, node.park_uri())
+    record = lab.wait_parked("alice")
+    marks = (r1.mark(), r2.mark())
+    calls = (r1.call(node.orbit_uri("7000")), r2.call(node.orbit_uri("7000")))
+    results = []
+    for phone, handle, since in zip((r1, r2), calls, marks, strict=True):
+        event = phone.wait_event(
+            lambda e, h=handle: (
+                e["event"] == "call_state"  # type: ignore[misc]
+                and e["call"] == h
+                and e["state"] in ("CONFIRMED", "DISCONNECTED")
+            ),
+            since=since,
+            timeout=10,
+            what="retrieval answered or refused",
+        )
+        results.append((event["state"], event.get("code")))
+    assert sorted(results) == [("CONFIRMED", 200), ("DISCONNECTED", 486)], results
+    winner = r1 if results[0][0] == "CONFIRMED" else r2
+    connected_call(winner, remote_contains="alice@")
+    assert lab.wait_outcome(record["park_id"]) == "retrieved"
+
+
+def test_worker_killed_with_sigkill_its_calls_survive_on_a_new_worker(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node(workers=2)
+    parker = lab.phone("parker")
+    alice, bob = lab.phone("alice", auto_answer=True), lab.phone("bob", auto_answer=True)
+    blind_park(parker, alice, node.park_uri(0))
+    blind_park(parker, bob, node.park_uri(0))
+    before = {r["orbit"]: r for r in (lab.wait_parked("alice"), lab.wait_parked("bob"))}
+    assert {r["holder"]["worker"] for r in before.values()} == {0}
+    pid = int(json.loads(node.get("/api/node")[1])["workers"][0]["pid"])
+    os.kill(pid, signal.SIGKILL)
+
+    def taken_over() -> bool:
+        records = lab.parked()
+        return all(o in records and records[o]["dialog"]["call_id"] != before[o]["dialog"]["call_id"] for o in before)
+
+    wait_until(taken_over, timeout=20, what="both calls taken over")
+    after = lab.parked()
+    for orbit, old in before.items():
+        new = after[orbit]
+        # orbit, park id, deadline and ringback count are kept; only holder and dialog change
+        assert (new["park_id"], new["deadline"], new["attempts"]) == (old["park_id"], old["deadline"], old["attempts"])
+    assert node.metric("callpark_takeovers_total", result="ok") == 2
+    assert node.metric("callpark_worker_restarts_total") == 1
+    # the caller is still parked, hears the music, and can be retrieved
+    # alice's phone swapped the dead worker's dialog for the new one (INVITE with Replaces)
+    a_call = wait_until(
+        lambda: next((c["call"] for c in alice.calls() if c["state"] == "CONFIRMED" and c.get("replaces")), None),
+        timeout=10,
+        what="alice's call after takeover",
+    )
+    assert hears_music(alice, a_call)
+    carol = lab.phone("carol")
+    alice_orbit = next(o for o, r in after.items() if "alice@" in r["caller_uri"])
+    holder = after[alice_orbit]["holder"]["worker"]
+    since = carol.mark()
+    handle = carol.call(node.orbit_uri(alice_orbit, holder))
+    carol.wait_state(handle, "CONFIRMED", since=since, timeout=10)
+    connected_call(alice, remote_contains="carol@")
+
+
+def sip_request(host: str, port: int, method: str, ruri_user: str = "park", *, raw: bytes | None = None) -> str | None:
+    """Send one request (or raw bytes) over UDP and return the first response line, if any."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOOPBACK, 0))
+        s.settimeout(1.5)
+        me = s.getsockname()[1]
+        data = (
+            raw
+            or (
+                f"{method} sip:{ruri_user}@{host}:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {LOOPBACK}:{me};rport;branch=z9hG4bK-{method}-{me}\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:t@{LOOPBACK}>;tag=1\r\nTo: <sip:{ruri_user}@{LOOPBACK}>\r\n"
+                f"Call-ID: {method}-{me}@test\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        s.sendto(data, (host, port))
+        try:
+            return s.recv(4096).decode(errors="replace").splitlines()[0]
+        except TimeoutError:
+            return None
+
+
+def test_bad_sip_input_gets_proper_answers_and_the_node_keeps_serving(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node(edge=True)
+    edge = lab.start_edge()
+    host, port = node.worker_sip().split(":")
+    # garbage and malformed requests are dropped by pjsip; the node keeps answering
+    assert sip_request(host, int(port), "", raw=b"\x00\x01garbage that is not SIP\r\n\r\n") is None
+    assert sip_request(host, int(port), "", raw=b"INVITE sip:park@x SIP/2.0\r\nVia: broken\r\n\r\n") is None
+    assert sip_request(host, int(port), "OPTIONS") == "SIP/2.0 200 OK"
+    # unknown methods are answered 405 at the edge, in front of the nodes
+    edge_host, edge_port = edge.address
+    assert sip_request(edge_host, int(edge_port), "FOO") == "SIP/2.0 405 Method Not Allowed"
+    # an INVITE to a number that is neither the park URI nor an orbit: 404
+    carol = lab.phone("carol")
+    since = carol.mark()
+    handle = carol.call(f"sip:bob@{node.worker_sip()}")
+    event = carol.wait_for("call_state", call=handle, state="DISCONNECTED", since=since, timeout=10)
+    assert event["code"] == 404
+    # a REFER inside a parked call (to a foreign domain) is declined; the call stays parked
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    blind_park(parker, alice, node.park_uri())
+    record = lab.wait_parked("alice")
+    a_call = connected_call(alice, remote_contains="park@")
+    since = alice.mark()
+    alice.blind_transfer(a_call, "sip:mallory@evil.example.com", hangup=False)
+    status = alice.wait_event(
+        lambda e: e["event"] == "transfer_status" and e.get("final"), since=since, timeout=10, what="REFER answered"
+    )
+    assert status["code"] == 603
+    assert lab.parked()[record["orbit"]]["park_id"] == record["park_id"]
+    assert node.get("/readyz")[0] == 200
+
+
+def test_http_endpoints_and_parked_list(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node()
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    blind_park(parker, alice, node.park_uri())
+    record = lab.wait_parked("alice")
+    assert node.get("/healthz")[0] == 200 and node.get("/readyz")[0] == 200
+    parked = json.loads(node.get("/api/parked")[1])
+    assert [(p["orbit"], p["park_id"]) for p in parked] == [("7000", record["park_id"])]
+    assert node.get("/nope")[0] == 404
+    text = node.get("/metrics")[1]
+    for name in (
+        "callpark_parked_calls",
+        "callpark_park_latency_seconds_bucket",
+        "callpark_free_orbits",
+        "callpark_worker_slots_free",
+        "callpark_etcd_request_seconds_bucket",
+        "callpark_lease_remaining_seconds",
+    ):
+        assert name in text, name
+    wait_until(lambda: node.metric("callpark_free_orbits", range="r0") == 9, timeout=5, what="free orbits gauge")
