@@ -344,28 +344,78 @@ def cmd_etcd(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The README's main job for now: local etcd, example configuration, status."""
-    from callpark import deployment, status
-    from callpark.etcdlocal import LocalEtcdCluster
-    from callpark.store import EtcdStore
+    """The README's main job: park and retrieve real calls on the embedded default cluster."""
+    from callpark import deployment
+    from callpark.dr import demo
 
     dep = deployment.load(Path(args.config))
-    with tempfile.TemporaryDirectory(prefix="callpark-demo-") as tmp:
-        started = time.monotonic()
-        with LocalEtcdCluster(Path(tmp), members=dep.etcd.members) as cluster:
-            print(
-                f"started etcd: {dep.etcd.members} member(s) at {cluster.endpoints} "
-                f"in {time.monotonic() - started:.2f} s"
+    return demo.run(dep, sys.stdout, Path(args.run_dir) if args.run_dir else None)
+
+
+def cmd_parked_list(args: argparse.Namespace) -> int:
+    """Every parked call in the cluster, from etcd (any node's view is the same)."""
+    from callpark.node.parking import ParkTable
+    from callpark.store import EtcdStore, Keys
+
+    store = EtcdStore.connect(args.etcd)
+    try:
+        table = ParkTable(store, node="cli", pool="-", member_key=Keys.MEMBERS + "-")
+        calls = sorted((h.call for h in table.all_parked()), key=lambda c: c.orbit)
+    finally:
+        store.close()
+    now = time.time()
+    rows: list[dict[str, Any]] = [
+        {
+            "orbit": c.orbit,
+            "park_id": c.park_id,
+            "state": c.state.value,
+            "caller": c.caller_uri,
+            "parker": c.parker_uri,
+            "parked_for_s": round(now - c.parked_at, 1),
+            "next_ringback_in_s": round(c.deadline - now, 1),
+            "ringbacks": c.attempts,
+            "holder": f"{c.holder.node}/w{c.holder.worker}",
+            "pool": c.pool,
+        }
+        for c in calls
+    ]
+    if args.json:
+        _print_json(rows)
+    else:
+        print(
+            tables.render(
+                ["ORBIT", "CALLER", "PARKER", "PARKED FOR", "NEXT RINGBACK", "RINGBACKS", "STATE", "HOLDER"],
+                [
+                    (
+                        r["orbit"],
+                        r["caller"],
+                        r["parker"] or "-",
+                        f"{r['parked_for_s']:.0f}s",
+                        f"in {max(0.0, r['next_ringback_in_s']):.0f}s",
+                        r["ringbacks"],
+                        r["state"],
+                        r["holder"],
+                    )
+                    for r in rows
+                ],
+                empty="(no parked calls)",
             )
-            store = EtcdStore.connect(cluster.endpoints)
-            try:
-                deployment.apply(admin.AdminStore(store), dep)
-                print(f"loaded {dep.path.name}: pools, orbit table, Call Park settings, music on hold\n")
-                print(status.render(status.collect(store, admin.AdminStore(store))))
-            finally:
-                store.close()
-        print("\nstopped etcd; demo done")
+        )
     return 0
+
+
+def cmd_phone(args: argparse.Namespace) -> int:
+    """A pjsua2 softphone driven by JSON lines on stdin (see callpark/phone/protocol.py)."""
+    from callpark.netutil import free_port, free_port_block
+    from callpark.phone.child import main as phone_main
+
+    argv = ["--user", args.user, "--sip-port", str(args.sip_port or free_port(udp_too=True))]
+    argv += ["--rtp-port", str(args.rtp_port or free_port_block(14))]
+    if args.edge:
+        argv += ["--registrar", args.edge, "--proxy", args.edge, "--register"]
+    if args.auto_answer:
+        argv.append("--auto-answer")
+    return int(phone_main(argv + list(args.rest)))
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -525,6 +575,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd(config, "apply", cmd_config_apply, "make etcd's configuration equal a deployment file")
     p.add_argument("file")
 
+    parked = group("parked", "parked calls")
+    p = cmd(parked, "list", cmd_parked_list, "orbit, caller, parker, parked for, next ringback")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("phone", help="a pjsua2 softphone driven by JSON lines on stdin (for people and tests)")
+    p.set_defaults(func=cmd_phone)
+    p.add_argument("--user", required=True)
+    p.add_argument("--edge", help="host:port of the SIP edge: register there and send through it")
+    p.add_argument("--sip-port", type=int)
+    p.add_argument("--rtp-port", type=int)
+    p.add_argument("--auto-answer", action="store_true")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="more options of python -m callpark.phone")
+
     p = sub.add_parser("node", help="run a park node (supervisor and pjsua2 workers) until SIGTERM")
     p.set_defaults(func=cmd_node)
     p.add_argument("--pool", required=True)
@@ -548,9 +611,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from callpark.deployment import DEFAULT_LOCAL_FILE
 
-    p = sub.add_parser("demo", help="start a local etcd, load the example deployment, print the status")
+    p = sub.add_parser("demo", help="park and retrieve real calls on the local default cluster, then stop")
     p.set_defaults(func=cmd_demo)
     p.add_argument("--config", default=str(DEFAULT_LOCAL_FILE))
+    p.add_argument("--run-dir", help="keep logs here (default: a new temporary dir)")
     return parser
 
 

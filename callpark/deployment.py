@@ -34,6 +34,14 @@ class EtcdSection:
 
 
 @dataclass(frozen=True)
+class PoolNodes:
+    """How many park nodes a pool runs locally and how many workers each has."""
+
+    nodes: int = 1
+    workers: int = 2
+
+
+@dataclass(frozen=True)
 class Deployment:
     """A parsed, validated deployment file."""
 
@@ -41,6 +49,7 @@ class Deployment:
     etcd: EtcdSection
     state: admin.AdminState
     music: dict[str, Path | None] = field(default_factory=dict)  # None: the default music
+    nodes: dict[str, PoolNodes] = field(default_factory=dict)
 
 
 def load(path: Path) -> Deployment:
@@ -104,6 +113,15 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
             failback=FailbackPolicy.parse(_str(item, "failback", where, required=False) or "manual"),
             failback_hold_down_s=hold,
         )
+    nodes: dict[str, PoolNodes] = {}
+    for i, item in enumerate(pools):
+        counts = {}
+        for key, low, high in (("nodes", 0, 16), ("workers", 1, 64)):
+            value = item.get(key, getattr(PoolNodes(), key))
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValidationError("config-type", f"pool #{i + 1}: '{key}' must be a whole number {low} to {high}")
+            counts[key] = value
+        nodes[item["name"]] = PoolNodes(**counts)
     for i, item in enumerate(pools):
         backup = _str(item, "backup", f"pool #{i + 1}", required=False)
         if backup is not None and state.pools[item["name"]].backup != backup:
@@ -135,7 +153,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
             raise ValidationError("config-type", f"[moh] {pool}: must be 'default' or a path to a WAV file")
         music[pool] = None if source == "default" else (path.parent / source)
     admin.validate_state(state)
-    return Deployment(path=path, etcd=etcd, state=replace(state), music=music)
+    return Deployment(path=path, etcd=etcd, state=replace(state), music=music, nodes=nodes)
 
 
 def apply(store: admin.AdminStore, deployment: Deployment) -> admin.AdminState:

@@ -96,4 +96,5 @@ def test_demo_main_job_runs_and_leaves_nothing_behind() -> None:
     result = run_console("demo", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "started etcd: 3 member(s)" in result.stdout
-    assert "pool-a-park" in result.stdout and "stopped etcd" in result.stdout
+    assert "pool-a-park" in result.stdout and "stopped phones, nodes, edge and etcd" in result.stdout
+    assert "verdict: PASS" in result.stdout

@@ -15,6 +15,7 @@ import pytest
 
 from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
+from tests.conftest import Cli
 from tests.node.conftest import ParkLab
 from tests.node.flows import blind_park, call_and_answer, connected_call, hears_music, talking
 
@@ -319,3 +320,10 @@ def test_http_endpoints_and_parked_list(lab: ParkLab) -> None:
     ):
         assert name in text, name
     wait_until(lambda: node.metric("callpark_free_orbits", range="r0") == 9, timeout=5, what="free orbits gauge")
+    listed = Cli(lab.endpoints)("parked", "list", "--json")
+    assert listed.code == 0
+    rows = json.loads(listed.out)
+    assert [(r["orbit"], r["park_id"], r["ringbacks"], r["holder"]) for r in rows] == [
+        ("7000", record["park_id"], 0, "n1/w0")
+    ]
+    assert "7000" in Cli(lab.endpoints)("parked", "list").out

@@ -1,0 +1,140 @@
+"""The embedded default: etcd, park nodes for every pool and the SIP edge, all on loopback.
+
+Used by the README's main job (``callpark demo``), by the failover drill and by tests.
+Every process is started with ephemeral ports and stopped by PID in :meth:`stop`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from callpark import admin, deployment
+from callpark.edge import Edge, EdgeConfig, PoolSpec
+from callpark.edge import OrbitRange as EdgeRange
+from callpark.etcdlocal import LocalEtcdCluster
+from callpark.netutil import LOOPBACK, free_port
+from callpark.node.process import NodeProcess
+from callpark.orbits import RangeType
+from callpark.store import EtcdStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusterTimings:
+    """Short, valid timings for local clusters (production defaults live in the node CLI)."""
+
+    lease_ttl_s: int = 6
+    keepalive_s: float = 1.0
+    safety_s: float = 1.5
+    ring_time_s: float = 10.0
+
+
+@dataclass
+class LocalCluster:
+    """etcd + nodes + edge for a deployment file, on loopback."""
+
+    dep: deployment.Deployment
+    run_dir: Path
+    timings: ClusterTimings = field(default_factory=ClusterTimings)
+    etcd: LocalEtcdCluster | None = None
+    store: EtcdStore | None = None
+    edge: Edge | None = None
+    nodes: dict[str, list[NodeProcess]] = field(default_factory=dict)
+    edge_port: int = field(default_factory=lambda: free_port(udp_too=True))
+    started_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def edge_address(self) -> str:
+        return f"{LOOPBACK}:{self.edge_port}"
+
+    @property
+    def endpoints(self) -> str:
+        assert self.etcd is not None
+        return self.etcd.endpoints
+
+    def start(self) -> LocalCluster:
+        try:
+            t0 = time.monotonic()
+            self.etcd = LocalEtcdCluster(self.run_dir / "etcd", members=self.dep.etcd.members).start()
+            self.started_s["etcd"] = time.monotonic() - t0
+            self.store = EtcdStore.connect(self.etcd.endpoints)
+            deployment.apply(admin.AdminStore(self.store), self.dep)
+            t0 = time.monotonic()
+            for pool in sorted(self.dep.state.pools):
+                counts = self.dep.nodes.get(pool, deployment.PoolNodes())
+                self.nodes[pool] = [self.start_node(pool, i, counts.workers) for i in range(counts.nodes)]
+            self.started_s["nodes"] = time.monotonic() - t0
+            t0 = time.monotonic()
+            self.edge = Edge(self.edge_config(), self.run_dir / "edge")
+            self.edge.start()
+            for node in self.all_nodes():
+                for w in node.info["workers"]:
+                    self.edge.wait_node_state(str(w["sip"]), active=True, timeout=15)
+            self.started_s["edge"] = time.monotonic() - t0
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_node(self, pool: str, index: int, workers: int) -> NodeProcess:
+        name = f"{pool}-n{index + 1}"
+        t = self.timings
+        node = NodeProcess(
+            etcd=self.endpoints,
+            pool=pool,
+            name=name,
+            run_dir=self.run_dir / name,
+            workers=workers,
+            edge=self.edge_address,
+            ring_time_s=t.ring_time_s,
+            lease_ttl_s=t.lease_ttl_s,
+            keepalive_s=t.keepalive_s,
+            safety_s=t.safety_s,
+        )
+        return node.start()
+
+    def all_nodes(self) -> list[NodeProcess]:
+        return [n for pool in sorted(self.nodes) for n in self.nodes[pool]]
+
+    def edge_config(self) -> EdgeConfig:
+        state = self.dep.state
+        pools = tuple(
+            PoolSpec(
+                name=name,
+                nodes=tuple(str(w["sip"]) for n in self.nodes.get(name, []) for w in n.info["workers"]),
+                backup=state.pools[name].backup,
+            )
+            for name in sorted(state.pools)
+        )
+        ranges = tuple(
+            EdgeRange(start=r.start, end=r.end, pool=r.pool, name=r.name)
+            for r in sorted(state.ranges.values(), key=lambda r: r.name)
+            if r.type == RangeType.CALL_PARK
+        )
+        default_pool = next((p for p in sorted(state.pools) if self.nodes.get(p)), None)
+        return EdgeConfig(port=self.edge_port, domain=LOOPBACK, pools=pools, ranges=ranges, default_pool=default_pool)
+
+    def stop(self) -> None:
+        """Stop everything by PID: nodes first (they free their calls), then edge and etcd."""
+        for node in self.all_nodes():
+            try:
+                node.stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                log.warning("stopping %s: %s", node.name, exc)
+        if self.edge is not None:
+            self.edge.stop()
+        if self.store is not None:
+            self.store.close()
+        if self.etcd is not None:
+            self.etcd.stop()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

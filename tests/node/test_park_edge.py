@@ -1,0 +1,103 @@
+"""Flows through the SIP edge: phones register with Kamailio, nodes send through it.
+
+The parker is reachable only through the registrar (pjsip drops ports from
+Referred-By), so the orbit MESSAGE, ringbacks and OnTimeoutURI transfers are tested
+here. CallPickupTimeoutThreshold cannot go below Lync's 10 s minimum, so each
+ringback test waits at least that long.
+"""
+
+from __future__ import annotations
+
+from callpark.netutil import LOOPBACK
+from callpark.waiting import wait_until
+from tests.node.conftest import ParkLab
+from tests.node.flows import blind_park, connected_call, hears_music, talking
+
+DOMAIN_URI = "sip:{user}@" + LOOPBACK
+
+
+def uri(user: str) -> str:
+    return DOMAIN_URI.format(user=user)
+
+
+def test_blind_park_via_the_edge_messages_the_orbit_and_any_phone_retrieves(lab: ParkLab) -> None:
+    lab.configure()
+    node = lab.node(workers=2, edge=True)
+    lab.start_edge()
+    parker = lab.phone("parker", via_edge=True)
+    alice = lab.phone("alice", via_edge=True, auto_answer=True)
+    carol = lab.phone("carol", via_edge=True)
+    since = parker.mark()
+    blind_park(parker, alice, uri("park"), caller_uri=uri("alice"))
+    record = lab.wait_parked("alice")
+    message = parker.wait_event(lambda e: e["event"] == "message", since=since, timeout=10, what="orbit MESSAGE")
+    assert f"orbit={record['orbit']}" in message["body"] and record["park_id"] in message["body"]
+    assert hears_music(alice, connected_call(alice, remote_contains="park@"))
+    # retrieval through the edge reaches the holder (302 from a non-holder is followed)
+    c_since = carol.mark()
+    handle = carol.call(uri(record["orbit"]))
+    carol.wait_state(handle, "CONFIRMED", since=c_since, timeout=10)
+    a_to_c = connected_call(alice, remote_contains="carol@")
+    c_to_a = connected_call(carol, remote_contains="alice@")
+    assert talking(alice, a_to_c, carol, c_to_a)
+    assert lab.wait_outcome(record["park_id"]) == "retrieved"
+    assert node.metric("callpark_retrievals_total", result="ok") == 1
+
+
+def test_ringback_answered_hands_the_caller_to_the_parker(lab: ParkLab) -> None:
+    lab.configure(timeout="00:00:10")
+    node = lab.node(edge=True, ring_time_s=5)
+    lab.start_edge()
+    parker = lab.phone("parker", via_edge=True)
+    alice = lab.phone("alice", via_edge=True, auto_answer=True)
+    blind_park(parker, alice, uri("park"), caller_uri=uri("alice"))
+    record = lab.wait_parked("alice")
+    parker.set_auto_answer(200)
+    p_call = connected_call(parker, remote_contains="alice@", timeout=25)
+    a_call = connected_call(alice, remote_contains="parker@")
+    assert talking(alice, a_call, parker, p_call)
+    assert lab.wait_outcome(record["park_id"]) == "rang-back"
+    assert node.metric("callpark_ringbacks_total", outcome="answered") == 1
+
+
+def test_unanswered_ringback_goes_to_on_timeout_uri(lab: ParkLab) -> None:
+    lab.configure(timeout="00:00:10", on_timeout_uri=uri("operator"))
+    node = lab.node(edge=True, ring_time_s=2)
+    lab.start_edge()
+    parker = lab.phone("parker", via_edge=True)
+    alice = lab.phone("alice", via_edge=True, auto_answer=True)
+    operator = lab.phone("operator", via_edge=True, auto_answer=True)
+    blind_park(parker, alice, uri("park"), caller_uri=uri("alice"))
+    record = lab.wait_parked("alice")
+    # the parker's phone rings (it does not answer); after the ring time the call moves on
+    parker.wait_event(lambda e: e["event"] == "incoming", timeout=25, what="ringback to the parker")
+    a_call = connected_call(alice, remote_contains="operator@", timeout=20)
+    o_call = connected_call(operator, remote_contains="alice@")
+    assert talking(alice, a_call, operator, o_call)
+    assert lab.wait_outcome(record["park_id"]) == "forwarded"
+    assert node.metric("callpark_ringbacks_total", outcome="no-answer") == 1
+    assert node.metric("callpark_timeouts_total", outcome="forwarded") == 1
+
+
+def test_each_unanswered_ringback_rearms_the_timer_then_the_call_is_disconnected(lab: ParkLab) -> None:
+    lab.configure(timeout="00:00:10", attempts=2)
+    node = lab.node(edge=True, ring_time_s=2)
+    lab.start_edge()
+    parker = lab.phone("parker", via_edge=True)
+    alice = lab.phone("alice", via_edge=True, auto_answer=True)
+    blind_park(parker, alice, uri("park"), caller_uri=uri("alice"))
+    first = lab.wait_parked("alice")
+    orbit = first["orbit"]
+
+    def rearmed() -> dict[str, object] | None:
+        record = lab.parked().get(orbit)
+        return record if record and record["attempts"] == 1 and record["state"] == "parked" else None
+
+    second = wait_until(rearmed, timeout=25, what="first ringback unanswered and the timer re-armed")
+    assert float(second["deadline"]) >= float(first["deadline"]) + 10  # type: ignore[arg-type]
+    assert second["park_id"] == first["park_id"]
+    a_call = connected_call(alice, remote_contains="park@")
+    alice.wait_for("call_state", call=a_call, state="DISCONNECTED", timeout=25)
+    assert lab.wait_outcome(first["park_id"]) == "disconnected"
+    assert node.metric("callpark_ringbacks_total", outcome="no-answer") == 2
+    assert node.metric("callpark_timeouts_total", outcome="disconnected") == 1
