@@ -418,6 +418,241 @@ def cmd_phone(args: argparse.Namespace) -> int:
     return int(phone_main(argv + list(args.rest)))
 
 
+def cmd_controller(args: argparse.Namespace) -> int:
+    """Run a failover controller until SIGTERM (several may run; one leads)."""
+    import signal
+    import threading
+
+    from callpark.dr.controller import Controller, ControllerConfig
+    from callpark.node.http import NodeHttp
+    from callpark.store import EtcdStore
+
+    config = ControllerConfig(
+        name=args.name,
+        loop_s=args.loop,
+        grace_s=args.grace,
+        ttl_s=args.lease_ttl,
+        safety_s=args.safety,
+        request_timeout_s=args.etcd_timeout,
+    ).validate()
+    store = EtcdStore.connect(args.etcd, request_timeout_s=args.etcd_timeout, retry_deadline_s=args.etcd_timeout)
+    controller = Controller(store, config)
+
+    def healthy() -> tuple[bool, str]:
+        stalled = time.monotonic() - controller.last_cycle
+        return (stalled < config.ttl_s, f"last cycle {stalled:.1f}s ago")
+
+    def ready() -> tuple[bool, str]:
+        ok, why = healthy()
+        return ok, ("leader" if controller.leadership.is_leader() else "standby") if ok else why
+
+    http = NodeHttp(
+        "127.0.0.1",
+        args.http_port,
+        registry=controller.metrics.registry,
+        healthy=healthy,
+        ready=ready,
+        api={"/api/status": controller.status},
+    )
+    http.start()
+    signal.signal(signal.SIGTERM, lambda signum, frame: controller.stop())
+    signal.signal(signal.SIGINT, lambda signum, frame: controller.stop())
+    print(json.dumps({"event": "ready", "name": args.name, "http": http.port}), flush=True)
+    thread = threading.Thread(target=controller.run, name="controller", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    finally:
+        http.stop()
+        store.close()
+    return 0
+
+
+def _dr_store(args: argparse.Namespace) -> Any:
+    from callpark.store import EtcdStore
+
+    return EtcdStore.connect(args.etcd)
+
+
+def cmd_dr_status(args: argparse.Namespace) -> int:
+    from callpark.dr.ownership import events, read_snapshot
+
+    store = _dr_store(args)
+    try:
+        snap = read_snapshot(store)
+        last = events(store, last=args.events)
+    finally:
+        store.close()
+    pools: list[dict[str, Any]] = []
+    for name, pool in sorted(snap.config.pools.items()):
+        members = snap.members.get(name, [])
+        pools.append(
+            {
+                "pool": name,
+                "site": pool.site,
+                "backup": pool.backup,
+                "up": bool(snap.ready_members(name)),
+                "members": [
+                    {"node": m.node, "ready": m.ready, "draining": m.draining, "parked": m.info.get("parked", 0)}
+                    for m in members
+                ],
+                "owns": snap.ranges_owned_by(name),
+                "failback": pool.failback.value,
+            }
+        )
+    ranges: list[dict[str, Any]] = [
+        {
+            "range": r,
+            "home": rng.pool,
+            "owner": snap.owner_of(r),
+            "epoch": snap.owners[r].epoch if r in snap.owners else 0,
+            "parked": sum(1 for c in snap.parked if c.range == r),
+        }
+        for r, rng in sorted(snap.config.ranges.items())
+    ]
+    view = {"revision": snap.revision, "leader": snap.leader, "pools": pools, "ranges": ranges, "events": last}
+    if args.json:
+        _print_json(view)
+        return 0
+    leader = snap.leader or {}
+    who = f"{leader.get('name', 'none')} (token {leader.get('token', '-')})"
+    print(f"controller leader: {who}, etcd revision {snap.revision}")
+    print("\nPools")
+    print(
+        tables.render(
+            ["POOL", "SITE", "BACKUP", "UP", "READY NODES", "OWNS", "FAILBACK"],
+            [
+                (
+                    p["pool"],
+                    p["site"],
+                    p["backup"] or "-",
+                    "yes" if p["up"] else "NO",
+                    ",".join(m["node"] for m in p["members"] if m["ready"]) or "-",
+                    ",".join(p["owns"]) or "-",
+                    p["failback"],
+                )
+                for p in pools
+            ],
+        )
+    )
+    print("\nMembers")
+    print(
+        tables.render(
+            ["POOL", "NODE", "READY", "DRAINING", "PARKED"],
+            [(p["pool"], m["node"], m["ready"], m["draining"], m["parked"]) for p in pools for m in p["members"]],
+            empty="(no live park node)",
+        )
+    )
+    print("\nRanges")
+    print(
+        tables.render(
+            ["RANGE", "HOME", "OWNER", "EPOCH", "PARKED"],
+            [(r["range"], r["home"], r["owner"], r["epoch"], r["parked"]) for r in ranges],
+        )
+    )
+    print("\nLast events")
+    print(
+        tables.render(
+            ["AT", "KIND", "POOL", "TO", "RANGES", "PARKED", "WHY"],
+            [
+                (
+                    time.strftime("%H:%M:%S", time.localtime(float(e.get("at", 0)))),
+                    e.get("kind"),
+                    e.get("pool"),
+                    e.get("to", "-"),
+                    ",".join(e.get("ranges", [])) or "-",
+                    e.get("parked_calls", "-"),
+                    e.get("why", ""),
+                )
+                for e in last
+            ],
+            empty="(no events)",
+        )
+    )
+    return 0
+
+
+def _dr_request(args: argparse.Namespace, action: str) -> int:
+    from callpark.dr.controller import request
+    from callpark.dr.ownership import events
+    from callpark.kv import Delete
+    from callpark.store import Keys
+    from callpark.waiting import WaitTimeout, wait_until
+
+    store = _dr_store(args)
+    try:
+        if args.pool not in admin.AdminStore(store).state().pools:
+            raise NotFound(f"pool {args.pool!r} does not exist")
+        key = request(store, action, args.pool)
+        try:
+            wait_until(lambda: store.get(key) is None, timeout=args.timeout, what=f"the controller to {action}")
+        except WaitTimeout:
+            store.txn([], [Delete(key)])
+            raise CallparkError(
+                f"no controller leader acted on the {action} request within {args.timeout:.0f}s; request withdrawn"
+            ) from None
+        done = next((e for e in reversed(events(store, last=50)) if e.get("request") == key), None)
+    finally:
+        store.close()
+    if done is None:
+        raise CallparkError(f"{action} request was consumed but no event was recorded under {Keys.EVENTS}")
+    if done.get("kind") == "refused":
+        raise ValidationError("dr-refused", f"{action} of {args.pool} refused: {done.get('why')}")
+    print(
+        f"{done['kind']}: {', '.join(done.get('ranges', []))} now served by {done.get('to')} "
+        f"({done.get('parked_calls', 0)} parked call(s) follow)"
+    )
+    return 0
+
+
+def cmd_dr_failover(args: argparse.Namespace) -> int:
+    return _dr_request(args, "failover")
+
+
+def cmd_dr_failback(args: argparse.Namespace) -> int:
+    return _dr_request(args, "failback")
+
+
+def cmd_dr_drain(args: argparse.Namespace) -> int:
+    """Move a node's parked calls to its peers live (INVITE/Replaces), so it can be stopped."""
+    from callpark.kv import Delete, Put
+    from callpark.node.parking import ParkTable
+    from callpark.store import Keys
+    from callpark.waiting import WaitTimeout, wait_until
+
+    if "/" not in args.node:
+        raise ValidationError("dr-node", f"--node must be POOL/NODE, not {args.node!r}")
+    pool, node = args.node.split("/", 1)
+    store = _dr_store(args)
+    key = f"{Keys.DRAIN}{pool}/{node}"
+    try:
+        if args.cancel:
+            store.txn([], [Delete(key)])
+            print(f"{args.node}: drain cancelled; the node parks again")
+            return 0
+        if store.get(Keys.member(pool, node)) is None:
+            raise NotFound(f"no live park node {args.node}")
+        store.txn([], [Put(key, json.dumps({"at": time.time()}).encode())])
+        table = ParkTable(store, node="cli", pool=pool, member_key="-")
+
+        def remaining() -> int:
+            return sum(1 for h in table.all_parked() if h.call.holder.node == node)
+
+        before = remaining()
+        try:
+            wait_until(lambda: remaining() == 0, timeout=args.timeout, what=f"{args.node} to hand over its calls")
+        except WaitTimeout:
+            raise CallparkError(
+                f"{args.node} still holds {remaining()} of {before} parked call(s) after {args.timeout:.0f}s "
+                "(are its peers up with free slots?); it stays draining"
+            ) from None
+    finally:
+        store.close()
+    print(f"{args.node} drained: {before} parked call(s) moved to its peers; it parks nothing new and can be stopped")
+    return 0
+
+
 def cmd_node(args: argparse.Namespace) -> int:
     """Run a park node (supervisor + pjsua2 workers) in the foreground until SIGTERM."""
     import signal
@@ -603,6 +838,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--etcd-timeout", type=float, default=1.0, help="per-request etcd timeout")
     p.add_argument("--run-dir", help="where worker logs and music go (default: a new temporary dir)")
     p.add_argument("--worker-log-level", default="WARNING")
+
+    p = sub.add_parser("controller", help="run a failover controller (leader-elected) until SIGTERM")
+    p.set_defaults(func=cmd_controller)
+    p.add_argument("--name", required=True)
+    p.add_argument("--loop", type=float, default=1.0, help="seconds between cycles")
+    p.add_argument("--grace", type=float, default=2.0, help="seconds a pool must be down before failover")
+    p.add_argument("--lease-ttl", type=int, default=6)
+    p.add_argument("--safety", type=float, default=1.5)
+    p.add_argument("--etcd-timeout", type=float, default=1.0)
+    p.add_argument("--http-port", type=int, default=0)
+
+    dr = group("dr", "disaster recovery: status, planned failover, failback, drain")
+    p = cmd(dr, "status", cmd_dr_status, "pools, members, owners, epochs, parked calls, last events")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--events", type=int, default=10)
+    for name, fn, help_ in (
+        ("failover", cmd_dr_failover, "planned failover: move a pool's ranges to its backup"),
+        ("failback", cmd_dr_failback, "move a pool's ranges back home"),
+    ):
+        p = cmd(dr, name, fn, help_)
+        p.add_argument("--pool", required=True)
+        p.add_argument("--timeout", type=float, default=30.0)
+    p = cmd(dr, "drain", cmd_dr_drain, "hand a node's parked calls to its peers so it can be stopped")
+    p.add_argument("--node", required=True, help="POOL/NODE")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--cancel", action="store_true", help="end the drain: the node parks again")
 
     p = sub.add_parser("etcd", help="run a local etcd cluster on loopback until Ctrl-C")
     p.set_defaults(func=cmd_etcd)

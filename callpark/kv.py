@@ -8,6 +8,8 @@ Contract:
 
 * ``get``/``get_prefix`` are linearizable reads and return the store revision they
   were served at; they are retried on transient errors within a deadline.
+  ``get_prefix(prefix, revision=R)`` reads as of revision R, so several prefixes can
+  be read as one consistent snapshot.
 * ``txn`` applies its ``success`` ops if every compare holds, else its ``failure``
   ops, atomically; it is the only way to change more than one key. A txn whose
   outcome is unknown (time-out) raises :class:`~callpark.errors.StoreIndeterminate`:
@@ -103,7 +105,7 @@ class KV(Protocol):
 
     def get(self, key: str) -> Entry | None: ...
 
-    def get_prefix(self, prefix: str) -> Snapshot: ...
+    def get_prefix(self, prefix: str, revision: int | None = None) -> Snapshot: ...
 
     def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult: ...
 

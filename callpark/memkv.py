@@ -28,9 +28,11 @@ class MemoryKV:
             self._expire()
             return self._data.get(key)
 
-    def get_prefix(self, prefix: str) -> Snapshot:
+    def get_prefix(self, prefix: str, revision: int | None = None) -> Snapshot:
         with self._lock:
             self._expire()
+            if revision is not None and revision != self._revision:
+                raise StoreError("the in-memory store keeps no history: read at the current revision only")
             return Snapshot(self._revision, {k: e for k, e in sorted(self._data.items()) if k.startswith(prefix)})
 
     def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:

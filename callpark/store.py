@@ -54,6 +54,10 @@ class Keys:
     MOH = CONFIG + "moh/"
     MOH_BLOBS = ROOT + "blobs/moh/"
     OWNERS = ROOT + "owners/"
+    LEADER = ROOT + "controller/leader"
+    EVENTS = ROOT + "events/"
+    REQUESTS = ROOT + "requests/"
+    DRAIN = ROOT + "drain/"
     MEMBERS = ROOT + "members/"
     PARKED = ROOT + "parked/"
     LRU = ROOT + "lru/"
@@ -62,6 +66,10 @@ class Keys:
     @classmethod
     def parked(cls, orbit: str) -> str:
         return cls.PARKED + orbit
+
+    @classmethod
+    def owner(cls, range_name: str) -> str:
+        return cls.OWNERS + range_name
 
     @classmethod
     def member(cls, pool: str, node: str) -> str:
@@ -184,8 +192,9 @@ class EtcdStore:
         kvs = list(resp.kvs)
         return _entry(kvs[0]) if kvs else None
 
-    def get_prefix(self, prefix: str) -> Snapshot:
-        resp = self._call("get_prefix", lambda: self._range(prefix.encode(), prefix_end(prefix).encode("latin-1")))
+    def get_prefix(self, prefix: str, revision: int | None = None) -> Snapshot:
+        end = prefix_end(prefix).encode("latin-1")
+        resp = self._call("get_prefix", lambda: self._range(prefix.encode(), end, revision or 0))
         return Snapshot(resp.header.revision, {e.key: e for e in (_entry(kv) for kv in resp.kvs)})
 
     def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
@@ -261,8 +270,8 @@ class EtcdStore:
     def _stub(self, name: str) -> Any:
         return getattr(self._client, name)
 
-    def _range(self, key: bytes, range_end: bytes) -> Any:
-        req = etcdrpc.RangeRequest(key=key, range_end=range_end, serializable=False)
+    def _range(self, key: bytes, range_end: bytes, revision: int = 0) -> Any:
+        req = etcdrpc.RangeRequest(key=key, range_end=range_end, serializable=False, revision=revision)
         return self._stub("kvstub").Range(req, self.request_timeout_s, **self._auth())
 
     def _call(self, what: str, fn: Any, *, write: bool = False, deadline_s: float | None = None) -> Any:

@@ -106,8 +106,8 @@ class InstrumentedKV:
         result: Entry | None = self._timed("get", self.inner.get, key)
         return result
 
-    def get_prefix(self, prefix: str) -> Snapshot:
-        result: Snapshot = self._timed("get_prefix", self.inner.get_prefix, prefix)
+    def get_prefix(self, prefix: str, revision: int | None = None) -> Snapshot:
+        result: Snapshot = self._timed("get_prefix", self.inner.get_prefix, prefix, revision)
         return result
 
     def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:

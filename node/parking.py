@@ -46,6 +46,14 @@ class Fenced(Exception):
     """This node's lease is gone: it may not write."""
 
 
+# Guards, in one place: acquiring a call (allocate, take over) compares the range
+# owner's epoch (owner key revision), the record (absent or as last read) and the
+# writer's lease; every later change to a call compares the record's revision and the
+# holder's lease. After a failback, calls parked on the backup pool therefore stay with
+# their holder until retrieved, timed out or drained (DESIGN-BRIEF), while a paused or
+# partitioned holder that wakes up cannot touch a record someone else has taken.
+
+
 @dataclass(frozen=True)
 class Held:
     """A record this node holds, with the mod revision of its last write or read."""
@@ -63,6 +71,35 @@ class ParkTable:
         self.pool = pool
         self.member_key = member_key
         self.lease = 0
+        # range -> (owner key mod revision, epoch) as last read; 0 means "no owner key yet"
+        self.owners: dict[str, tuple[int, int]] = {}
+
+    def owner_epoch(self, range_name: str) -> int:
+        return self.owners.get(range_name, (0, 1))[1]
+
+    def _owns(self, range_name: str) -> Compare:
+        """Holds while the range's owner key is as we read it (our pool's epoch)."""
+        return Compare(Keys.owner(range_name), "mod", "==", self.owners.get(range_name, (0, 1))[0])
+
+    def take_over(self, held: Held, holder: Holder, *, now: float | None = None, timeout_s: float = 90.0) -> Held:
+        """Claim a call whose holder is gone: owner epoch, record revision and lease guarded.
+
+        A call that was ringing back when its holder died counts that ringback as done
+        (the parker's phone rang once) and is re-armed, so no ringback happens twice.
+        """
+        now = time.time() if now is None else now
+        call = held.call
+        if call.state in (CallState.RINGING, CallState.FORWARDING):
+            call = replace(call, attempts=call.attempts + 1, deadline=now + timeout_s)
+        call = replace(call, holder=holder, state=CallState.PARKED, owner_epoch=self.owner_epoch(call.range))
+        result = self.kv.txn(
+            [unchanged(Keys.parked(call.orbit), held.mod_revision), self._alive(), self._owns(call.range)],
+            [Put(Keys.parked(call.orbit), call.to_bytes())],
+        )
+        if not result.succeeded:
+            self._check_alive()
+            raise LostRace(f"orbit {call.orbit}: another node claimed it or its range moved")
+        return Held(call, result.revision)
 
     def _alive(self) -> Compare:
         """Holds only while our member key is bound to our current lease."""
@@ -139,8 +176,9 @@ class ParkTable:
                 deadline=now + timeout_s,
                 attempts=0,
             )
+            call = replace(call, owner_epoch=self.owner_epoch(rng.name))
             result = self.kv.txn(
-                [absent(Keys.parked(orbit)), self._alive()],
+                [absent(Keys.parked(orbit)), self._alive(), self._owns(rng.name)],
                 [Put(Keys.parked(orbit), call.to_bytes())],
             )
             if result.succeeded:

@@ -5,7 +5,10 @@ Used by tests, the local cluster and the drill; the node is stopped by PID.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 import threading
 import urllib.error
@@ -141,8 +144,37 @@ class NodeProcess:
     def stop(self, timeout_s: float = 10.0) -> int | None:
         return self.process.stop(timeout=timeout_s)
 
+    def worker_pids(self) -> list[int]:
+        """PIDs of the node's live workers (from /api/node; empty if the node is down)."""
+        try:
+            status, body = self.get("/api/node", timeout_s=1.0)
+        except OSError:
+            return []
+        if status != 200:
+            return []
+        return [int(w["pid"]) for w in json.loads(body)["workers"] if w.get("pid")]
+
     def kill9(self) -> None:
+        """SIGKILL the supervisor and every worker: the node vanishes as a crashed host would."""
+        workers = self.worker_pids()
         self.process.kill9()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def pause(self) -> list[int]:
+        """SIGSTOP the supervisor and its workers; returns the PIDs to resume."""
+        pids = [self.pid, *self.worker_pids()]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    @staticmethod
+    def resume(pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def __enter__(self) -> NodeProcess:
         return self.start()

@@ -9,6 +9,7 @@ and serves /metrics, /healthz, /readyz and a JSON view of its parked calls.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import socket
@@ -32,6 +33,7 @@ from callpark.node.records import CallState, Dialog, Holder, Outcome, ParkedCall
 from callpark.orbits import OrbitRange, RangeType
 from callpark.procs import ManagedProcess
 from callpark.settings import DEFAULTS, CpsSettings
+from callpark.store import Keys, decode
 from callpark.waiting import wait_until
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_CALLS_PER_WORKER = 4  # pjsua2 wheel's compile-time PJSUA_MAX_CALLS
 RTP_PORTS_PER_WORKER = 16
 CONFIG_REFRESH_S = 2.0
+SCAN_S = 0.5
 CYCLE_S = 0.1
 
 END_REASONS = {
@@ -132,6 +135,10 @@ class Supervisor:
         self._last_refresh = 0.0
         self._last_cycle = time.monotonic()
         self._last_prune = 0.0
+        self._last_scan = 0.0
+        self._draining = False
+        self._owner_pool: dict[str, str] = {}
+        self._live_nodes: dict[str, bool] = {}
         self.http: NodeHttp | None = None
 
     # -- life cycle ----------------------------------------------------------------------
@@ -211,6 +218,8 @@ class Supervisor:
     def ready(self) -> tuple[bool, str]:
         if not self.membership.is_valid():
             return False, "fenced: etcd lease not renewed"
+        if self._draining:
+            return False, f"draining: {len(self.held)} parked call(s) left"
         up = sum(1 for w in self.workers if w.ready.is_set())
         if up == 0:
             return False, "no worker ready"
@@ -405,6 +414,9 @@ class Supervisor:
         if not self.membership.is_valid():
             self.metrics.parks.labels(pool, "fenced").inc()
             return self._reject(w, req, 503, "Park node fenced", "park node fenced: etcd lease not renewed")
+        if self._draining:
+            self.metrics.parks.labels(pool, "draining").inc()
+            return self._reject(w, req, 503, "Park node draining", "35012 Parking server is in draining mode")
         if int(msg.get("free", w.free_slots)) < 1:
             other = self._pick_worker(need=1, exclude=w.index)
             if other is None:
@@ -482,6 +494,11 @@ class Supervisor:
             self.metrics.retrievals.labels(pool, "stale-park-id").inc()
             return self._reject(
                 w, req, 404, "Parked call gone", "35010 Could not safe retrieve: another call is on the orbit"
+            )
+        if call.holder.node != self.config.name and call.holder.node not in self._live_nodes:
+            self.metrics.retrievals.labels(pool, "holder-gone").inc()
+            return self._reject(
+                w, req, 480, "Parked call being taken over", f"holder {call.holder.node} is gone; retry in a moment"
             )
         if call.holder.node != self.config.name or call.holder.worker != w.index:
             self.metrics.retrievals.labels(pool, "redirected").inc()
@@ -611,8 +628,10 @@ class Supervisor:
                     break
                 except LostRace:
                     refreshed = self.table.refresh(current)
-                    if refreshed is None:
-                        break
+                    if refreshed is None or refreshed.call.holder.node != self.config.name:
+                        # gone, or taken over by another node: never free what is not ours
+                        self.held.pop(held.call.orbit, None)
+                        return
                     current = refreshed
                 except (Fenced, StoreError) as exc:
                     log.warning("could not free orbit %s: %s", held.call.orbit, exc)
@@ -630,6 +649,7 @@ class Supervisor:
     def _cycle(self) -> None:
         self._check_workers()
         self._refresh_config()
+        self._scan()
         self._fire_deadlines()
         now = time.monotonic()
         if now - self._last_prune > 60:
@@ -689,7 +709,15 @@ class Supervisor:
             log.error("pool %s no longer exists", self.config.pool)
             self._ranges = []
             return
-        self._ranges = state.ranges_of(self.config.pool, RangeType.CALL_PARK)
+        owners = self._read_owners()
+        if owners is not None:
+            self.table.owners = owners
+        mine = []
+        for rng in state.ranges.values():
+            owner_pool = self._owner_pool.get(rng.name, rng.pool)
+            if rng.type == RangeType.CALL_PARK and owner_pool == self.config.pool:
+                mine.append(rng)
+        self._ranges = sorted(mine, key=lambda r: r.name)
         self._settings = state.effective(self.config.pool)[1]
         meta = state.moh.get(self.config.pool)
         sha = meta.sha256 if meta else None
@@ -710,6 +738,82 @@ class Supervisor:
             except StoreError:
                 used = sum(1 for o in taken if rng.contains(o))
             self.metrics.free_orbits.labels(self.config.pool, rng.name).set(rng.size - used)
+
+    def _read_owners(self) -> dict[str, tuple[int, int]] | None:
+        try:
+            entries = self.kv.get_prefix(Keys.OWNERS).entries
+        except StoreError as exc:
+            log.warning("could not read range owners: %s", exc)
+            return None
+        owners: dict[str, tuple[int, int]] = {}
+        pools: dict[str, str] = {}
+        for key, entry in entries.items():
+            try:
+                data = decode(key, entry.value)
+                owners[str(data["range"])] = (entry.mod_revision, int(data["epoch"]))
+                pools[str(data["range"])] = str(data["pool"])
+            except (CallparkError, KeyError, TypeError, ValueError) as exc:
+                log.error("skipping malformed owner record %s: %s", key, exc)
+        self._owner_pool = pools
+        return owners
+
+    def _scan(self) -> None:
+        """Take over calls whose holder is gone or draining, on ranges our pool owns; drain."""
+        now = time.monotonic()
+        if now - self._last_scan < SCAN_S:
+            return
+        self._last_scan = now
+        try:
+            members = self.kv.get_prefix(Keys.MEMBERS).entries
+            drain = self.kv.get(Keys.DRAIN + f"{self.config.pool}/{self.config.name}")
+            parked = self.table.all_parked()
+        except StoreError as exc:
+            log.debug("takeover scan skipped: %s", exc)
+            return
+        self._draining = drain is not None
+        live: dict[str, bool] = {}
+        for entry in members.values():
+            try:
+                info = json.loads(entry.value)
+                live[str(info["node"])] = bool(info.get("draining"))
+            except (ValueError, KeyError, TypeError):
+                continue
+        self._live_nodes = live
+        if self._draining or not self.membership.is_valid():
+            return
+        owned = {r.name for r in self._ranges}
+        for held in parked:
+            call = held.call
+            holder = call.holder.node
+            if holder == self.config.name or call.range not in owned:
+                continue
+            if holder in live and not live[holder]:
+                continue  # alive and not draining: it keeps its calls
+            target = self._pick_worker(need=1)
+            if target is None:
+                log.warning("cannot take over orbit %s: no free worker slot", call.orbit)
+                return
+            try:
+                claimed = self.table.take_over(
+                    held,
+                    Holder(self.config.name, target.index, target.sip(self.config.host)),
+                    timeout_s=self._settings.call_pickup_timeout_s,
+                )
+            except (LostRace, Fenced, StoreError) as exc:
+                log.info("orbit %s not taken over here: %s", call.orbit, exc)
+                continue
+            why = "draining" if holder in live else "gone"
+            log.warning("taking over orbit %s from %s (%s) on worker %d", call.orbit, holder, why, target.index)
+            with self._lock:
+                self.held[call.orbit] = claimed
+            target.free_slots -= 1
+            target.send(
+                "takeover",
+                orbit=call.orbit,
+                park_id=call.park_id,
+                dialog=_dialog_json(call.dialog),
+                music=self._settings.enable_music_on_hold,
+            )
 
     def _recover_own_calls(self) -> None:
         """After a restart: records that still name this node are ours to take over."""
@@ -741,6 +845,8 @@ class Supervisor:
     def _member_info(self, *, ready: bool) -> dict[str, Any]:
         return {
             "ready": ready,
+            "draining": self._draining,
+            "parked": len(self.held),
             "http": f"{self.config.host}:{self.http.port if self.http else 0}",
             "workers": [{"index": w.index, "sip": w.sip(self.config.host), "free": w.free_slots} for w in self.workers],
             "pid": os.getpid(),

@@ -15,6 +15,7 @@ import functools
 import gc
 import itertools
 import logging
+import os
 import queue
 import signal
 import socket
@@ -253,8 +254,11 @@ class Worker:
             except queue.Empty:
                 return
             if msg is None:
-                self.running = False
-                return
+                # The supervisor is gone (crashed or killed). Its lease will expire and
+                # another node takes our calls over with INVITE/Replaces; a BYE now would
+                # lose them, so leave without signalling (as a crashed host would).
+                log.warning("supervisor channel closed; exiting without hanging up %d call(s)", len(self.by_orbit))
+                os._exit(0)
             self.guard(f"command {msg.get('op')}", self.on_command, msg)
 
     def bury(self) -> None:

@@ -1,0 +1,99 @@
+"""Start and stop a controller process (``callpark controller``), by PID."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+from callpark.procs import ManagedProcess
+from callpark.waiting import wait_until
+
+
+class ControllerProcess:
+    """One ``callpark controller`` child process."""
+
+    def __init__(
+        self, *, etcd: str, name: str, run_dir: Path, loop_s: float = 0.5, grace_s: float = 1.0, ttl_s: int = 4
+    ) -> None:
+        self.name = name
+        argv = [
+            sys.executable,
+            "-m",
+            "callpark.cli",
+            "--etcd",
+            etcd,
+            "-v",
+            "controller",
+            "--name",
+            name,
+            "--loop",
+            str(loop_s),
+            "--grace",
+            str(grace_s),
+            "--lease-ttl",
+            str(ttl_s),
+            "--safety",
+            "1.0",
+            "--etcd-timeout",
+            "0.5",
+        ]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.process = ManagedProcess(f"controller-{name}", argv, log_path=run_dir / f"{name}.log", stdout_pipe=True)
+        self.info: dict[str, Any] = {}
+
+    def start(self, timeout_s: float = 20.0) -> ControllerProcess:
+        self.process.start()
+        stdout = self.process.popen.stdout
+        assert stdout is not None
+        threading.Thread(target=self._read, args=(stdout,), daemon=True).start()
+
+        def ready() -> bool:
+            self.process.check_running()
+            return bool(self.info)
+
+        try:
+            wait_until(ready, timeout=timeout_s, what=f"controller {self.name} ready")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _read(self, stdout: IO[bytes]) -> None:
+        for raw in stdout:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith("{"):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == "ready":
+                    self.info = event
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def status(self) -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.info['http']}/api/status", timeout=2) as resp:
+                return dict(json.loads(resp.read()))
+        except (OSError, urllib.error.URLError, ValueError):
+            return {}
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.info['http']}/metrics", timeout=2) as resp:
+            return str(resp.read().decode())
+
+    def log_text(self) -> str:
+        return self.process.log_path.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        self.process.kill9()
+
+    def stop(self) -> int | None:
+        return self.process.stop()
