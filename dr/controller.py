@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,7 @@ class Controller:
     kv: KV
     config: ControllerConfig
     metrics: ControllerMetrics = field(default_factory=ControllerMetrics)
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self.config.validate()
@@ -146,7 +148,7 @@ class Controller:
         self.metrics.leader.labels(name).set(1)
         self.metrics.cycles.labels(name, "leader").inc()
         snap = read_snapshot(self.kv)
-        now = time.monotonic()
+        now = self.clock()
         health = self._track_health(snap, now)
         self._export(snap, health)
         head = f"leader {name} (token {self.leadership.token})"

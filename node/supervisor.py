@@ -138,6 +138,7 @@ class Supervisor:
         self._last_scan = 0.0
         self._draining = False
         self._owner_pool: dict[str, str] = {}
+        self._all_ranges: list[OrbitRange] = []
         self._live_nodes: dict[str, bool] = {}
         self.http: NodeHttp | None = None
 
@@ -223,9 +224,9 @@ class Supervisor:
         up = sum(1 for w in self.workers if w.ready.is_set())
         if up == 0:
             return False, "no worker ready"
-        if not self._ranges:
-            return False, f"pool {self.config.pool} has no CallPark range"
-        return True, f"ready: {up}/{len(self.workers)} workers"
+        if not self._all_ranges:
+            return False, "no CallPark range is configured"
+        return True, f"ready: {up}/{len(self.workers)} workers, serving {len(self._ranges)} range(s)"
 
     def parked_view(self) -> list[dict[str, Any]]:
         now = time.time()
@@ -427,6 +428,11 @@ class Supervisor:
             w.send("reply", req=req, action="redirect", contact=f"sip:{target}@{other.sip(self.config.host)}")
             return None
         target = msg.get("target") or "park"
+        elsewhere = self._owner_elsewhere(None if target == "park" else str(target))
+        if elsewhere is not None:
+            self.metrics.parks.labels(pool, "redirected-to-owner").inc()
+            w.send("reply", req=req, action="redirect", contact=f"sip:{target}@{elsewhere}")
+            return None
         referred_by = msg.get("referred_by")
         kind = ParkKind.DIRECTED if target != "park" else (ParkKind.BLIND if referred_by else ParkKind.ATTENDED)
         dialog = Dialog(
@@ -718,6 +724,7 @@ class Supervisor:
             if rng.type == RangeType.CALL_PARK and owner_pool == self.config.pool:
                 mine.append(rng)
         self._ranges = sorted(mine, key=lambda r: r.name)
+        self._all_ranges = [r for r in state.ranges.values() if r.type == RangeType.CALL_PARK]
         self._settings = state.effective(self.config.pool)[1]
         meta = state.moh.get(self.config.pool)
         sha = meta.sha256 if meta else None
@@ -738,6 +745,41 @@ class Supervisor:
             except StoreError:
                 used = sum(1 for o in taken if rng.contains(o))
             self.metrics.free_orbits.labels(self.config.pool, rng.name).set(rng.size - used)
+
+    def _owner_elsewhere(self, orbit: str | None) -> str | None:
+        """A worker (host:port) of the pool that owns what this park needs, when not us.
+
+        After a failover a pool's nodes may still receive its park and orbit requests
+        (the edge routes by home pool); they send them on to the owning pool.
+        """
+        if orbit is None:
+            if self._ranges:
+                return None
+            owner = next(iter(sorted(set(self._owner_pool.values()) - {self.config.pool})), None)
+        else:
+            rng = next((r for r in self._all_ranges if r.contains(orbit)), None)
+            if rng is None or any(r.name == rng.name for r in self._ranges):
+                return None
+            owner = self._owner_pool.get(rng.name, rng.pool)
+        if owner is None or owner == self.config.pool:
+            return None
+        try:
+            members = self.kv.get_prefix(f"{Keys.MEMBERS}{owner}/").entries
+        except StoreError:
+            return None
+        best: tuple[int, str] | None = None
+        for entry in members.values():
+            try:
+                info = json.loads(entry.value)
+            except ValueError:
+                continue
+            if not info.get("ready") or info.get("draining"):
+                continue
+            for worker in info.get("workers", []):
+                free = int(worker.get("free", 0))
+                if free >= 2 and (best is None or free > best[0]):
+                    best = (free, str(worker["sip"]))
+        return None if best is None else best[1]
 
     def _read_owners(self) -> dict[str, tuple[int, int]] | None:
         try:

@@ -1,0 +1,178 @@
+"""Controller decisions on the in-memory store, asserted by the sentence each cycle returns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from callpark import admin
+from callpark.dr.controller import Controller, ControllerConfig, request
+from callpark.dr.ownership import events, read_snapshot
+from callpark.errors import ValidationError
+from callpark.kv import Delete, Put
+from callpark.memkv import MemoryKV
+from callpark.orbits import OrbitRange
+from callpark.pools import FailbackPolicy
+from callpark.store import Keys
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def setup_kv(*, failback: FailbackPolicy = FailbackPolicy.MANUAL) -> MemoryKV:
+    kv = MemoryKV()
+    store = admin.AdminStore(kv)
+    store.change(lambda s: admin.new_pool(s, "a", "site-a", failback=failback, failback_hold_down_s=30))
+    store.change(lambda s: admin.new_pool(s, "b", "site-b", backup="a"))
+    store.change(lambda s: admin.new_range(s, OrbitRange("a-park", "7000", "7099", "a")))
+    store.change(lambda s: admin.new_range(s, OrbitRange("a-star", "*7100", "*7199", "a")))
+    store.change(lambda s: admin.new_range(s, OrbitRange("b-park", "7200", "7299", "b")))
+    return kv
+
+
+def member(kv: MemoryKV, pool: str, node: str, *, ready: bool = True) -> None:
+    kv.txn([], [Put(Keys.member(pool, node), json.dumps({"node": node, "pool": pool, "ready": ready}).encode())])
+
+
+def controller(kv: MemoryKV, clock: Clock, name: str = "c1") -> Controller:
+    return Controller(kv, ControllerConfig(name=name, loop_s=0.5, grace_s=2.0, ttl_s=6, safety_s=1.5), clock=clock)
+
+
+def owners(kv: MemoryKV) -> dict[str, tuple[str, int]]:
+    snap = read_snapshot(kv)
+    return {r: (o.pool, o.epoch) for r, o in snap.owners.items()}
+
+
+def test_first_cycle_assigns_ranges_to_their_home_pools() -> None:
+    kv, clock = setup_kv(), Clock()
+    member(kv, "a", "n1")
+    member(kv, "b", "n2")
+    c = controller(kv, clock)
+    said = c.run_cycle()
+    assert said.startswith("leader c1 (token ") and "assigned 3 new range(s) to their home pools" in said
+    assert owners(kv) == {"a-park": ("a", 1), "a-star": ("a", 1), "b-park": ("b", 1)}
+    assert c.run_cycle().endswith("pools a up, b up; no action")
+
+
+def test_pool_down_past_grace_moves_all_its_ranges_in_one_step() -> None:
+    kv, clock = setup_kv(), Clock()
+    member(kv, "b", "n2")
+    c = controller(kv, clock)
+    c.run_cycle()  # owners
+    assert c.run_cycle().endswith("pools a DOWN, b up; no action")  # grace not over
+    clock.now += 2.5
+    said = c.run_cycle()
+    assert "failover: moved a-park, a-star to b (epochs [2])" in said
+    assert "pool a has had no ready member for 2.5s (grace 2.0s)" in said
+    assert owners(kv) == {"a-park": ("b", 2), "a-star": ("b", 2), "b-park": ("b", 1)}
+    [event] = events(kv)
+    assert (event["kind"], event["pool"], event["to"], event["ranges"]) == ("failover", "a", "b", ["a-park", "a-star"])
+    assert c.run_cycle().endswith("pools a DOWN, b up; no action")  # nothing left to move: idempotent
+
+
+def test_no_failover_when_the_backup_is_down_too() -> None:
+    kv, clock = setup_kv(), Clock()
+    c = controller(kv, clock)
+    c.run_cycle()
+    clock.now += 5
+    said = c.run_cycle()
+    assert "pool a is down and its backup b is down too; no failover possible" in said
+    assert owners(kv)["a-park"] == ("a", 1)
+
+
+def test_a_standby_does_not_act_and_takes_over_when_the_leader_key_goes() -> None:
+    kv, clock = setup_kv(), Clock()
+    member(kv, "b", "n2")
+    leader, standby = controller(kv, clock, "c1"), controller(kv, clock, "c2")
+    leader.run_cycle()
+    assert standby.run_cycle().startswith("standby c2: c1 leads")
+    kv.revoke_lease(leader.leadership.lease)  # the leader died: its lease expired
+    clock.now += 3
+    said = standby.run_cycle()
+    assert said.startswith("leader c2")
+    # the deposed leader's writes are fenced by its token
+    leader.leadership._valid_until = float("inf")  # it still believes it leads
+    assert not leader._commit([], [Put(Keys.owner("a-park"), b"{}")])
+
+
+def test_planned_failover_then_manual_failback_on_request() -> None:
+    kv, clock = setup_kv(), Clock()
+    member(kv, "a", "n1")
+    member(kv, "b", "n2")
+    c = controller(kv, clock)
+    c.run_cycle()
+    key = request(kv, "failover", "a")
+    assert "planned-failover: moved a-park, a-star to b" in c.run_cycle()
+    assert kv.get(key) is None and owners(kv)["a-star"] == ("b", 2)
+    assert c.run_cycle().endswith("no action")  # manual failback policy: stays on b
+    request(kv, "failback", "a")
+    assert "failback: moved a-park, a-star to a (epochs [3])" in c.run_cycle()
+    assert owners(kv) == {"a-park": ("a", 3), "a-star": ("a", 3), "b-park": ("b", 1)}
+
+
+def test_requests_that_cannot_be_served_are_refused_with_a_reason() -> None:
+    kv, clock = setup_kv(), Clock()
+    member(kv, "a", "n1")
+    c = controller(kv, clock)
+    c.run_cycle()
+    key = request(kv, "failover", "a")
+    assert "refused planned failover of a: backup b has no ready member" in c.run_cycle()
+    assert kv.get(key) is None
+    assert events(kv)[-1]["kind"] == "refused"
+    request(kv, "failover", "nope")
+    assert "does not exist or has no backup" in c.run_cycle()
+
+
+def test_automatic_failback_after_the_hold_down() -> None:
+    kv, clock = setup_kv(failback=FailbackPolicy.AUTO), Clock()
+    member(kv, "b", "n2")
+    c = controller(kv, clock)
+    c.run_cycle()
+    clock.now += 3
+    assert "failover" in c.run_cycle()
+    member(kv, "a", "n1")  # the primary comes back
+    assert c.run_cycle().endswith("no action")
+    clock.now += 31
+    said = c.run_cycle()
+    assert "failback: moved a-park, a-star to a" in said and "hold-down 30s" in said
+
+
+def test_owner_records_follow_range_removal() -> None:
+    kv, clock = setup_kv(), Clock()
+    member(kv, "a", "n1")
+    c = controller(kv, clock)
+    c.run_cycle()
+    admin.AdminStore(kv).change(lambda s: admin.remove_range(s, "a-star"))
+    assert "dropped owners of removed range(s) a-star" in c.run_cycle()
+    assert "a-star" not in owners(kv)
+
+
+def test_malformed_owner_and_member_records_are_skipped() -> None:
+    kv, clock = setup_kv(), Clock()
+    member(kv, "b", "n2")
+    kv.txn([], [Put(Keys.owner("a-park"), b"{not json"), Put(Keys.member("a", "bad"), b"[1,2]")])
+    snap = read_snapshot(kv)
+    assert "a-park" not in snap.owners and snap.members.get("a") is None
+    kv.txn([], [Delete(Keys.owner("a-park"))])
+    assert "assigned" in controller(kv, clock).run_cycle()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "rule"),
+    [
+        ({"loop_s": 3.0, "ttl_s": 6}, "timing-loop"),
+        ({"ttl_s": 2}, "timing-ttl"),
+        ({"safety_s": 0.5, "request_timeout_s": 1.0}, "timing-safety"),
+        ({"loop_s": 0}, "timing-positive"),
+    ],
+)
+def test_controller_timings_are_validated_together(kwargs: dict[str, float], rule: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        ControllerConfig(name="c", **kwargs).validate()  # type: ignore[arg-type]
+    assert info.value.rule == rule
