@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from callpark import admin, deployment
+from callpark.dr.process import ControllerProcess
 from callpark.edge import Edge, EdgeConfig, PoolSpec
 from callpark.edge import OrbitRange as EdgeRange
 from callpark.etcdlocal import LocalEtcdCluster
@@ -28,10 +29,14 @@ log = logging.getLogger(__name__)
 class ClusterTimings:
     """Short, valid timings for local clusters (production defaults live in the node CLI)."""
 
-    lease_ttl_s: int = 6
-    keepalive_s: float = 1.0
-    safety_s: float = 1.5
+    lease_ttl_s: int = 4
+    keepalive_s: float = 0.5
+    safety_s: float = 1.0
     ring_time_s: float = 10.0
+    controllers: int = 2
+    controller_loop_s: float = 0.5
+    controller_grace_s: float = 1.0
+    controller_ttl_s: int = 4
 
 
 @dataclass
@@ -45,6 +50,7 @@ class LocalCluster:
     store: EtcdStore | None = None
     edge: Edge | None = None
     nodes: dict[str, list[NodeProcess]] = field(default_factory=dict)
+    controllers: list[ControllerProcess] = field(default_factory=list)
     edge_port: int = field(default_factory=lambda: free_port(udp_too=True))
     started_s: dict[str, float] = field(default_factory=dict)
 
@@ -76,6 +82,10 @@ class LocalCluster:
                 for w in node.info["workers"]:
                     self.edge.wait_node_state(str(w["sip"]), active=True, timeout=15)
             self.started_s["edge"] = time.monotonic() - t0
+            t0 = time.monotonic()
+            for i in range(self.timings.controllers):
+                self.controllers.append(self.start_controller(f"controller-{i + 1}"))
+            self.started_s["controllers"] = time.monotonic() - t0
         except BaseException:
             self.stop()
             raise
@@ -97,6 +107,30 @@ class LocalCluster:
             safety_s=t.safety_s,
         )
         return node.start()
+
+    def restart_node(self, node: NodeProcess) -> NodeProcess:
+        """Start a stopped node again under the same name (a new process, new ports)."""
+        pool = node.pool
+        index = self.nodes[pool].index(node)
+        fresh = self.start_node(pool, index, len(node.info.get("workers", [])) or 2)
+        self.nodes[pool][index] = fresh
+        if self.edge is not None:
+            workers = tuple(str(w["sip"]) for n in self.nodes[pool] for w in n.info["workers"])
+            self.edge.set_pool_nodes(pool, workers)
+            for sip in (str(w["sip"]) for w in fresh.info["workers"]):
+                self.edge.wait_node_state(sip, active=True, timeout=15)
+        return fresh
+
+    def start_controller(self, name: str) -> ControllerProcess:
+        t = self.timings
+        return ControllerProcess(
+            etcd=self.endpoints,
+            name=name,
+            run_dir=self.run_dir / "controllers",
+            loop_s=t.controller_loop_s,
+            grace_s=t.controller_grace_s,
+            ttl_s=t.controller_ttl_s,
+        ).start()
 
     def all_nodes(self) -> list[NodeProcess]:
         return [n for pool in sorted(self.nodes) for n in self.nodes[pool]]
@@ -120,7 +154,9 @@ class LocalCluster:
         return EdgeConfig(port=self.edge_port, domain=LOOPBACK, pools=pools, ranges=ranges, default_pool=default_pool)
 
     def stop(self) -> None:
-        """Stop everything by PID: nodes first (they free their calls), then edge and etcd."""
+        """Stop everything by PID: controllers, nodes (they free their calls), edge, etcd."""
+        for controller in self.controllers:
+            controller.stop()
         for node in self.all_nodes():
             try:
                 node.stop()

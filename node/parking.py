@@ -42,6 +42,10 @@ class LostRace(Exception):
     """Another writer changed the record first (e.g. a second retriever)."""
 
 
+class OwnershipChanged(Exception):
+    """The range's owner key moved since this node read it (a failover or failback)."""
+
+
 class Fenced(Exception):
     """This node's lease is gone: it may not write."""
 
@@ -71,15 +75,17 @@ class ParkTable:
         self.pool = pool
         self.member_key = member_key
         self.lease = 0
-        # range -> (owner key mod revision, epoch) as last read; 0 means "no owner key yet"
-        self.owners: dict[str, tuple[int, int]] = {}
+        # range -> (owner key mod revision, epoch, owning pool) as last read; a range without
+        # an owner key yet (no controller has run) is served by its home pool
+        self.owners: dict[str, tuple[int, int, str]] = {}
 
     def owner_epoch(self, range_name: str) -> int:
-        return self.owners.get(range_name, (0, 1))[1]
+        return self.owners.get(range_name, (0, 1, self.pool))[1]
 
     def _owns(self, range_name: str) -> Compare:
-        """Holds while the range's owner key is as we read it (our pool's epoch)."""
-        return Compare(Keys.owner(range_name), "mod", "==", self.owners.get(range_name, (0, 1))[0])
+        """Holds only while the owner key is as we read it and it names our pool."""
+        mod, _, pool = self.owners.get(range_name, (0, 1, self.pool))
+        return Compare(Keys.owner(range_name), "mod", "==", mod if pool == self.pool else -1)
 
     def take_over(self, held: Held, holder: Holder, *, now: float | None = None, timeout_s: float = 90.0) -> Held:
         """Claim a call whose holder is gone: owner epoch, record revision and lease guarded.
@@ -184,6 +190,8 @@ class ParkTable:
             if result.succeeded:
                 return Held(call, result.revision)
             self._check_alive()
+            if not self.kv.txn([self._owns(rng.name)], []).succeeded:
+                raise OwnershipChanged(f"range {rng.name} changed owner; re-read the owners")
         if target is not None:
             raise OrbitTaken(f"orbit {target} is in use")
         raise NoFreeOrbit(f"no free orbit in the CallPark ranges of pool {self.pool}")

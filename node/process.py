@@ -81,12 +81,12 @@ class NodeProcess:
         assert stdout is not None
         threading.Thread(target=self._read, args=(stdout,), daemon=True).start()
 
-        def ready() -> bool:
-            self.process.check_running()
-            return bool(self.info)
+        def ready_or_dead() -> bool:
+            return bool(self.info) or not self.process.is_running()
 
         try:
-            wait_until(ready, timeout=timeout_s, what=f"node {self.name} ready")
+            wait_until(ready_or_dead, timeout=timeout_s, what=f"node {self.name} ready")
+            self.process.check_running()  # a crash at start-up reports its log, not a time-out
         except BaseException:
             self.stop()
             raise

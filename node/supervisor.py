@@ -27,7 +27,7 @@ from callpark.netutil import free_port, free_port_block
 from callpark.node.http import NodeHttp
 from callpark.node.membership import LeaseTimings, Membership
 from callpark.node.metrics import InstrumentedKV, NodeMetrics
-from callpark.node.parking import Fenced, Held, LostRace, NoFreeOrbit, OrbitTaken, ParkTable
+from callpark.node.parking import Fenced, Held, LostRace, NoFreeOrbit, OrbitTaken, OwnershipChanged, ParkTable
 from callpark.node.protocol import Channel, ChannelClosed, Message
 from callpark.node.records import CallState, Dialog, Holder, Outcome, ParkedCall, ParkKind
 from callpark.orbits import OrbitRange, RangeType
@@ -409,7 +409,7 @@ class Supervisor:
     def _reject(self, w: WorkerHandle, req: Any, code: int, reason: str, warning: str) -> None:
         w.send("reply", req=req, action="reject", code=code, reason=reason, warning=warning)
 
-    def _handle_park(self, w: WorkerHandle, msg: Message, *, counted: str = "parks") -> None:
+    def _handle_park(self, w: WorkerHandle, msg: Message, *, retried: bool = False) -> None:
         req = msg["req"]
         pool = self.config.pool
         if not self.membership.is_valid():
@@ -454,6 +454,12 @@ class Supervisor:
                 parker_uri=referred_by if kind != ParkKind.ATTENDED else str(msg.get("from_uri", "")),
                 timeout_s=self._settings.call_pickup_timeout_s,
             )
+        except OwnershipChanged:
+            if retried:
+                self.metrics.parks.labels(pool, "ownership-changed").inc()
+                return self._reject(w, req, 503, "Ownership changing", "range ownership is moving; retry")
+            self._refresh_config(force=True)
+            return self._handle_park(w, msg, retried=True)
         except NoFreeOrbit as exc:
             self.metrics.parks.labels(pool, "no-orbit").inc()
             return self._reject(w, req, 486, "No more available orbits", f"35002 No more available orbits: {exc}")
@@ -705,12 +711,12 @@ class Supervisor:
         try:
             state = self.admin.state()
         except (StoreError, CallparkError) as exc:
-            if force:
+            if force and not self.workers:
                 raise
             log.warning("configuration refresh failed: %s", exc)
             return
         if self.config.pool not in state.pools:
-            if force:
+            if force and not self.workers:
                 raise CallparkError(f"pool {self.config.pool!r} does not exist (create it with 'callpark pool new')")
             log.error("pool %s no longer exists", self.config.pool)
             self._ranges = []
@@ -781,18 +787,27 @@ class Supervisor:
                     best = (free, str(worker["sip"]))
         return None if best is None else best[1]
 
-    def _read_owners(self) -> dict[str, tuple[int, int]] | None:
+    def _refresh_owners(self) -> bool:
+        """Re-read owner records; True when any changed since the last read."""
+        before = dict(self.table.owners)
+        owners = self._read_owners()
+        if owners is None:
+            return False
+        self.table.owners = owners
+        return owners != before
+
+    def _read_owners(self) -> dict[str, tuple[int, int, str]] | None:
         try:
             entries = self.kv.get_prefix(Keys.OWNERS).entries
         except StoreError as exc:
             log.warning("could not read range owners: %s", exc)
             return None
-        owners: dict[str, tuple[int, int]] = {}
+        owners: dict[str, tuple[int, int, str]] = {}
         pools: dict[str, str] = {}
         for key, entry in entries.items():
             try:
                 data = decode(key, entry.value)
-                owners[str(data["range"])] = (entry.mod_revision, int(data["epoch"]))
+                owners[str(data["range"])] = (entry.mod_revision, int(data["epoch"]), str(data["pool"]))
                 pools[str(data["range"])] = str(data["pool"])
             except (CallparkError, KeyError, TypeError, ValueError) as exc:
                 log.error("skipping malformed owner record %s: %s", key, exc)
@@ -813,6 +828,8 @@ class Supervisor:
             log.debug("takeover scan skipped: %s", exc)
             return
         self._draining = drain is not None
+        if self._refresh_owners():
+            self._last_refresh = 0.0  # ownership moved: recompute our ranges now
         live: dict[str, bool] = {}
         for entry in members.values():
             try:

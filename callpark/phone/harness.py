@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import threading
+import wave
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -414,7 +415,12 @@ class Phone:
     def record(self, call: str, seconds: float) -> Path:
         """Record what we hear on ``call`` for ``seconds``; returns the WAV path."""
         reply = self.command("record", call=call, seconds=seconds, timeout=seconds + self.command_timeout)
-        return Path(reply["path"])
+        path = Path(reply["path"])
+        # pjsua 2.15 removes conference ports asynchronously: the WAV header and data may be
+        # written a few ms after the reply. Wait for a parseable file with the frames we asked for.
+        wanted = seconds if reply.get("complete", True) else 0.0
+        wait_until(lambda: _wav_seconds(path) >= 0.9 * wanted, timeout=2.0, what=f"{path.name} written")
+        return path
 
     def set_auto_answer(self, code: int | None = 200, headers: Mapping[str, str] | None = None) -> None:
         self.command("set_auto_answer", code=code, headers=dict(headers or {}))
@@ -424,3 +430,12 @@ class Phone:
 
     def set_accept_transfers(self, accept: bool) -> None:
         self.command("set_accept_transfers", accept=accept)
+
+
+def _wav_seconds(path: Path) -> float:
+    """Length of a finished WAV in seconds, or -1 while it cannot be parsed yet."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            return wav.getnframes() / wav.getframerate()
+    except (wave.Error, EOFError, OSError):
+        return -1.0

@@ -493,6 +493,10 @@ class Worker:
         parked.bridge_peer = leg
         leg.bridge_peer = parked
         parked.transferring = reason
+        # The park leg was answered sendonly (music only): its stream does not decode and
+        # the caller (recvonly) may not send at all. Offer sendrecv again; on_media connects
+        # the audio once the new SDP is active.
+        _sendrecv(parked)
         if parked.media_up and leg.media_up:
             self.connect_audio(parked, leg)
         if parked.orbit is not None and not parked.ended_reported:
@@ -648,6 +652,17 @@ class Worker:
             call.state = "DISCONNECTED"
             reason = exc.info() if isinstance(exc, pj.Error) else str(exc)
             self.send("takeover_result", orbit=orbit, ok=False, reason=f"cannot send INVITE/Replaces: {reason}")
+
+
+def _sendrecv(call: WorkerCall) -> None:
+    """re-INVITE ``call`` with media direction sendrecv (undoes the sendonly answer)."""
+    prm = op_param()
+    prm.opt.flag |= pj.PJSUA_CALL_SET_MEDIA_DIR
+    prm.opt.mediaDir.append(pj.PJMEDIA_DIR_ENCODING_DECODING)
+    try:
+        call.reinvite(prm)
+    except pj.Error as exc:
+        log.warning("re-INVITE to sendrecv failed (%s); the retriever may hear silence", exc.info())
 
 
 def _hangup(call: WorkerCall) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -100,23 +101,21 @@ class SippRun:
         return self
 
     def wait_listening(self, timeout: float = 5.0) -> None:
-        """Until SIPp has bound its SIP port (it writes the messages trace header first)."""
+        """Until SIPp has bound its UDP SIP port (or exited: then raise with its log tail)."""
 
         def bound() -> bool:
-            self.process.check_running()
-            return _udp_port_busy(self.port)
+            # an exited SIPp stops the wait too; check_running() below says why
+            return not self.process.is_running() or _udp_port_busy(self.port)
 
         wait_until(bound, timeout=timeout, what=f"sipp listening on UDP {self.port}")
+        self.process.check_running()
 
     def wait_exit(self, timeout: float) -> int:
         """SIPp's exit status (0: the call succeeded)."""
-        code = wait_until(
-            lambda: self.process.returncode() is not None, timeout=timeout, what=f"sipp {self.scenario.name} exit"
-        )
-        assert code
-        result = self.process.returncode()
-        assert result is not None
-        return result
+        wait_until(lambda: not self.process.is_running(), timeout=timeout, what=f"sipp {self.scenario.name} exit")
+        code = self.process.returncode()
+        assert code is not None
+        return code
 
     def logged(self, key: str) -> str | None:
         """The last ``key=value`` written by a ``<log>`` action (None if never logged)."""
@@ -127,10 +126,11 @@ class SippRun:
         found = re.findall(rf"\b{re.escape(key)}=(\S+)", text)
         return found[-1] if found else None
 
-    def received(self, method_or_code: str) -> list[str]:
+    def received(self, method_or_code: str, *, call_id_prefix: str = "") -> list[str]:
         """Messages SIPp received whose start line begins with ``method_or_code``.
 
-        ``"BYE"`` matches requests, ``"SIP/2.0 200"`` responses.
+        ``"BYE"`` matches requests, ``"SIP/2.0 200"`` responses; ``call_id_prefix``
+        (e.g. ``"park///"``) keeps the messages of one dialog of the scenario.
         """
         try:
             text = self.messages.read_text(errors="replace")
@@ -139,8 +139,15 @@ class SippRun:
         out = []
         for block in re.split(r"\n-{20,}.*\n", text):
             match = re.search(r"UDP message received \[\d+\] bytes :\s*\n+(.*)", block, re.S)
-            if match and match.group(1).lstrip().startswith(method_or_code):
-                out.append(match.group(1).strip())
+            if not match:
+                continue
+            message = match.group(1).strip()
+            call_id = re.search(r"^(?:Call-ID|i)\s*:\s*(\S+)", message, re.M | re.I)
+            if not message.startswith(method_or_code):
+                continue
+            if call_id_prefix and not (call_id and call_id.group(1).startswith(call_id_prefix)):
+                continue
+            out.append(message)
         return out
 
     def diagnostics(self) -> str:
@@ -163,8 +170,6 @@ class SippRun:
 
 
 def _udp_port_busy(port: int) -> bool:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.bind((LOOPBACK, port))

@@ -1,7 +1,13 @@
 """SIPp against the park node: a SIPp caller parked by a blind transfer, then retrieved.
 
 The parker and the retriever are pjsua2 softphones (``lab.phone``); the caller is SIPp
-running the committed scenario ``scenarios/transferee_parked.xml``.
+3.6.1 running the committed scenario ``scenarios/transferee_parked.xml`` (two or three
+dialogs in one SIPp call). The scenario's ``supported`` variable decides whether SIPp's
+park INVITE offers Replaces, and so what the node does on retrieval:
+
+- without Replaces the node bridges the retriever to the parked call inside its worker;
+- with Replaces it steps out: it REFERs SIPp to the retriever with Replaces, SIPp
+  INVITEs the retriever, the retriever swaps calls and the node leaves both.
 """
 
 from __future__ import annotations
@@ -16,41 +22,65 @@ from tests.node.flows import connected_call
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 
 
-def test_sipp_caller_parked_by_blind_transfer_then_retrieved(lab: ParkLab) -> None:
+@pytest.mark.parametrize(
+    ("supported", "retrieval"),
+    [("norefersub", "bridged"), ("replaces", "stepped-out")],
+    ids=["no-replaces-bridged", "replaces-stepped-out"],
+)
+def test_sipp_caller_parked_by_blind_transfer_then_retrieved(lab: ParkLab, supported: str, retrieval: str) -> None:
     lab.configure()
     node = lab.node()
     parker, carol = lab.phone("parker"), lab.phone("carol")
-    sipp = SippRun("transferee_parked.xml", lab.root / "sipp", variables={"supported": "norefersub"})
+    sipp = SippRun("transferee_parked.xml", lab.root / "sipp", variables={"supported": supported})
     try:
         sipp.start()
         sipp.wait_listening()
+
+        # the parker talks to SIPp, then blind-transfers it to the park service
         since = parker.mark()
         to_sipp = parker.call(sipp.uri("transferee"))
         parker.wait_state(to_sipp, "CONFIRMED", since=since, timeout=10)
         parker.blind_transfer(to_sipp, node.park_uri())
         status = parker.wait_event(
-            lambda e: e["event"] == "transfer_status" and e.get("final"), since=since, timeout=10, what="NOTIFY 200"
+            lambda e: e["event"] == "transfer_status" and e.get("final"), since=since, timeout=10, what="final NOTIFY"
         )
         assert status["code"] == 200, status
         parker.wait_state(to_sipp, "DISCONNECTED", since=since, timeout=10)
 
+        # SIPp followed the REFER with Referred-By: a blind park by the parker
         record = lab.wait_parked("transferee")
         orbit = record["orbit"]
-        assert record["kind"] == "blind" and record["parker_uri"].startswith("sip:parker@"), record
-        assert record["dialog"]["call_id"].startswith("park///")
-        assert not record["dialog"]["supports_replaces"]
+        assert (orbit, record["kind"], record["state"]) == ("7000", "blind", "parked"), record
+        assert record["parker_uri"].startswith("sip:parker@"), record
+        dialog = record["dialog"]
+        assert dialog["call_id"].startswith("park///") and dialog["remote_contact"].startswith("sip:transferee@")
+        assert dialog["supports_replaces"] is (supported == "replaces")
+        # the 200 OK told SIPp where it is parked
         assert wait_until(lambda: sipp.logged("orbit"), timeout=5, what="SIPp logged the orbit") == orbit
         assert sipp.logged("park_id") == record["park_id"]
 
+        # carol dials the orbit and is connected
         since = carol.mark()
         c_call = carol.call(node.orbit_uri(orbit))
         carol.wait_state(c_call, "CONFIRMED", since=since, timeout=10)
         assert lab.wait_outcome(record["park_id"]) == "retrieved"
         assert orbit not in lab.parked()
-        # SIPp offers no Replaces: the node bridges carol to the SIPp call and stays in the path
-        assert connected_call(carol, remote_contains="park@") == c_call or True
-        carol.hangup(c_call)
+        wait_until(lambda: node.metric("callpark_retrievals_total", result="ok") == 1, timeout=5, what="metric")
+        if retrieval == "bridged":
+            # no REFER on the park dialog; carol's call to the orbit carries the SIPp caller
+            # until she hangs up, then the node hangs up SIPp's park dialog
+            assert not sipp.received("REFER", call_id_prefix="park///")
+            assert carol.call_state(c_call) == "CONFIRMED"
+            talk = c_call
+        else:
+            # SIPp's INVITE with Replaces took carol's call over; the node left both calls
+            talk = connected_call(carol, remote_contains="transferee@")
+            carol.wait_state(c_call, "DISCONNECTED", since=since, timeout=10)
+            wait_until(lambda: sipp.received("BYE", call_id_prefix="park///"), timeout=5, what="node left")
+        carol.hangup(talk)
         code = sipp.wait_exit(timeout=10)
         assert code == 0, sipp.diagnostics()
+        assert sipp.logged("retrieval") == retrieval
+        assert len(sipp.received("BYE", call_id_prefix="park///")) == 1
     finally:
         sipp.stop()

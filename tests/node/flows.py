@@ -13,13 +13,19 @@ MUSIC_NOTES_HZ = sorted(set(DEFAULT_NOTES_HZ))
 
 
 def connected_call(phone: Phone, *, remote_contains: str, timeout: float = 10.0) -> str:
-    """The handle of ``phone``'s confirmed call whose remote URI contains the text."""
+    """The newest confirmed call of ``phone`` whose remote URI contains the text.
+
+    After a takeover (INVITE with Replaces) the phone briefly lists both the replaced
+    dialog and its successor; the successor has the higher handle.
+    """
 
     def find() -> str | None:
-        for c in phone.calls():
-            if c.get("state") == "CONFIRMED" and remote_contains in str(c.get("remote_uri", "")):
-                return str(c["call"])
-        return None
+        found = [
+            str(c["call"])
+            for c in phone.calls()
+            if c.get("state") == "CONFIRMED" and remote_contains in str(c.get("remote_uri", ""))
+        ]
+        return max(found, key=lambda h: int(h.lstrip("c")), default=None)
 
     return wait_until(find, timeout=timeout, what=f"{phone.user} connected to {remote_contains}")
 

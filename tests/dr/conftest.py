@@ -1,0 +1,136 @@
+"""A DR lab per test: a real 3-member etcd, two paired pools of real nodes, two
+controllers and the SIP edge (the embedded default shape), plus phones."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callpark import deployment
+from callpark.dr.localcluster import ClusterTimings, LocalCluster
+from callpark.netutil import LOOPBACK
+from callpark.phone import Phone
+from callpark.store import Keys
+from callpark.waiting import wait_until
+
+DEPLOYMENT = """
+[etcd]
+members = 3
+
+[[pool]]
+name = "pool-a"
+site = "site-a"
+backup = "pool-b"
+nodes = {a_nodes}
+workers = {workers}
+
+[[pool]]
+name = "pool-b"
+site = "site-b"
+nodes = {b_nodes}
+workers = {workers}
+
+[[range]]
+name = "a-park"
+start = "7000"
+end = "7019"
+pool = "pool-a"
+
+[[range]]
+name = "b-park"
+start = "7200"
+end = "7219"
+pool = "pool-b"
+
+[cps.global]
+CallPickupTimeoutThreshold = "{timeout}"
+MaxCallPickupAttempts = 1
+"""
+
+
+class DrLab:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cluster: LocalCluster | None = None
+        self.phones: list[Phone] = []
+
+    def start(
+        self, *, a_nodes: int = 2, b_nodes: int = 2, workers: int = 1, timeout: str = "00:10:00", **timings: Any
+    ) -> LocalCluster:
+        path = self.root / "deployment.toml"
+        path.write_text(DEPLOYMENT.format(a_nodes=a_nodes, b_nodes=b_nodes, workers=workers, timeout=timeout))
+        dep = deployment.load(path)
+        self.cluster = LocalCluster(dep, self.root / "cluster", ClusterTimings(**timings))
+        self.cluster.start()
+        wait_until(lambda: len(self.owners()) == 2, timeout=15, what="controller to assign range owners")
+        return self.cluster
+
+    @property
+    def c(self) -> LocalCluster:
+        assert self.cluster is not None
+        return self.cluster
+
+    def phone(self, user: str, **kwargs: Any) -> Phone:
+        p = Phone(
+            user, log_dir=self.root / "phones", registrar=self.c.edge_address, proxy=self.c.edge_address, **kwargs
+        )
+        self.phones.append(p)
+        p.start()
+        p.register()
+        return p
+
+    def owners(self) -> dict[str, tuple[str, int]]:
+        assert self.c.store is not None
+        out = {}
+        for key, entry in self.c.store.get_prefix(Keys.OWNERS).entries.items():
+            data = json.loads(entry.value)
+            out[key.rsplit("/", 1)[1]] = (str(data["pool"]), int(data["epoch"]))
+        return out
+
+    def parked(self) -> dict[str, dict[str, Any]]:
+        assert self.c.store is not None
+        entries = self.c.store.get_prefix(Keys.PARKED).entries
+        return {k.rsplit("/", 1)[1]: json.loads(e.value) for k, e in entries.items()}
+
+    def history(self, park_id: str) -> dict[str, Any] | None:
+        assert self.c.store is not None
+        entry = self.c.store.get(Keys.HISTORY + park_id)
+        return None if entry is None else dict(json.loads(entry.value))
+
+    def park(self, parker: Phone, caller: Phone, target: str = "park") -> dict[str, Any]:
+        """parker calls caller through the edge and blind-transfers it to ``target``."""
+        since = parker.mark()
+        handle = parker.call(f"sip:{caller.user}@{LOOPBACK}")
+        parker.wait_state(handle, "CONFIRMED", since=since, timeout=10)
+        parker.blind_transfer(handle, f"sip:{target}@{LOOPBACK}")
+
+        def record() -> dict[str, Any] | None:
+            return next(
+                (
+                    r
+                    for r in self.parked().values()
+                    if f"sip:{caller.user}@" in r["caller_uri"] and r["dialog"]["local_tag"] and r["state"] == "parked"
+                ),
+                None,
+            )
+
+        return wait_until(record, timeout=10, what=f"{caller.user} parked")
+
+    def close(self) -> None:
+        for p in self.phones:
+            p.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+@pytest.fixture
+def dr(tmp_path: Path) -> Iterator[DrLab]:
+    lab = DrLab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.close()
