@@ -80,33 +80,46 @@ class GroupUsage:
         }
 
 
-def measure(groups: Mapping[str, Iterable[int]], window_s: float) -> dict[str, GroupUsage]:
-    """CPU of each group over ``window_s`` (ticks at both ends) and memory at the end.
+class Window:
+    """CPU of groups of processes between :meth:`begin` and :meth:`end`; memory at the end."""
 
-    Processes that disappear during the window are left out of their group.
-    """
-    pids = {name: list(members) for name, members in groups.items()}
-    start = {pid: sample(pid) for members in pids.values() for pid in members}
-    began = time.monotonic()
+    def __init__(self, groups: Mapping[str, Iterable[int]]) -> None:
+        self.pids = {name: list(members) for name, members in groups.items()}
+        self.start: dict[int, ProcSample | None] = {}
+        self.began = 0.0
+
+    def begin(self) -> Window:
+        self.start = {pid: sample(pid) for members in self.pids.values() for pid in members}
+        self.began = time.monotonic()
+        return self
+
+    def end(self) -> dict[str, GroupUsage]:
+        """Usage per group; processes gone during the window are left out of their group."""
+        end = {pid: sample(pid) for members in self.pids.values() for pid in members}
+        elapsed = max(1e-6, time.monotonic() - self.began)
+        out: dict[str, GroupUsage] = {}
+        for name, members in self.pids.items():
+            cpu = 0.0
+            pss = rss = uss = 0
+            alive = 0
+            for pid in members:
+                a, b = self.start.get(pid), end.get(pid)
+                if a is None or b is None:
+                    continue
+                alive += 1
+                cpu += b.cpu_s - a.cpu_s
+                pss += b.pss_kb
+                rss += b.rss_kb
+                uss += b.uss_kb
+            out[name] = GroupUsage(alive, elapsed, 100.0 * cpu / elapsed, pss / 1024.0, rss / 1024.0, uss / 1024.0)
+        return out
+
+
+def measure(groups: Mapping[str, Iterable[int]], window_s: float) -> dict[str, GroupUsage]:
+    """CPU of each group over ``window_s`` (ticks at both ends) and memory at the end."""
+    window = Window(groups).begin()
     time.sleep(window_s)
-    end = {pid: sample(pid) for members in pids.values() for pid in members}
-    elapsed = time.monotonic() - began
-    out: dict[str, GroupUsage] = {}
-    for name, members in pids.items():
-        cpu = 0.0
-        pss = rss = uss = 0
-        alive = 0
-        for pid in members:
-            a, b = start.get(pid), end.get(pid)
-            if a is None or b is None:
-                continue
-            alive += 1
-            cpu += b.cpu_s - a.cpu_s
-            pss += b.pss_kb
-            rss += b.rss_kb
-            uss += b.uss_kb
-        out[name] = GroupUsage(alive, elapsed, 100.0 * cpu / elapsed, pss / 1024.0, rss / 1024.0, uss / 1024.0)
-    return out
+    return window.end()
 
 
 def load_average() -> tuple[float, float, float]:

@@ -139,6 +139,14 @@ def render(result: Mapping[str, Any]) -> str:
         )
         if tp.get("errors"):
             lines.append(f"  errors: {tp['errors']}")
+        server = tp.get("server", {})
+        txn = (server.get("callpark_etcd_request_seconds{op=txn}") or {}).get("n", 0)
+        per_park = f"{txn / tp['completions']:.1f}" if tp.get("completions") else "-"
+        lines.append(
+            f"  CPU % of a core during the run: {tp.get('cpu_pct_of_core_during_run')}; "
+            f"server park histogram {_server(server.get('callpark_park_latency_seconds'))}; "
+            f"etcd txns per park {per_park}"
+        )
         lines.append(
             f"  node parks_total by result: {tp.get('node_parks_total')}; ended: {tp.get('node_ended_total')}; "
             f"worker slots lost after the run: {(tp.get('slots_after') or {}).get('lost_slots', '?')}"

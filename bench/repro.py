@@ -1,4 +1,4 @@
-"""``python -m bench.repro {callgc,burst}``: small, bounded reproductions of two node defects.
+"""``python -m bench.repro {callgc,ghost,burst}``: small, bounded reproductions of two node defects.
 
 callgc  A one-worker node, park + retrieve rounds (blind park, retrieval with Replaces).
         Prints each round where the worker's free slots drop although every call ended,
@@ -7,6 +7,10 @@ callgc  A one-worker node, park + retrieve rounds (blind park, retrieval with Re
         objects be garbage-collected at any later time; pjsua2's ``Call`` destructor then
         hangs up (and detaches from Python) whatever live call now has the same pjsua call
         id (ids 0..3 are reused), so that live call ends without the worker noticing.
+ghost   The same defect hitting parked callers: a one-worker node serves 10 park+hang-up
+        calls, then holds 3 parked calls, then answers 10 INVITEs to an empty orbit (404).
+        Prints whether the parked callers are still connected and what etcd and the node
+        still believe (records left parked, free slots).
 burst   A one-worker node; INVITEs to a non-orbit number (answered 404) sent from a plain
         UDP socket, ``--count`` of them ``--gap`` seconds apart. Prints whether the worker
         died. Cause: every pjsua2 call registers its RTP and RTCP sockets in a 64-slot
@@ -30,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.lab import BenchLab, port_is_free
-from bench.scenarios import FlowError, park_and_retrieve
+from bench.phones import is_state
+from bench.scenarios import FlowError, park_and_retrieve, reset_phones
 from callpark.netutil import LOOPBACK
 from callpark.phone.harness import PhoneError
 from callpark.waiting import WaitTimeout
@@ -55,7 +60,11 @@ def callgc(rounds: int) -> dict[str, Any]:
                 park_and_retrieve(lab, parker, caller, retriever, 0, told=told)
             except (FlowError, WaitTimeout, PhoneError) as exc:
                 out["errors"] += 1
-                print(f"round {i}: {str(exc).splitlines()[0][:120]}", file=sys.stderr)
+                out.setdefault("first_error", {"round": i, "error": str(exc).splitlines()[0][:160]})
+                reset_phones(parker, caller, retriever)
+                if out["errors"] >= 3:
+                    out["stopped_after_round"] = i
+                    break
             time.sleep(max(0.0, 0.15 - (time.monotonic() - began)))
             free = int(lab.node_view()["workers"][0]["free"])
             if free < free_before:
@@ -68,6 +77,45 @@ def callgc(rounds: int) -> dict[str, Any]:
         out["retrievals_ok"] = int(node.metric("callpark_retrievals_total", result="ok"))
         out["retrieve_histogram_count"] = int(node.metric("callpark_retrieve_latency_seconds_count"))
         out["parked_records_left"] = lab.parked_count()
+    finally:
+        out["problems"] = lab.close()
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def ghost(churn_calls: int = 10) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="callpark-repro-"))
+    lab = BenchLab(root)
+    out: dict[str, Any] = {}
+    try:
+        lab.start_etcd()
+        node = lab.start_node(1)
+        churn, holder = lab.phone("churn"), lab.phone("holder")
+
+        def one(uri: str) -> int:
+            since = churn.mark()
+            call = churn.call(uri)
+            final = churn.wait_event(is_state(call, "CONFIRMED", "DISCONNECTED"), since=since, timeout=5)
+            if final["state"] == "CONFIRMED":
+                churn.hangup(call)
+            churn.wait_event(is_state(call, "DISCONNECTED"), since=since, timeout=5)
+            time.sleep(0.1)
+            return int(final.get("code") or 0)
+
+        out["churn_parks (codes)"] = [one(node.park_uri()) for _ in range(churn_calls)]
+        held_since = holder.mark()
+        for _ in range(3):
+            since = holder.mark()
+            call = holder.call(node.park_uri())
+            holder.wait_event(is_state(call, "CONFIRMED"), since=since, timeout=5)
+        out["parked_before"] = lab.parked_count()
+        out["churn_404s (codes)"] = [one(node.orbit_uri("7999")) for _ in range(churn_calls)]
+        time.sleep(1.0)
+        ended = [e for e in holder.events("call_state", since=held_since) if e.get("state") == "DISCONNECTED"]
+        out["parked_callers_still_connected"] = sum(1 for c in holder.calls() if c.get("state") == "CONFIRMED")
+        out["parked_callers_hung_up_by_node"] = [f"{e['call']}: {e.get('code')} {e.get('reason')}" for e in ended]
+        out["records_still_parked_in_etcd"] = lab.parked_count()
+        out["node_free_slots"] = int(lab.node_view()["workers"][0]["free"])
     finally:
         out["problems"] = lab.close()
         shutil.rmtree(root, ignore_errors=True)
@@ -135,12 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="what", required=True)
     c = sub.add_parser("callgc", help="worker slot leak / killed calls after pjsua call-id reuse")
     c.add_argument("--rounds", type=int, default=60)
+    sub.add_parser("ghost", help="parked callers hung up by the same defect; etcd keeps their records")
     b = sub.add_parser("burst", help="worker abort on an INVITE burst (ioqueue exhaustion)")
     b.add_argument("--count", type=int, default=40)
     b.add_argument("--gap", type=float, default=0.001, help="seconds between INVITEs")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    result = callgc(args.rounds) if args.what == "callgc" else burst(args.count, args.gap)
+    if args.what == "callgc":
+        result = callgc(args.rounds)
+    elif args.what == "ghost":
+        result = ghost()
+    else:
+        result = burst(args.count, args.gap)
     print(json.dumps(result, indent=2))
     return 0
 

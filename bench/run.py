@@ -225,7 +225,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         _phase(f"sustained parks for {args.throughput_seconds:.0f}s", started)
         result["throughput_background"] = max(args.level_list)
-        result["throughput"] = throughput_run(lab, lanes, topo.lane_workers, args.throughput_seconds, args.lane_rate)
+        result["throughput"] = throughput_run(
+            lab, lanes, topo.lane_workers, args.throughput_seconds, args.lane_rate, others=all_phones
+        )
         time.sleep(0.5)
         result["throughput"]["slots_after"] = slot_check(lab, topo, max(args.level_list))
         _phase("stopping", started)

@@ -24,6 +24,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import threading
 import time
 from collections import Counter
@@ -134,7 +135,7 @@ def _wait_ended(phone: BenchPhone, call: str, since: int) -> Event:
     )
 
 
-def _reset(*phones: BenchPhone) -> None:
+def reset_phones(*phones: BenchPhone) -> None:
     """After a failed iteration: hang every call up and give the dialogs time to end."""
     for phone in phones:
         with contextlib.suppress(PhoneError, WaitTimeout):
@@ -386,7 +387,7 @@ def latency_run(
             results.append(park_and_retrieve(lab, parker, caller, retriever, worker, told=told))
         except (FlowError, WaitTimeout, PhoneError) as exc:
             errors[str(exc).split("\n", 1)[0][:120]] += 1
-            _reset(parker, caller, retriever)
+            reset_phones(parker, caller, retriever)
         time.sleep(max(0.0, MIN_ITERATION_S - (time.monotonic() - began)))
     after = scrape(lab)
 
@@ -415,7 +416,12 @@ def latency_run(
 
 
 def throughput_run(
-    lab: BenchLab, lanes: Sequence[BenchPhone], workers: Sequence[int], seconds: float, lane_rate: float
+    lab: BenchLab,
+    lanes: Sequence[BenchPhone],
+    workers: Sequence[int],
+    seconds: float,
+    lane_rate: float,
+    others: Sequence[BenchPhone] = (),
 ) -> dict[str, Any]:
     """Each lane parks (INVITE to the park URI), waits for the answer, hangs up, repeats.
 
@@ -469,11 +475,13 @@ def throughput_run(
             except (WaitTimeout, PhoneError) as exc:
                 with lock:
                     errors[str(exc).split("\n", 1)[0][:120]] += 1
-                _reset(phone)
+                reset_phones(phone)
 
+    window = procstat.Window(process_groups(lab, others)[0]).begin()
     began = time.monotonic()
     parallel([functools.partial(lane, i) for i in range(len(lanes))], workers=len(lanes))
     elapsed = time.monotonic() - began
+    cpu = {name: round(u.cpu_pct_of_core, 1) for name, u in window.end().items() if name != "busy_workers"}
     settled = lab.wait_parked_count(baseline, timeout_s=15.0)
     return {
         "lanes": len(lanes),
@@ -487,6 +495,7 @@ def throughput_run(
         "error_count": sum(errors.values()),
         "invite_to_answered": Summary.of_seconds(ok_latency).as_dict(),
         "records_left_behind": settled - baseline,
+        "cpu_pct_of_core_during_run": cpu,
         "node_parks_total": _counter_delta(parks_before, counters(lab, "callpark_parks_total")),
         "node_ended_total": _counter_delta(ended_before, counters(lab, "callpark_parked_calls_ended_total")),
         "server": histogram_deltas(hist_before, scrape(lab), SERVER_HISTOGRAMS),
@@ -509,8 +518,8 @@ def slot_check(lab: BenchLab, topo: Topology, background: int) -> dict[str, Any]
     return {"lost_slots": sum(lost.values()), "by_worker": lost}
 
 
-def cost_sample(lab: BenchLab, parked: int, window_s: float, phones: Sequence[BenchPhone]) -> dict[str, Any]:
-    """CPU and memory of the node's processes (and, for context, of phones and etcd)."""
+def process_groups(lab: BenchLab, phones: Sequence[BenchPhone]) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """PIDs by role (supervisor, workers, workers holding calls, phones, etcd) and the node view."""
     supervisor, workers = lab.node_pids()
     view = lab.node_view()
     busy = [int(w["pid"]) for w in view["workers"] if w.get("pid") and int(w.get("free", 4)) < CALLS_PER_PHONE]
@@ -522,6 +531,13 @@ def cost_sample(lab: BenchLab, parked: int, window_s: float, phones: Sequence[Be
     }
     if lab.etcd is not None:
         groups["etcd"] = [m.pid for m in lab.etcd.members if m.is_running()]
+    groups["bench"] = [os.getpid()]  # this process: the lanes' and readers' threads
+    return groups, view
+
+
+def cost_sample(lab: BenchLab, parked: int, window_s: float, phones: Sequence[BenchPhone]) -> dict[str, Any]:
+    """CPU and memory of the node's processes (and, for context, of phones and etcd)."""
+    groups, view = process_groups(lab, phones)
     usage = procstat.measure(groups, window_s)
     node_cpu = usage["supervisor"].cpu_pct_of_core + usage["workers"].cpu_pct_of_core
     node_pss = usage["supervisor"].pss_mb + usage["workers"].pss_mb

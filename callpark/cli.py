@@ -352,6 +352,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(dep, sys.stdout, Path(args.run_dir) if args.run_dir else None)
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    """The failover drill on the embedded default cluster (the README's main job)."""
+    from callpark import deployment
+    from callpark.dr import drill
+
+    dep = deployment.load(Path(args.config))
+    if args.calls < 1 or args.calls > 12:
+        raise ValidationError("drill-calls", f"--calls must be 1 to 12 on a local cluster, not {args.calls}")
+    code = 0
+    for i in range(args.repeat):
+        if args.repeat > 1:
+            print(f"\n######## drill {i + 1} of {args.repeat}", flush=True)
+        code |= drill.run(
+            dep,
+            sys.stdout,
+            fault=args.fault,
+            calls=args.calls,
+            run_dir=Path(args.run_dir) / f"drill-{i + 1}" if args.run_dir else None,
+            json_path=Path(args.json) if args.json and args.repeat == 1 else None,
+        )
+    return code
+
+
 def cmd_parked_list(args: argparse.Namespace) -> int:
     """Every parked call in the cluster, from etcd (any node's view is the same)."""
     from callpark.node.parking import ParkTable
@@ -871,6 +894,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="data directory (default: a new temporary one)")
 
     from callpark.deployment import DEFAULT_LOCAL_FILE
+
+    p = sub.add_parser("drill", help="failover drill on the local default cluster: park, fault, verify, failback")
+    p.set_defaults(func=cmd_drill)
+    p.add_argument("--config", default=str(DEFAULT_LOCAL_FILE))
+    p.add_argument("--fault", default="pool-kill", choices=["pool-kill", "planned", "node-crash", "controller-crash"])
+    p.add_argument("--calls", type=int, default=4, help="calls parked before the fault (1-12)")
+    p.add_argument("--repeat", type=int, default=1, help="run the drill this many times")
+    p.add_argument("--json", help="write the JSON report here (default: drill.json in the run dir)")
+    p.add_argument("--run-dir", help="keep logs here (default: a new temporary dir)")
 
     p = sub.add_parser("demo", help="park and retrieve real calls on the local default cluster, then stop")
     p.set_defaults(func=cmd_demo)

@@ -136,6 +136,7 @@ class Supervisor:
         self._last_cycle = time.monotonic()
         self._last_prune = 0.0
         self._last_scan = 0.0
+        self._config_lock = threading.Lock()
         self._draining = False
         self._owner_pool: dict[str, str] = {}
         self._all_ranges: list[OrbitRange] = []
@@ -496,7 +497,8 @@ class Supervisor:
             self.metrics.retrievals.labels(pool, "etcd-error").inc()
             return self._reject(w, req, 503, "Park state unavailable", f"etcd unavailable: {exc}")
         if held is None:
-            if msg.get("referred_by") and any(r.contains(orbit) for r in self._ranges):
+            if msg.get("referred_by") and any(r.contains(orbit) for r in self._all_ranges):
+                # a directed park (a transfer to a free orbit); sent on if another pool owns it
                 return self._handle_park(w, {**msg, "target": orbit})
             self.metrics.retrievals.labels(pool, "not-found").inc()
             return self._reject(w, req, 404, "Orbit not found", f"35000 Orbit not found: nothing is parked on {orbit}")
@@ -704,6 +706,10 @@ class Supervisor:
             )
 
     def _refresh_config(self, force: bool = False) -> None:
+        with self._config_lock:
+            self._refresh_config_locked(force)
+
+    def _refresh_config_locked(self, force: bool) -> None:
         now = time.monotonic()
         if not force and now - self._last_refresh < CONFIG_REFRESH_S:
             return
@@ -758,6 +764,11 @@ class Supervisor:
         After a failover a pool's nodes may still receive its park and orbit requests
         (the edge routes by home pool); they send them on to the owning pool.
         """
+        needs_other = not self._ranges if orbit is None else not any(r.contains(orbit) for r in self._ranges)
+        if needs_other:
+            # before sending a park away, make sure our view of ownership is current
+            self._refresh_owners()
+            self._refresh_config(force=True)
         if orbit is None:
             if self._ranges:
                 return None

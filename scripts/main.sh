@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's main job on the embedded default: installs what is missing, then runs it.
+# The README's main job: a real failover drill on the embedded default cluster (installs what is missing first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-exec .venv/bin/callpark demo "$@"
+exec .venv/bin/callpark drill "$@"

@@ -156,9 +156,15 @@ class EdgeTimers:
     request already on its way to a dead node waits ``node_timeout_ms`` per dead node tried.
     ``user_timeout_ms`` / ``invite_timeout_ms`` (fr_timer / fr_inv_timer via ``t_set_fr``) apply
     to everything else: phones, relayed URIs and in-dialog requests.
+    ``silent_before_backup``: after this many silent (timed-out) nodes of a pool, a request goes
+    straight to the backup pool instead of trying the pool's other nodes one timeout at a time.
+    A pool of n nodes with w workers each has n*w destinations; when the whole pool dies, trying
+    each in turn would cost n*w timeouts. Replies such as 503 (a live but full, fenced or
+    draining node) still move on to the next node of the same pool.
     """
 
     ping_interval_s: int = 1
+    silent_before_backup: int = 1
     node_timeout_ms: int = 1000
     user_timeout_ms: int = 5000
     invite_timeout_ms: int = 120_000
@@ -173,6 +179,8 @@ class EdgeTimers:
                 raise ConfigError(f"{name} must be >= 100 ms")
         if self.probing_threshold < 1 or self.inactive_threshold < 1:
             raise ConfigError("probing and inactive thresholds must be >= 1")
+        if self.silent_before_backup < 1:
+            raise ConfigError("silent_before_backup must be >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -392,6 +400,7 @@ def render_kamailio_cfg(
             rpc_modules=rpc_modules,
             rpc_params=rpc_params,
             node_timeout_ms=t.node_timeout_ms,
+            silent_before_backup=t.silent_before_backup,
             user_timeout_ms=t.user_timeout_ms,
             invite_timeout_ms=t.invite_timeout_ms,
             dispatcher_list=_q(str(dispatcher_list)),
@@ -661,6 +670,7 @@ route[ORBIT] {{
 route[DISPATCH] {{
 	$avp(ds_backup) = $var(ds_backup);
 	$avp(ds_stage) = "primary";
+	$avp(ds_silent) = 0;
 	$avp(ds_pool) = $var(ds_pool);
 	if (!ds_select_dst("$var(ds_set)", "{algorithm}")) {{
 		if ($var(ds_backup) == 0 || !ds_select_dst("$var(ds_backup)", "{algorithm}")) {{
@@ -687,11 +697,22 @@ failure_route[DS_FAILOVER] {{
 	if (t_branch_timeout() && !t_branch_replied()) {{
 		# silent node: take it out now rather than waiting for the next probe
 		ds_mark_dst("ip");
+		$avp(ds_silent) = $avp(ds_silent) + 1;
+		if ($avp(ds_stage) == "primary" && $avp(ds_backup) != 0 && $avp(ds_silent) >= {silent_before_backup}) {{
+			# likely the whole pool is gone: do not spend one timeout per remaining node
+			route(DS_TO_BACKUP);
+			exit;
+		}}
 	}}
 	if (ds_next_dst()) {{
 		t_on_failure("DS_FAILOVER");
 		route(RELAY);
 	}}
+	route(DS_TO_BACKUP);
+}}
+
+# From a failure route: relay the request to the backup pool's set, once.
+route[DS_TO_BACKUP] {{
 	if ($avp(ds_stage) == "primary" && $avp(ds_backup) != 0) {{
 		$avp(ds_stage) = "backup";
 		if (ds_select_dst("$avp(ds_backup)", "{algorithm}")) {{

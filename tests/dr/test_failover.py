@@ -8,34 +8,11 @@ from typing import Any
 
 from callpark.netutil import LOOPBACK
 from callpark.phone import Phone
-from callpark.waiting import WaitTimeout, wait_until
+from callpark.waiting import wait_until
 from tests.dr.conftest import DrLab
-from tests.node.flows import connected_call, hears_music
+from tests.node.flows import connected_call, hears_music, park_probe
 
 POOL_B_NODES = ("pool-b-n1", "pool-b-n2")
-
-
-def park_probe(phone: Phone, deadline_s: float) -> float:
-    """Call the park URI until one park succeeds; returns when (monotonic) it did."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        since = phone.mark()
-        handle = phone.call(f"sip:park@{LOOPBACK}")
-        event = phone.wait_event(
-            lambda e, h=handle: (
-                e["event"] == "call_state"  # type: ignore[misc]
-                and e["call"] == h
-                and e["state"] in ("CONFIRMED", "DISCONNECTED")
-            ),
-            since=since,
-            timeout=15,
-            what="park probe answered",
-        )
-        if event["state"] == "CONFIRMED":
-            done = time.monotonic()
-            phone.hangup(handle)
-            return done
-    raise WaitTimeout(f"no park succeeded within {deadline_s}s")
 
 
 def retrieve(dr: DrLab, retriever: Phone, orbit: str, caller: Phone) -> None:
@@ -59,7 +36,7 @@ def test_whole_primary_pool_killed_backup_parks_and_keeps_every_call(dr: DrLab) 
     killed_at = time.monotonic()
     for node in cluster.nodes["pool-a"]:
         node.kill9()
-    parks_again_at = park_probe(probe, 20)
+    parks_again_at = park_probe(probe, f"sip:park@{LOOPBACK}", 20)
     rto = parks_again_at - killed_at
 
     def taken_over() -> bool:

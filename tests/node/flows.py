@@ -1,72 +1,25 @@
-"""Call flows the node tests share (phones driven through the harness)."""
+"""Call flows the node tests share: re-exported from :mod:`callpark.phone.flows`."""
 
-from __future__ import annotations
+from callpark.phone.flows import (
+    MUSIC_NOTES_HZ,
+    blind_park,
+    call_and_answer,
+    connected_call,
+    hears,
+    hears_music,
+    park_probe,
+    talking,
+    tone_presence,
+)
 
-from typing import Any
-
-from callpark import audio
-from callpark.music import DEFAULT_NOTES_HZ
-from callpark.phone import Phone
-from callpark.waiting import wait_until
-
-MUSIC_NOTES_HZ = sorted(set(DEFAULT_NOTES_HZ))
-
-
-def connected_call(phone: Phone, *, remote_contains: str, timeout: float = 10.0) -> str:
-    """The newest confirmed call of ``phone`` whose remote URI contains the text.
-
-    After a takeover (INVITE with Replaces) the phone briefly lists both the replaced
-    dialog and its successor; the successor has the higher handle.
-    """
-
-    def find() -> str | None:
-        found = [
-            str(c["call"])
-            for c in phone.calls()
-            if c.get("state") == "CONFIRMED" and remote_contains in str(c.get("remote_uri", ""))
-        ]
-        return max(found, key=lambda h: int(h.lstrip("c")), default=None)
-
-    return wait_until(find, timeout=timeout, what=f"{phone.user} connected to {remote_contains}")
-
-
-def call_and_answer(caller: Phone, callee: Phone, uri: str | None = None) -> str:
-    """caller calls callee (auto-answering); returns the caller's handle once confirmed."""
-    since = caller.mark()
-    handle = caller.call(uri or callee.uri)
-    caller.wait_state(handle, "CONFIRMED", since=since, timeout=10)
-    return handle
-
-
-def blind_park(parker: Phone, caller: Phone, park_uri: str, *, caller_uri: str | None = None) -> str:
-    """parker talks to caller, then REFERs the caller to ``park_uri``; returns nothing useful."""
-    handle = call_and_answer(parker, caller, caller_uri)
-    parker.blind_transfer(handle, park_uri)
-    return handle
-
-
-def hears(listener: Phone, call: str, freq: float, seconds: float = 0.8) -> bool:
-    report = audio.analyse_tone(listener.record(call, seconds), freq, skip_s=0.1)
-    return bool(report.present(min_presence=0.6))
-
-
-def hears_music(listener: Phone, call: str, seconds: float = 1.6) -> bool:
-    """Whether the default music on hold (an arpeggio) fills most of a recording."""
-    path = listener.record(call, seconds)
-    presence = sum(audio.analyse_tone(path, f, skip_s=0.1).presence for f in MUSIC_NOTES_HZ)
-    return presence >= 0.6
-
-
-def talking(a: Phone, a_call: str, b: Phone, b_call: str, freq: float = 1000.0) -> bool:
-    a.play_tone(a_call, freq)
-    try:
-        return hears(b, b_call, freq)
-    finally:
-        a.stop_play(a_call)
-
-
-def record_value(record: dict[str, Any], *path: str) -> Any:
-    value: Any = record
-    for key in path:
-        value = value[key]
-    return value
+__all__ = [
+    "MUSIC_NOTES_HZ",
+    "blind_park",
+    "call_and_answer",
+    "connected_call",
+    "hears",
+    "hears_music",
+    "park_probe",
+    "talking",
+    "tone_presence",
+]
