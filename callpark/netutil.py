@@ -1,61 +1,101 @@
-"""Loopback port helpers: every process gets ephemeral ports of its own."""
+"""Loopback port helpers: every process gets ports of its own, without collisions.
+
+A port handed out here is (1) below the kernel's ephemeral range, so outgoing
+connections of any process never take it between our choice and the bind, (2) bindable
+for TCP (and UDP when asked) at the time of the choice, and (3) reserved across all
+callpark processes of this user for :data:`RESERVATION_S` seconds by an O_EXCL file,
+which covers the window between choosing a port in one process and binding it in a
+child. Reservations expire by themselves; nothing needs cleaning up.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
 import socket
+import tempfile
 import threading
+import time
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+PORT_RANGE = (20_000, 32_700)  # below Linux's default ephemeral range (32768-60999)
+RESERVATION_S = 120.0
 
-_reserved: set[int] = set()
 _lock = threading.Lock()
+_rng = random.SystemRandom()
+
+
+def _port_range() -> tuple[int, int]:
+    text = os.environ.get("CALLPARK_PORT_RANGE", "")
+    if "-" in text:
+        low, high = (int(x) for x in text.split("-", 1))
+        return low, high
+    return PORT_RANGE
+
+
+def _reservation_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / f"callpark-ports-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def _claim(port: int) -> bool:
+    """Reserve ``port`` for this machine's callpark processes (stale claims expire)."""
+    path = _reservation_dir() / str(port)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            try:
+                if time.time() - path.stat().st_mtime > RESERVATION_S:
+                    path.unlink()
+                    continue
+            except FileNotFoundError:
+                continue
+            return False
+        with contextlib.suppress(OSError):
+            os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
+def _bindable(port: int, udp: bool) -> bool:
+    kinds = [socket.SOCK_STREAM, socket.SOCK_DGRAM] if udp else [socket.SOCK_STREAM]
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                return False
+    return True
 
 
 def free_port(*, udp_too: bool = False) -> int:
-    """Return a loopback port that is free for TCP (and UDP when ``udp_too``).
-
-    The kernel picks the port (bind to 0); ports handed out by this process are
-    never handed out twice, so two services started by one test never collide.
-    """
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((LOOPBACK, 0))
-            port = int(tcp.getsockname()[1])
-            if udp_too:
-                try:
-                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                        udp.bind((LOOPBACK, port))
-                except OSError:
-                    continue
-        with _lock:
-            if port in _reserved:
-                continue
-            _reserved.add(port)
-        return port
-    raise OSError("no free loopback port found after 200 tries")
+    """A loopback port that is free for TCP (and UDP when ``udp_too``) and reserved for us."""
+    return free_port_block(1, udp_too=udp_too)
 
 
 def free_port_block(count: int, *, udp_too: bool = True) -> int:
-    """Return the first of ``count`` consecutive free loopback ports (for RTP ranges)."""
-    for _ in range(200):
-        base = free_port(udp_too=udp_too)
-        socks: list[socket.socket] = []
-        try:
-            ok = True
-            for offset in range(1, count):
-                kind = socket.SOCK_DGRAM if udp_too else socket.SOCK_STREAM
-                s = socket.socket(socket.AF_INET, kind)
-                socks.append(s)
-                try:
-                    s.bind((LOOPBACK, base + offset))
-                except OSError:
-                    ok = False
+    """The first of ``count`` consecutive free, reserved loopback ports (for RTP ranges)."""
+    low, high = _port_range()
+    for _ in range(500):
+        base = _rng.randrange(low, high - count)
+        ports = range(base, base + count)
+        with _lock:
+            if not all(_bindable(p, udp_too) for p in ports):
+                continue
+            claimed = []
+            for p in ports:
+                if not _claim(p):
                     break
-            if ok:
-                with _lock:
-                    _reserved.update(range(base, base + count))
-                return base
-        finally:
-            for s in socks:
-                s.close()
-    raise OSError(f"no block of {count} free loopback ports found")
+                claimed.append(p)
+            if len(claimed) != count:
+                for p in claimed:
+                    with contextlib.suppress(OSError):
+                        (_reservation_dir() / str(p)).unlink()
+                continue
+            return base
+    raise OSError(f"no block of {count} free loopback ports found in {low}-{high}")
