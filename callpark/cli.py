@@ -352,6 +352,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(dep, sys.stdout, Path(args.run_dir) if args.run_dir else None)
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the embedded default cluster in the foreground with a live status view; Ctrl-C stops it."""
+    import signal
+
+    from callpark import deployment
+    from callpark.dr.localcluster import LocalCluster
+    from callpark.dr.ownership import read_snapshot
+
+    dep = deployment.load(Path(args.config))
+    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="callpark-up-"))
+    stop = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"starting {dep.path.name} in {run_dir} ...", flush=True)
+    with LocalCluster(dep, run_dir) as cluster:
+        print(f"CALLPARK_ETCD={cluster.endpoints}")
+        print(f"SIP edge: {cluster.edge_address} (park URI sip:park@127.0.0.1, orbits sip:<orbit>@127.0.0.1)")
+        for node in cluster.all_nodes():
+            workers = [w["sip"] for w in node.info["workers"]]
+            print(f"node {node.name}: http://127.0.0.1:{node.http_port}/metrics, workers {workers}")
+        for c in cluster.controllers:
+            print(f"controller {c.name}: http://127.0.0.1:{c.info['http']}/metrics")
+        print("Ctrl-C stops everything.", flush=True)
+        assert cluster.store is not None
+        while not stop:
+            snap = read_snapshot(cluster.store)
+            pools = ", ".join(
+                f"{p} {'up' if snap.ready_members(p) else 'DOWN'} ({len(snap.ready_members(p))} ready, "
+                f"owns {','.join(snap.ranges_owned_by(p)) or '-'})"
+                for p in sorted(snap.config.pools)
+            )
+            leader = (snap.leader or {}).get("name", "none")
+            print(f"{time.strftime('%H:%M:%S')} leader {leader}; {pools}; {len(snap.parked)} parked", flush=True)
+            for _ in range(int(args.interval * 10)):
+                if stop:
+                    break
+                time.sleep(0.1)
+    print("stopped", flush=True)
+    return 0
+
+
 def cmd_drill(args: argparse.Namespace) -> int:
     """The failover drill on the embedded default cluster (the README's main job)."""
     from callpark import deployment
@@ -894,6 +940,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="data directory (default: a new temporary one)")
 
     from callpark.deployment import DEFAULT_LOCAL_FILE
+
+    p = sub.add_parser("up", help="run the local default cluster in the foreground (Ctrl-C stops it)")
+    p.set_defaults(func=cmd_up)
+    p.add_argument("--config", default=str(DEFAULT_LOCAL_FILE))
+    p.add_argument("--run-dir", help="keep logs here (default: a new temporary dir)")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between status lines")
 
     p = sub.add_parser("drill", help="failover drill on the local default cluster: park, fault, verify, failback")
     p.set_defaults(func=cmd_drill)

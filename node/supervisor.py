@@ -127,6 +127,9 @@ class Supervisor:
         self.held: dict[str, Held] = {}
         self._pending: dict[tuple[int, str], float] = {}
         self._lock = threading.RLock()
+        # One allocation at a time: concurrent parks would all try the same least recently
+        # freed orbit, and every loser pays a failed txn plus a liveness read, then retries.
+        self._alloc_lock = threading.Lock()
         self._stop = threading.Event()
         self._ranges: list[OrbitRange] = []
         self._settings: CpsSettings = DEFAULTS
@@ -348,16 +351,29 @@ class Supervisor:
                 self._take_over(held)
 
     def _take_over(self, held: Held) -> None:
+        if not held.call.dialog.supports_replaces:
+            # INVITE/Replaces to a UA without it would ring it as a new call: never do that
+            self._lose(held, "caller without Replaces support")
+            return
         target = self._pick_worker(need=1)
         if target is None:
             self._lose(held, "no free worker slot for takeover")
             return
         with self._lock:
-            try:
-                held = self.table.update(held, held.call.with_state(CallState.PARKED))
-            except (LostRace, Fenced, StoreError) as exc:
-                log.warning("cannot claim orbit %s for takeover: %s", held.call.orbit, exc)
-                return
+            for attempt in range(2):
+                try:
+                    held = self.table.update(held, held.call.with_state(CallState.PARKED))
+                    break
+                except LostRace:
+                    fresh = self.table.refresh(held) if attempt == 0 else None
+                    if fresh is None or fresh.call.holder.node != self.config.name:
+                        log.warning("orbit %s is no longer ours to take over", held.call.orbit)
+                        self.held.pop(held.call.orbit, None)
+                        return
+                    held = fresh
+                except (Fenced, StoreError) as exc:
+                    log.warning("cannot claim orbit %s for takeover: %s", held.call.orbit, exc)
+                    return
             self.held[held.call.orbit] = held
         target.send(
             "takeover",
@@ -445,16 +461,17 @@ class Supervisor:
             supports_replaces=bool(msg.get("supports_replaces", False)),
         )
         try:
-            held = self.table.allocate(
-                self._ranges,
-                target=None if target == "park" else target,
-                holder=Holder(self.config.name, w.index, w.sip(self.config.host)),
-                dialog=dialog,
-                kind=kind,
-                caller_uri=str(msg.get("from_uri", "")),
-                parker_uri=referred_by if kind != ParkKind.ATTENDED else str(msg.get("from_uri", "")),
-                timeout_s=self._settings.call_pickup_timeout_s,
-            )
+            with self._alloc_lock:
+                held = self.table.allocate(
+                    self._ranges,
+                    target=None if target == "park" else target,
+                    holder=Holder(self.config.name, w.index, w.sip(self.config.host)),
+                    dialog=dialog,
+                    kind=kind,
+                    caller_uri=str(msg.get("from_uri", "")),
+                    parker_uri=referred_by if kind != ParkKind.ATTENDED else str(msg.get("from_uri", "")),
+                    timeout_s=self._settings.call_pickup_timeout_s,
+                )
         except OwnershipChanged:
             if retried:
                 self.metrics.parks.labels(pool, "ownership-changed").inc()
@@ -652,6 +669,17 @@ class Supervisor:
                     return
             self.held.pop(held.call.orbit, None)
         self.metrics.ended.labels(self.config.pool, outcome.value).inc()
+
+    def _lose_orphan(self, held: Held, reason: str) -> None:
+        """Record an orphan we cannot take over as lost: claim it first, so exactly one node does."""
+        me = Holder(self.config.name, 0, self.workers[0].sip(self.config.host) if self.workers else "")
+        try:
+            claimed = self.table.take_over(held, me, timeout_s=self._settings.call_pickup_timeout_s)
+        except (LostRace, Fenced, StoreError):
+            return
+        with self._lock:
+            self.held[claimed.call.orbit] = claimed
+        self._lose(claimed, reason)
 
     def _lose(self, held: Held, reason: str) -> None:
         log.warning("parked call on orbit %s lost: %s", held.call.orbit, reason)
@@ -859,6 +887,9 @@ class Supervisor:
                 continue
             if holder in live and not live[holder]:
                 continue  # alive and not draining: it keeps its calls
+            if not call.dialog.supports_replaces:
+                self._lose_orphan(held, "caller without Replaces support")
+                continue
             target = self._pick_worker(need=1)
             if target is None:
                 log.warning("cannot take over orbit %s: no free worker slot", call.orbit)

@@ -90,6 +90,7 @@ class WorkerCall(TrackedCall):
         self.ring_deadline: float | None = None
         self.peer: WorkerCall | None = None  # the parked caller this leg belongs to
         self.replaces_ok = False  # retrieval: both ends support Replaces
+        self.handed_to: str | None = None  # the leg a parked call was REFERred to (Replaces)
 
     # -- callbacks (all on the pump thread) ----------------------------------------------------
 
@@ -108,6 +109,11 @@ class WorkerCall(TrackedCall):
 
     def onCallMediaState(self, prm: Any) -> None:
         self.worker.guard("onCallMediaState", self.worker.on_media, self)
+
+    def onCallSdpCreated(self, prm: Any) -> None:
+        # The answer's body is the SDP: it tells the orbit too, as a session attribute.
+        if self.role == Role.PARK and self.orbit is not None:
+            self.worker.guard("onCallSdpCreated", _add_orbit_to_sdp, prm, self.orbit)
 
     def onCallTransferRequest(self, prm: Any) -> None:
         # A parked caller or retriever may not make the park node call anyone.
@@ -143,7 +149,7 @@ class Worker:
             EndpointConfig(
                 sip_port=args.sip_port,
                 host=args.host,
-                tuning=MediaTuning(),
+                tuning=MediaTuning(audio_frame_ptime=40, ptime=40),
                 user_agent=f"callpark-node/{args.node}/w{args.index}",
             )
         )
@@ -262,14 +268,22 @@ class Worker:
             self.guard(f"command {msg.get('op')}", self.on_command, msg)
 
     def bury(self) -> None:
-        """Drop references to finished calls outside their callbacks."""
+        """Drop references to finished calls outside their callbacks.
+
+        pjsua2's ``Call`` destructor hangs up the pjsua call with the object's id, and
+        detaches it from Python, even after that call ended; pjsua reuses ids 0..3. So an
+        ended object is released only while no live call has its id (never later).
+        """
         for handle, call in list(self.calls.items()):
             if call.state == "DISCONNECTED" and call not in self.graveyard:
                 self.graveyard.append(call)
                 del self.calls[handle]
         if len(self.graveyard) > 8:
-            self.graveyard = self.graveyard[-8:]
-            gc.collect()
+            live = {c.getId() for c in self.calls.values()}
+            keep = [c for c in self.graveyard if c.getId() in live]
+            if len(keep) < len(self.graveyard):
+                self.graveyard = keep
+                gc.collect()
 
     def shutdown(self) -> None:
         for orbit, call in list(self.by_orbit.items()):
@@ -478,6 +492,7 @@ class Worker:
         contact = leg.remote_contact()
         if replaces and tags is not None and contact:
             parked.transferring = reason
+            parked.handed_to = leg.handle
             leg.peer = parked
             refer_to = refer_to_with_replaces(contact, tags.replaces_for_peer())
             try:
@@ -513,8 +528,8 @@ class Worker:
             if call.orbit is not None and not call.ended_reported:
                 call.ended_reported = True
                 self.by_orbit.pop(call.orbit, None)
-                retriever = next((c for c in self.calls.values() if c.peer is call and c.role == Role.RETRIEVER), None)
-                self.send("ended", orbit=call.orbit, call=(retriever or call).handle, reason=reason)
+                # name the leg we handed over to: its BYE may have ended (and buried) it already
+                self.send("ended", orbit=call.orbit, call=call.handed_to or call.handle, reason=reason)
             self.defer(lambda: _hangup(call))
             return
         # The caller refused or failed the REFER: bridge a waiting leg, or give up.
@@ -663,6 +678,15 @@ def _sendrecv(call: WorkerCall) -> None:
         call.reinvite(prm)
     except pj.Error as exc:
         log.warning("re-INVITE to sendrecv failed (%s); the retriever may hear silence", exc.info())
+
+
+def _add_orbit_to_sdp(prm: Any, orbit: str) -> None:
+    sdp = str(prm.sdp.wholeSdp)
+    if "a=x-callpark-orbit:" in sdp or "\r\nt=" not in sdp:
+        return
+    head, sep, rest = sdp.partition("\r\nt=")
+    line_end = rest.index("\r\n") + 2
+    prm.sdp.wholeSdp = f"{head}{sep}{rest[:line_end]}a=x-callpark-orbit:{orbit}\r\n{rest[line_end:]}"
 
 
 def _hangup(call: WorkerCall) -> None:

@@ -84,3 +84,32 @@ def test_sipp_caller_parked_by_blind_transfer_then_retrieved(lab: ParkLab, suppo
         assert len(sipp.received("BYE", call_id_prefix="park///")) == 1
     finally:
         sipp.stop()
+
+
+def test_caller_without_replaces_is_marked_lost_with_the_reason_when_its_worker_dies(lab: ParkLab) -> None:
+    """No INVITE/Replaces to a UA that cannot take it (it would ring as a new call): lost, said why."""
+    import json
+    import os
+    import signal
+
+    lab.configure()
+    node = lab.node(workers=2)
+    parker = lab.phone("parker")
+    sipp = SippRun("transferee_parked.xml", lab.root / "sipp", variables={"supported": "norefersub"})
+    try:
+        sipp.start()
+        sipp.wait_listening()
+        since = parker.mark()
+        to_sipp = parker.call(sipp.uri("transferee"))
+        parker.wait_state(to_sipp, "CONFIRMED", since=since, timeout=10)
+        parker.blind_transfer(to_sipp, node.park_uri(0))
+        record = lab.wait_parked("transferee")
+        assert record["dialog"]["supports_replaces"] is False
+        pid = int(json.loads(node.get("/api/node")[1])["workers"][0]["pid"])
+        os.kill(pid, signal.SIGKILL)
+        history = wait_until(lambda: lab.history(record["park_id"]), timeout=20, what="the call recorded as lost")
+        assert (history["outcome"], history["detail"]) == ("lost", "caller without Replaces support")
+        assert node.metric("callpark_lost_calls_total", reason="caller without Replaces support") == 1
+        assert record["orbit"] not in lab.parked()
+    finally:
+        sipp.stop()

@@ -16,7 +16,7 @@ import pytest
 from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
 from tests.conftest import Cli
-from tests.node.conftest import ParkLab
+from tests.node.conftest import ParkLab, corrupt
 from tests.node.flows import blind_park, call_and_answer, connected_call, hears_music, talking
 
 
@@ -94,6 +94,8 @@ def test_attended_park_tells_the_orbit_in_the_answer_then_replaces(lab: ParkLab)
     to_park = call_and_answer(parker, alice, node.park_uri())
     orbit = parker.received_header(to_park, "X-Callpark-Orbit")
     assert orbit == "7000"
+    answer = parker.received_message(to_park)
+    assert answer is not None and "a=x-callpark-orbit:7000" in answer  # in the body (the SDP) too
     assert parker.received_header(to_park, "X-Callpark-Park-Id")
     parker.attended_transfer(to_alice, to_park)
     record = wait_until(
@@ -327,3 +329,22 @@ def test_http_endpoints_and_parked_list(lab: ParkLab) -> None:
         ("7000", record["park_id"], 0, "n1/w0")
     ]
     assert "7000" in Cli(lab.endpoints)("parked", "list").out
+
+
+def test_a_takeover_the_caller_refuses_is_recorded_as_lost_with_its_status(lab: ParkLab) -> None:
+    """A stale dialog (here: a corrupted caller tag) makes the caller answer 481: lost, with why."""
+    lab.configure()
+    node = lab.node(workers=2)
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    blind_park(parker, alice, node.park_uri(0))
+    record = lab.wait_parked("alice")
+    record["dialog"]["remote_tag"] = "no-such-tag"
+    raw = {k: v for k, v in record.items()}
+    from callpark.store import encode
+
+    corrupt(lab.store, record["orbit"], encode({k: v for k, v in raw.items() if k != "v"}))
+    pid = int(json.loads(node.get("/api/node")[1])["workers"][0]["pid"])
+    os.kill(pid, signal.SIGKILL)
+    history = wait_until(lambda: lab.history(record["park_id"]), timeout=20, what="the call recorded as lost")
+    assert history["outcome"] == "lost" and history["detail"].startswith("481"), history
+    assert node.metric("callpark_takeovers_total", result="failed") == 1
