@@ -91,6 +91,7 @@ class WorkerCall(TrackedCall):
         self.peer: WorkerCall | None = None  # the parked caller this leg belongs to
         self.replaces_ok = False  # retrieval: both ends support Replaces
         self.handed_to: str | None = None  # the leg a parked call was REFERred to (Replaces)
+        self.created_sdp = ""
 
     # -- callbacks (all on the pump thread) ----------------------------------------------------
 
@@ -111,9 +112,9 @@ class WorkerCall(TrackedCall):
         self.worker.guard("onCallMediaState", self.worker.on_media, self)
 
     def onCallSdpCreated(self, prm: Any) -> None:
-        # The answer's body is the SDP: it tells the orbit too, as a session attribute.
-        if self.role == Role.PARK and self.orbit is not None:
-            self.worker.guard("onCallSdpCreated", _add_orbit_to_sdp, prm, self.orbit)
+        # pjsua builds our SDP answer when the INVITE arrives, before the orbit is chosen:
+        # keep it, so the park answer can carry it with the orbit (see Worker.on_reply).
+        self.created_sdp = str(prm.sdp.wholeSdp)
 
     def onCallTransferRequest(self, prm: Any) -> None:
         # A parked caller or retriever may not make the park node call anyone.
@@ -408,7 +409,13 @@ class Worker:
             self.by_orbit[orbit] = call
             self.music_on[call.handle] = bool(msg.get("music", True))
             headers = {"X-Callpark-Orbit": orbit, "X-Callpark-Park-Id": str(msg.get("park_id", ""))}
-            call.answer(op_param(200, headers=headers, sendonly=True))
+            answer_sdp = _park_answer_sdp(call.created_sdp, orbit)
+            if answer_sdp is None:
+                call.answer(op_param(200, headers=headers, sendonly=True))
+            else:
+                prm = op_param(200, headers=headers)
+                prm.sdp.wholeSdp = answer_sdp
+                call.answer(prm)
         elif action == "connect":
             self.connect_retriever(call, str(msg["orbit"]), bool(msg.get("replaces")))
         elif action == "redirect":
@@ -680,13 +687,20 @@ def _sendrecv(call: WorkerCall) -> None:
         log.warning("re-INVITE to sendrecv failed (%s); the retriever may hear silence", exc.info())
 
 
-def _add_orbit_to_sdp(prm: Any, orbit: str) -> None:
-    sdp = str(prm.sdp.wholeSdp)
-    if "a=x-callpark-orbit:" in sdp or "\r\nt=" not in sdp:
-        return
+def _park_answer_sdp(sdp: str, orbit: str) -> str | None:
+    """Our SDP answer made sendonly (music flows out only), with the orbit as a session attribute.
+
+    None when the SDP does not have the expected shape (then pjsua's own sendonly answer is used).
+    """
+    if "\r\nt=" not in sdp or "\r\nm=audio" not in sdp:
+        return None
+    for direction in ("a=sendrecv", "a=recvonly", "a=inactive"):
+        sdp = sdp.replace(f"\r\n{direction}\r\n", "\r\na=sendonly\r\n")
+    if "a=sendonly" not in sdp:
+        sdp = sdp.rstrip("\r\n") + "\r\na=sendonly\r\n"
     head, sep, rest = sdp.partition("\r\nt=")
     line_end = rest.index("\r\n") + 2
-    prm.sdp.wholeSdp = f"{head}{sep}{rest[:line_end]}a=x-callpark-orbit:{orbit}\r\n{rest[line_end:]}"
+    return f"{head}{sep}{rest[:line_end]}a=x-callpark-orbit:{orbit}\r\n{rest[line_end:]}"
 
 
 def _hangup(call: WorkerCall) -> None:
