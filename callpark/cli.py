@@ -11,6 +11,7 @@ import fnmatch
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -354,7 +355,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the embedded default cluster in the foreground with a live status view; Ctrl-C stops it."""
-    import signal
 
     from callpark import deployment
     from callpark.dr.localcluster import LocalCluster
@@ -433,21 +433,7 @@ def cmd_parked_list(args: argparse.Namespace) -> int:
     finally:
         store.close()
     now = time.time()
-    rows: list[dict[str, Any]] = [
-        {
-            "orbit": c.orbit,
-            "park_id": c.park_id,
-            "state": c.state.value,
-            "caller": c.caller_uri,
-            "parker": c.parker_uri,
-            "parked_for_s": round(now - c.parked_at, 1),
-            "next_ringback_in_s": round(c.deadline - now, 1),
-            "ringbacks": c.attempts,
-            "holder": f"{c.holder.node}/w{c.holder.worker}",
-            "pool": c.pool,
-        }
-        for c in calls
-    ]
+    rows: list[dict[str, Any]] = [c.summary(now) for c in calls]
     if args.json:
         _print_json(rows)
     else:
@@ -489,7 +475,6 @@ def cmd_phone(args: argparse.Namespace) -> int:
 
 def cmd_controller(args: argparse.Namespace) -> int:
     """Run a failover controller until SIGTERM (several may run; one leads)."""
-    import signal
     import threading
 
     from callpark.dr.controller import Controller, ControllerConfig
@@ -724,8 +709,6 @@ def cmd_dr_drain(args: argparse.Namespace) -> int:
 
 def cmd_node(args: argparse.Namespace) -> int:
     """Run a park node (supervisor + pjsua2 workers) in the foreground until SIGTERM."""
-    import signal
-
     from callpark.node.membership import LeaseTimings
     from callpark.node.supervisor import NodeConfig, Supervisor
     from callpark.store import EtcdStore
@@ -967,6 +950,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``callpark`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # commands that run services install their own
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -985,6 +969,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RULE
     except KeyboardInterrupt:
         return 130
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM: unwind like Ctrl-C, so every ``finally`` stops the processes it started."""
+    raise KeyboardInterrupt
 
 
 def run() -> NoReturn:

@@ -8,10 +8,12 @@ bounded wait, then SIGKILL of the whole process group, and the log is kept.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -150,3 +152,49 @@ class ManagedProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ReadyLineProcess:
+    """A callpark service child that prints one JSON ``{"event": "ready", ...}`` line when up.
+
+    ``start()`` waits for that line (or for the process to die, then reports its log);
+    ``info`` holds the line's fields. The node and controller harnesses build on this.
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], *, log_path: Path) -> None:
+        self.name = name
+        self.process = ManagedProcess(name, argv, log_path=log_path, stdout_pipe=True)
+        self.info: dict[str, object] = {}
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        from callpark.waiting import wait_until
+
+        self.process.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.process.start()
+        stdout = self.process.popen.stdout
+        assert stdout is not None
+        threading.Thread(target=self._read, args=(stdout,), daemon=True).start()
+        try:
+            wait_until(
+                lambda: bool(self.info) or not self.process.is_running(), timeout=timeout_s, what=f"{self.name} ready"
+            )
+            self.process.check_running()  # a crash at start-up reports its log, not a time-out
+        except BaseException:
+            self.process.stop()
+            raise
+
+    def _read(self, stdout: IO[bytes]) -> None:
+        for raw in stdout:
+            line = raw.decode(errors="replace").strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "ready":
+                self.info = event

@@ -23,6 +23,7 @@ from callpark.deployment import Deployment
 from callpark.dr.controller import request
 from callpark.dr.localcluster import LocalCluster
 from callpark.dr.ownership import events, read_snapshot
+from callpark.kv import KV
 from callpark.netutil import LOOPBACK
 from callpark.phone import Phone
 from callpark.phone.flows import connected_call, hears_music, park_probe, talking
@@ -66,6 +67,23 @@ class DrillReport:
                 for p in self.phases
             ],
         }
+
+
+def park_through_edge(store: KV, parker: Phone, caller: Phone, target: str = "park") -> dict[str, Any]:
+    """parker calls caller through the edge, REFERs it to ``target``; returns the parked record."""
+    since = parker.mark()
+    handle = parker.call(f"sip:{caller.user}@{LOOPBACK}")
+    parker.wait_state(handle, "CONFIRMED", since=since, timeout=10)
+    parker.blind_transfer(handle, f"sip:{target}@{LOOPBACK}")
+
+    def record() -> dict[str, Any] | None:
+        for entry in store.get_prefix(Keys.PARKED).entries.values():
+            r = json.loads(entry.value)
+            if f"sip:{caller.user}@" in r["caller_uri"] and r["dialog"]["local_tag"] and r["state"] == "parked":
+                return dict(r)
+        return None
+
+    return wait_until(record, timeout=10, what=f"{caller.user} parked")
 
 
 class Drill:
@@ -129,22 +147,8 @@ class Drill:
         )
 
     def park(self, parker: Phone, caller: Phone, target: str = "park") -> dict[str, Any]:
-        since = parker.mark()
-        handle = parker.call(f"sip:{caller.user}@{LOOPBACK}")
-        parker.wait_state(handle, "CONFIRMED", since=since, timeout=10)
-        parker.blind_transfer(handle, f"sip:{target}@{LOOPBACK}")
-
-        def record() -> dict[str, Any] | None:
-            return next(
-                (
-                    r
-                    for r in self.parked().values()
-                    if f"sip:{caller.user}@" in r["caller_uri"] and r["dialog"]["local_tag"] and r["state"] == "parked"
-                ),
-                None,
-            )
-
-        return wait_until(record, timeout=10, what=f"{caller.user} parked")
+        assert self.cluster.store is not None
+        return park_through_edge(self.cluster.store, parker, caller, target)
 
     # -- the drill -----------------------------------------------------------------------------
 

@@ -10,16 +10,14 @@ import json
 import os
 import signal
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
-from callpark.procs import ManagedProcess
-from callpark.waiting import wait_until
+from callpark.procs import ReadyLineProcess
 
 
 class NodeProcess:
@@ -70,39 +68,16 @@ class NodeProcess:
         ]
         if edge:
             argv += ["--edge", edge]
-        self.process = ManagedProcess(f"node-{name}", argv, log_path=run_dir / "node.log", stdout_pipe=True)
-        self.info: dict[str, Any] = {}
-        self._lines: list[str] = []
+        self._service = ReadyLineProcess(f"node-{name}", argv, log_path=run_dir / "node.log")
+        self.process = self._service.process
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self._service.info
 
     def start(self, timeout_s: float = 30.0) -> NodeProcess:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.process.start()
-        stdout = self.process.popen.stdout
-        assert stdout is not None
-        threading.Thread(target=self._read, args=(stdout,), daemon=True).start()
-
-        def ready_or_dead() -> bool:
-            return bool(self.info) or not self.process.is_running()
-
-        try:
-            wait_until(ready_or_dead, timeout=timeout_s, what=f"node {self.name} ready")
-            self.process.check_running()  # a crash at start-up reports its log, not a time-out
-        except BaseException:
-            self.stop()
-            raise
+        self._service.start(timeout_s)
         return self
-
-    def _read(self, stdout: IO[bytes]) -> None:
-        for raw in stdout:
-            line = raw.decode(errors="replace").strip()
-            self._lines.append(line)
-            if line.startswith("{"):
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == "ready":
-                    self.info = event
 
     @property
     def pid(self) -> int:

@@ -130,6 +130,21 @@ class ParkedCall:
     def with_state(self, state: CallState) -> ParkedCall:
         return replace(self, state=state)
 
+    def summary(self, now: float) -> dict[str, Any]:
+        """What operators see of a parked call (``parked list``, ``/api/parked``)."""
+        return {
+            "orbit": self.orbit,
+            "park_id": self.park_id,
+            "state": self.state.value,
+            "caller": self.caller_uri,
+            "parker": self.parker_uri,
+            "parked_for_s": round(now - self.parked_at, 1),
+            "next_ringback_in_s": round(self.deadline - now, 1),
+            "ringbacks": self.attempts,
+            "holder": f"{self.holder.node}/w{self.holder.worker}",
+            "pool": self.pool,
+        }
+
 
 def _s(data: dict[str, Any], key: str) -> str:
     value = data[key]

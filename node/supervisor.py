@@ -236,20 +236,7 @@ class Supervisor:
         now = time.time()
         with self._lock:
             calls = [h.call for h in self.held.values()]
-        return [
-            {
-                "orbit": c.orbit,
-                "park_id": c.park_id,
-                "state": c.state.value,
-                "caller": c.caller_uri,
-                "parker": c.parker_uri,
-                "parked_for_s": round(now - c.parked_at, 1),
-                "next_ringback_in_s": round(c.deadline - now, 1),
-                "attempts": c.attempts,
-                "worker": c.holder.worker,
-            }
-            for c in sorted(calls, key=lambda c: c.orbit)
-        ]
+        return [c.summary(now) for c in sorted(calls, key=lambda c: c.orbit)]
 
     def node_view(self) -> dict[str, Any]:
         return {

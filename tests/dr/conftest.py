@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from callpark import deployment
+from callpark.dr.drill import park_through_edge
 from callpark.dr.localcluster import ClusterTimings, LocalCluster
-from callpark.netutil import LOOPBACK
 from callpark.phone import Phone
 from callpark.store import Keys
 from callpark.waiting import wait_until
@@ -103,22 +103,8 @@ class DrLab:
 
     def park(self, parker: Phone, caller: Phone, target: str = "park") -> dict[str, Any]:
         """parker calls caller through the edge and blind-transfers it to ``target``."""
-        since = parker.mark()
-        handle = parker.call(f"sip:{caller.user}@{LOOPBACK}")
-        parker.wait_state(handle, "CONFIRMED", since=since, timeout=10)
-        parker.blind_transfer(handle, f"sip:{target}@{LOOPBACK}")
-
-        def record() -> dict[str, Any] | None:
-            return next(
-                (
-                    r
-                    for r in self.parked().values()
-                    if f"sip:{caller.user}@" in r["caller_uri"] and r["dialog"]["local_tag"] and r["state"] == "parked"
-                ),
-                None,
-            )
-
-        return wait_until(record, timeout=10, what=f"{caller.user} parked")
+        assert self.c.store is not None
+        return park_through_edge(self.c.store, parker, caller, target)
 
     def close(self) -> None:
         for p in self.phones:
