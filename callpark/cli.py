@@ -689,21 +689,33 @@ def cmd_dr_drain(args: argparse.Namespace) -> int:
             raise NotFound(f"no live park node {args.node}")
         store.txn([], [Put(key, json.dumps({"at": time.time()}).encode())])
         table = ParkTable(store, node="cli", pool=pool, member_key="-")
+        # park id -> Call-ID of the dialog the node holds: a call has moved only when a peer
+        # holds the record AND its INVITE/Replaces replaced that dialog (stopping the node
+        # between the claim and the Replaces would hang the caller up)
+        dialogs = {h.call.park_id: h.call.dialog.call_id for h in table.all_parked() if h.call.holder.node == node}
 
         def remaining() -> int:
-            return sum(1 for h in table.all_parked() if h.call.holder.node == node)
+            now = {h.call.park_id: h.call for h in table.all_parked()}
+            return sum(
+                1
+                for park_id, call_id in dialogs.items()
+                if park_id in now and (now[park_id].holder.node == node or now[park_id].dialog.call_id == call_id)
+            )
 
-        before = remaining()
         try:
             wait_until(lambda: remaining() == 0, timeout=args.timeout, what=f"{args.node} to hand over its calls")
         except WaitTimeout:
             raise CallparkError(
-                f"{args.node} still holds {remaining()} of {before} parked call(s) after {args.timeout:.0f}s "
+                f"{args.node} still holds {remaining()} of {len(dialogs)} parked call(s) after {args.timeout:.0f}s "
                 "(are its peers up with free slots?); it stays draining"
             ) from None
+        lost = [p for p in dialogs if (h := table.history(p)) is not None and h.get("outcome") == "lost"]
     finally:
         store.close()
-    print(f"{args.node} drained: {before} parked call(s) moved to its peers; it parks nothing new and can be stopped")
+    if lost:
+        raise CallparkError(f"{args.node} drained, but {len(lost)} of {len(dialogs)} call(s) could not be moved (lost)")
+    moved = f"{len(dialogs)} parked call(s) moved to its peers"
+    print(f"{args.node} drained: {moved}; it parks nothing new and can be stopped")
     return 0
 
 

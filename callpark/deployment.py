@@ -116,7 +116,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
     nodes: dict[str, PoolNodes] = {}
     for i, item in enumerate(pools):
         counts = {}
-        for key, low, high in (("nodes", 0, 16), ("workers", 1, 64)):
+        for key, low, high in (("nodes", 0, 16), ("workers", 1, 256)):
             value = item.get(key, getattr(PoolNodes(), key))
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise ValidationError("config-type", f"pool #{i + 1}: '{key}' must be a whole number {low} to {high}")

@@ -39,6 +39,7 @@ from callpark.waiting import wait_until
 log = logging.getLogger(__name__)
 
 MAX_CALLS_PER_WORKER = 4  # pjsua2 wheel's compile-time PJSUA_MAX_CALLS
+MAX_WORKERS = 256  # 3 parked calls each: 768 per node; about 15 MB of memory per worker
 RTP_PORTS_PER_WORKER = 16
 CONFIG_REFRESH_S = 2.0
 SCAN_S = 0.5
@@ -71,8 +72,8 @@ class NodeConfig:
     worker_log_level: str = "WARNING"
 
     def validate(self) -> NodeConfig:
-        if not 1 <= self.workers <= 64:
-            raise CallparkError(f"--workers must be 1 to 64, not {self.workers}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise CallparkError(f"--workers must be 1 to {MAX_WORKERS}, not {self.workers}")
         if not 1.0 <= self.ring_time_s <= 300.0:
             raise CallparkError(f"--ring-time must be 1 to 300 seconds, not {self.ring_time_s}")
         self.timings.validate()

@@ -168,7 +168,9 @@ def test_drain_moves_a_nodes_calls_to_its_peer_live(dr: DrLab) -> None:
     moved = [r for r in records if r["holder"]["node"] == node]
     now = dr.parked()
     for r in moved:
-        assert now[r["orbit"]]["holder"]["node"] not in (node,) and same_call(r, now[r["orbit"]])
+        assert now[r["orbit"]]["holder"]["node"] != node and same_call(r, now[r["orbit"]])
+        # drained means the caller's dialog really moved (INVITE/Replaces done), not just claimed
+        assert now[r["orbit"]]["dialog"]["call_id"] != r["dialog"]["call_id"]
     caller = next(c for c in callers if f"sip:{c.user}@" in moved[0]["caller_uri"])
     assert hears_music(caller, connected_call(caller, remote_contains="park@"))
     victim = next(n for n in cluster.nodes["pool-a"] if n.name == node)
