@@ -7,6 +7,7 @@ Exit status: 0 success, 1 a rule was broken or something named does not exist,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
 import logging
@@ -353,8 +354,88 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(dep, sys.stdout, Path(args.run_dir) if args.run_dir else None)
 
 
+def _up_state(args: argparse.Namespace) -> Path:
+    return Path(args.state) if args.state else Path(tempfile.gettempdir()) / f"callpark-up-{os.getuid()}.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def cmd_up_detached(args: argparse.Namespace) -> int:
+    """Start ``callpark up`` in the background; ``callpark down`` stops it."""
+    import subprocess
+
+    from callpark.waiting import WaitTimeout, wait_until
+
+    state = _up_state(args)
+    if state.exists():
+        old = json.loads(state.read_text())
+        if _alive(int(old.get("pid", 0))):
+            raise CallparkError(
+                f"a local cluster is already running (pid {old['pid']}, {old['run_dir']}); 'callpark down' first"
+            )
+    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="callpark-up-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "up.log"
+    argv = [sys.executable, "-m", "callpark.cli", "up", "--config", args.config, "--run-dir", str(run_dir)]
+    argv += ["--interval", str(args.interval)]
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True
+        )
+    state.write_text(json.dumps({"pid": proc.pid, "run_dir": str(run_dir), "log": str(log_path)}))
+    marker = "Ctrl-C stops everything."
+    with contextlib.suppress(WaitTimeout):
+        wait_until(
+            lambda: proc.poll() is not None or marker in log_path.read_text(errors="replace"),
+            timeout=120,
+            what="the local cluster to start",
+        )
+    text = log_path.read_text(errors="replace")
+    if marker not in text:
+        proc.kill()
+        proc.wait()
+        state.unlink(missing_ok=True)
+        tail = "; ".join(text.strip().splitlines()[-3:])
+        raise CallparkError(f"the local cluster did not start (log {log_path}): {tail}")
+    print(text.split(marker)[0].rstrip())
+    print(f"running in the background (pid {proc.pid}, log {log_path}); 'callpark down' stops it")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop the cluster ``callpark up --detach`` started, by its PID."""
+    state = _up_state(args)
+    if not state.exists():
+        raise NotFound(f"no detached local cluster (no {state})")
+    info = json.loads(state.read_text())
+    pid = int(info["pid"])
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    state.unlink(missing_ok=True)
+    print(f"stopped the local cluster (pid {pid}, {info['run_dir']})")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the embedded default cluster in the foreground with a live status view; Ctrl-C stops it."""
+    if args.detach:
+        return cmd_up_detached(args)
 
     from callpark import deployment
     from callpark.dr.localcluster import LocalCluster
@@ -941,6 +1022,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=str(DEFAULT_LOCAL_FILE))
     p.add_argument("--run-dir", help="keep logs here (default: a new temporary dir)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between status lines")
+    p.add_argument("--detach", action="store_true", help="run in the background; 'callpark down' stops it")
+    p.add_argument("--state", help="where --detach records the background cluster (default: in the temp dir)")
+
+    p = sub.add_parser("down", help="stop the cluster started with 'callpark up --detach'")
+    p.set_defaults(func=cmd_down)
+    p.add_argument("--state", help="the state file given to 'up --detach --state'")
 
     p = sub.add_parser("drill", help="failover drill on the local default cluster: park, fault, verify, failback")
     p.set_defaults(func=cmd_drill)

@@ -19,7 +19,7 @@ from callpark.orbits import OrbitRange, RangeType
 from callpark.pools import FailbackPolicy
 from callpark.settings import GLOBAL_SCOPE, parse_scope
 
-TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh"}
+TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh", "timings", "edge"}
 DEFAULT_LOCAL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "local-cluster.toml"
 
 
@@ -31,6 +31,41 @@ class DeploymentError(CallparkError):
 class EtcdSection:
     members: int = 3
     endpoints: str | None = None
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Lease, controller and ringback timings of a local cluster, validated together."""
+
+    lease_ttl_s: int = 4
+    keepalive_s: float = 0.5
+    safety_s: float = 1.0
+    etcd_timeout_s: float = 1.0
+    ring_time_s: float = 10.0
+    controllers: int = 2
+    controller_loop_s: float = 0.5
+    controller_grace_s: float = 1.0
+    controller_ttl_s: int = 4
+
+    def validate(self) -> Timings:
+        """Node lease rules and controller rules (``timing-*``), as the processes check them."""
+        from callpark.dr.controller import ControllerConfig
+        from callpark.node.membership import LeaseTimings
+
+        LeaseTimings(self.lease_ttl_s, self.keepalive_s, self.safety_s, self.etcd_timeout_s).validate()
+        ControllerConfig(
+            name="check",
+            loop_s=self.controller_loop_s,
+            grace_s=self.controller_grace_s,
+            ttl_s=self.controller_ttl_s,
+            safety_s=1.0,
+            request_timeout_s=0.5,
+        ).validate()
+        if not 1.0 <= self.ring_time_s <= 300.0:
+            raise ValidationError("timing-ring", f"ring_time_s must be 1 to 300 seconds, not {self.ring_time_s}")
+        if not 0 <= self.controllers <= 5:
+            raise ValidationError("config-controllers", f"controllers must be 0 to 5, not {self.controllers}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -50,6 +85,8 @@ class Deployment:
     state: admin.AdminState
     music: dict[str, Path | None] = field(default_factory=dict)  # None: the default music
     nodes: dict[str, PoolNodes] = field(default_factory=dict)
+    timings: Timings = field(default_factory=Timings)
+    edge_port: int = 0  # 0: a free port is picked at start
 
 
 def load(path: Path) -> Deployment:
@@ -153,7 +190,34 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
             raise ValidationError("config-type", f"[moh] {pool}: must be 'default' or a path to a WAV file")
         music[pool] = None if source == "default" else (path.parent / source)
     admin.validate_state(state)
-    return Deployment(path=path, etcd=etcd, state=replace(state), music=music, nodes=nodes)
+    timings = _timings(_table(raw, "timings", ""))
+    edge_port = _table(raw, "edge", "").get("port", 0)
+    if not isinstance(edge_port, int) or isinstance(edge_port, bool) or not 0 <= edge_port <= 65535:
+        raise ValidationError("config-edge", "[edge] port must be 0 (any free port) to 65535")
+    return Deployment(
+        path=path,
+        etcd=etcd,
+        state=replace(state),
+        music=music,
+        nodes=nodes,
+        timings=timings,
+        edge_port=edge_port,
+    )
+
+
+def _timings(raw: dict[str, Any]) -> Timings:
+    known = {f: type(getattr(Timings(), f)) for f in Timings.__dataclass_fields__}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ValidationError("config-unknown", f"unknown [timings] key(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        want = known[key]
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or (want is int and not isinstance(value, int)):
+            raise ValidationError("config-type", f"[timings] {key} must be a {want.__name__}, not {value!r}")
+        values[key] = value
+    return Timings(**values).validate()
 
 
 def apply(store: admin.AdminStore, deployment: Deployment) -> admin.AdminState:

@@ -25,18 +25,7 @@ from callpark.store import EtcdStore
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ClusterTimings:
-    """Short, valid timings for local clusters (production defaults live in the node CLI)."""
-
-    lease_ttl_s: int = 4
-    keepalive_s: float = 0.5
-    safety_s: float = 1.0
-    ring_time_s: float = 10.0
-    controllers: int = 2
-    controller_loop_s: float = 0.5
-    controller_grace_s: float = 1.0
-    controller_ttl_s: int = 4
+ClusterTimings = deployment.Timings  # the [timings] section of the deployment file
 
 
 @dataclass
@@ -45,13 +34,13 @@ class LocalCluster:
 
     dep: deployment.Deployment
     run_dir: Path
-    timings: ClusterTimings = field(default_factory=ClusterTimings)
+    timings: ClusterTimings | None = None  # default: the deployment file's [timings]
     etcd: LocalEtcdCluster | None = None
     store: EtcdStore | None = None
     edge: Edge | None = None
     nodes: dict[str, list[NodeProcess]] = field(default_factory=dict)
     controllers: list[ControllerProcess] = field(default_factory=list)
-    edge_port: int = field(default_factory=lambda: free_port(udp_too=True))
+    edge_port: int = 0
     started_s: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -62,6 +51,17 @@ class LocalCluster:
     def endpoints(self) -> str:
         assert self.etcd is not None
         return self.etcd.endpoints
+
+    def __post_init__(self) -> None:
+        if self.timings is None:
+            self.timings = self.dep.timings
+        if not self.edge_port:
+            self.edge_port = self.dep.edge_port or free_port(udp_too=True)
+
+    @property
+    def t(self) -> ClusterTimings:
+        assert self.timings is not None
+        return self.timings
 
     def start(self) -> LocalCluster:
         try:
@@ -83,7 +83,7 @@ class LocalCluster:
                     self.edge.wait_node_state(str(w["sip"]), active=True, timeout=15)
             self.started_s["edge"] = time.monotonic() - t0
             t0 = time.monotonic()
-            for i in range(self.timings.controllers):
+            for i in range(self.t.controllers):
                 self.controllers.append(self.start_controller(f"controller-{i + 1}"))
             self.started_s["controllers"] = time.monotonic() - t0
         except BaseException:
@@ -93,7 +93,7 @@ class LocalCluster:
 
     def start_node(self, pool: str, index: int, workers: int) -> NodeProcess:
         name = f"{pool}-n{index + 1}"
-        t = self.timings
+        t = self.t
         node = NodeProcess(
             etcd=self.endpoints,
             pool=pool,
@@ -105,6 +105,7 @@ class LocalCluster:
             lease_ttl_s=t.lease_ttl_s,
             keepalive_s=t.keepalive_s,
             safety_s=t.safety_s,
+            extra=["--etcd-timeout", str(t.etcd_timeout_s)],
         )
         return node.start()
 
@@ -122,7 +123,7 @@ class LocalCluster:
         return fresh
 
     def start_controller(self, name: str) -> ControllerProcess:
-        t = self.timings
+        t = self.t
         return ControllerProcess(
             etcd=self.endpoints,
             name=name,

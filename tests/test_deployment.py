@@ -36,6 +36,11 @@ def test_shipped_local_cluster_file_is_valid() -> None:
         ("[cps.'pool:a']\nMaxCallPickupAttempts=2\n", "[cps-scope]"),
         ("this is = = not toml", "not valid TOML"),
         ("[[pool]]\nname='a'\nsite='s'\n[moh]\nb='default'\n", "[pool-missing]"),
+        ("[timings]\nlease_ttl_s=4\nkeepalive_s=2\n", "[timing-keepalive]"),
+        ("[timings]\ncontroller_loop_s=3\n", "[timing-loop]"),
+        ("[timings]\nlease_ttl_s=4.5\n", "[config-type]"),
+        ("[timings]\nlease_tt=4\n", "[config-unknown]"),
+        ("[edge]\nport=70000\n", "[config-edge]"),
     ],
 )
 def test_bad_files_give_one_line_naming_the_problem(tmp_path: Path, text: str, message: str) -> None:

@@ -97,7 +97,7 @@ def test_paused_node_wakes_up_fenced_and_never_serves_twice(dr: DrLab) -> None:
     try:
         wait_until(
             lambda: dr.parked()[record["orbit"]]["holder"]["node"] != victim.name,
-            timeout=cluster.timings.lease_ttl_s + 15,
+            timeout=cluster.t.lease_ttl_s + 15,
             what="a sibling to take over from the paused node",
         )
     finally:

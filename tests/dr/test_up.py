@@ -50,3 +50,21 @@ def _cmdline(proc_dir: Path) -> str:
         return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_up_detach_then_down(tmp_path: Path) -> None:
+    from tests.conftest import run_console
+
+    state, run = tmp_path / "up.json", tmp_path / "run"
+    try:
+        result = run_console("up", "--detach", "--state", str(state), "--run-dir", str(run), timeout=150)
+        assert result.returncode == 0, result.stderr
+        assert "CALLPARK_ETCD=http://127.0.0.1:" in result.stdout and "running in the background" in result.stdout
+        again = run_console("up", "--detach", "--state", str(state), "--run-dir", str(tmp_path / "other"))
+        assert again.returncode == 1 and "already running" in again.stderr
+    finally:
+        down = run_console("down", "--state", str(state), timeout=90)
+    assert down.returncode == 0, down.stderr
+    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and str(run) in _cmdline(p)]
+    assert not leftovers, [(p.name, _cmdline(p)) for p in leftovers]
+    assert run_console("down", "--state", str(state)).returncode == 1
