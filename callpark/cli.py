@@ -582,7 +582,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
         return ok, ("leader" if controller.leadership.is_leader() else "standby") if ok else why
 
     http = NodeHttp(
-        "127.0.0.1",
+        args.http_host,
         args.http_port,
         registry=controller.metrics.registry,
         healthy=healthy,
@@ -821,6 +821,9 @@ def cmd_node(args: argparse.Namespace) -> int:
         ring_time_s=args.ring_time,
         timings=timings,
         worker_log_level=args.worker_log_level,
+        host=args.host,
+        sip_port_base=args.sip_port_base,
+        rtp_port_base=args.rtp_port_base,
     ).validate()
     store = EtcdStore.connect(args.etcd, request_timeout_s=args.etcd_timeout, retry_deadline_s=args.etcd_timeout * 2)
     supervisor = Supervisor(config, store)
@@ -983,6 +986,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--etcd-timeout", type=float, default=1.0, help="per-request etcd timeout")
     p.add_argument("--run-dir", help="where worker logs and music go (default: a new temporary dir)")
     p.add_argument("--worker-log-level", default="WARNING")
+    p.add_argument("--host", default="127.0.0.1", help="address workers (SIP, RTP) and HTTP listen on")
+    p.add_argument("--sip-port-base", type=int, default=0, help="worker i listens on BASE+i (default: free ports)")
+    p.add_argument("--rtp-port-base", type=int, default=0, help="worker i gets 16 RTP ports from BASE+16*i")
 
     p = sub.add_parser("controller", help="run a failover controller (leader-elected) until SIGTERM")
     p.set_defaults(func=cmd_controller)
@@ -993,6 +999,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--safety", type=float, default=1.5)
     p.add_argument("--etcd-timeout", type=float, default=1.0)
     p.add_argument("--http-port", type=int, default=0)
+    p.add_argument("--http-host", default="127.0.0.1", help="address /metrics, /healthz, /readyz listen on")
 
     dr = group("dr", "disaster recovery: status, planned failover, failback, drain")
     p = cmd(dr, "status", cmd_dr_status, "pools, members, owners, epochs, parked calls, last events")

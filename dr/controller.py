@@ -139,6 +139,13 @@ class Controller:
             self.leadership.renew()
         if not self.leadership.is_leader() and not self.leadership.campaign():
             self.metrics.leader.labels(name).set(0)
+            for gauge in (
+                self.metrics.pool_up,
+                self.metrics.range_owner,
+                self.metrics.range_epoch,
+                self.metrics.parked,
+            ):
+                gauge.clear()  # a standby's view would be stale: only the leader exports it
             self.metrics.cycles.labels(name, "standby").inc()
             self._down_since.clear()
             self._up_since.clear()

@@ -70,6 +70,8 @@ class NodeConfig:
     ring_time_s: float = 20.0
     timings: LeaseTimings = field(default_factory=LeaseTimings)
     worker_log_level: str = "WARNING"
+    sip_port_base: int = 0  # worker i listens on base+i; 0: free ports picked at start
+    rtp_port_base: int = 0  # worker i uses base + i*RTP_PORTS_PER_WORKER ...; 0: picked at start
 
     def validate(self) -> NodeConfig:
         if not 1 <= self.workers <= MAX_WORKERS:
@@ -77,6 +79,12 @@ class NodeConfig:
         if not 1.0 <= self.ring_time_s <= 300.0:
             raise CallparkError(f"--ring-time must be 1 to 300 seconds, not {self.ring_time_s}")
         self.timings.validate()
+        sip_top = self.sip_port_base + self.workers - 1
+        if self.sip_port_base and (self.sip_port_base < 1024 or sip_top > 65535):
+            raise CallparkError(f"--sip-port-base {self.sip_port_base}: worker ports must be 1024 to 65535")
+        rtp_top = self.rtp_port_base + self.workers * RTP_PORTS_PER_WORKER - 1
+        if self.rtp_port_base and (self.rtp_port_base < 1024 or rtp_top > 65535):
+            raise CallparkError(f"--rtp-port-base {self.rtp_port_base}: RTP ports must be 1024 to 65535")
         return self
 
 
@@ -166,7 +174,13 @@ class Supervisor:
         self.membership.start()
         self.http.start()
         for index in range(self.config.workers):
-            handle = WorkerHandle(index, free_port(udp_too=True), free_port_block(RTP_PORTS_PER_WORKER))
+            sip = self.config.sip_port_base + index if self.config.sip_port_base else free_port(udp_too=True)
+            rtp = (
+                self.config.rtp_port_base + index * RTP_PORTS_PER_WORKER
+                if self.config.rtp_port_base
+                else free_port_block(RTP_PORTS_PER_WORKER)
+            )
+            handle = WorkerHandle(index, sip, rtp)
             self.workers.append(handle)
             self._spawn(handle)
         for handle in self.workers:
@@ -764,6 +778,8 @@ class Supervisor:
             for handle in self.workers:
                 handle.send("music", path=str(path))
         taken = {o for o in self.held}
+        self.metrics.free_orbits.clear()  # only the ranges our pool serves now
+        self.metrics.range_orbits.clear()
         for rng in self._ranges:
             self.metrics.range_orbits.labels(self.config.pool, rng.name).set(rng.size)
             try:

@@ -348,3 +348,15 @@ def test_a_takeover_the_caller_refuses_is_recorded_as_lost_with_its_status(lab: 
     history = wait_until(lambda: lab.history(record["park_id"]), timeout=20, what="the call recorded as lost")
     assert history["outcome"] == "lost" and history["detail"].startswith("481"), history
     assert node.metric("callpark_takeovers_total", result="failed") == 1
+
+
+def test_fixed_worker_port_bases_for_static_edge_configs(lab: ParkLab) -> None:
+    from callpark.netutil import free_port_block
+
+    lab.configure()
+    sip_base, rtp_base = free_port_block(2), free_port_block(32)
+    node = lab.node(workers=2, extra=["--sip-port-base", str(sip_base), "--rtp-port-base", str(rtp_base)])
+    assert [w["sip"] for w in node.info["workers"]] == [f"{LOOPBACK}:{sip_base}", f"{LOOPBACK}:{sip_base + 1}"]
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    blind_park(parker, alice, f"sip:park@{LOOPBACK}:{sip_base + 1}")
+    assert lab.wait_parked("alice")["holder"]["worker"] == 1
