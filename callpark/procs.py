@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any, Self
 
 log = logging.getLogger(__name__)
 
@@ -161,16 +161,16 @@ class ReadyLineProcess:
     ``info`` holds the line's fields. The node and controller harnesses build on this.
     """
 
-    def __init__(self, name: str, argv: Sequence[str], *, log_path: Path) -> None:
-        self.name = name
-        self.process = ManagedProcess(name, argv, log_path=log_path, stdout_pipe=True)
-        self.info: dict[str, object] = {}
+    def __init__(self, label: str, argv: Sequence[str], *, log_path: Path) -> None:
+        self.label = label
+        self.process = ManagedProcess(label, argv, log_path=log_path, stdout_pipe=True)
+        self.info: dict[str, Any] = {}
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def start(self, timeout_s: float = 30.0) -> Self:
         from callpark.waiting import wait_until
 
         self.process.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,12 +180,13 @@ class ReadyLineProcess:
         threading.Thread(target=self._read, args=(stdout,), daemon=True).start()
         try:
             wait_until(
-                lambda: bool(self.info) or not self.process.is_running(), timeout=timeout_s, what=f"{self.name} ready"
+                lambda: bool(self.info) or not self.process.is_running(), timeout=timeout_s, what=f"{self.label} ready"
             )
             self.process.check_running()  # a crash at start-up reports its log, not a time-out
         except BaseException:
             self.process.stop()
             raise
+        return self
 
     def _read(self, stdout: IO[bytes]) -> None:
         for raw in stdout:

@@ -12,7 +12,7 @@ from typing import Any
 from callpark.procs import ReadyLineProcess
 
 
-class ControllerProcess:
+class ControllerProcess(ReadyLineProcess):
     """One ``callpark controller`` child process."""
 
     def __init__(
@@ -40,20 +40,7 @@ class ControllerProcess:
             "--etcd-timeout",
             "0.5",
         ]
-        self._service = ReadyLineProcess(f"controller-{name}", argv, log_path=run_dir / f"{name}.log")
-        self.process = self._service.process
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return self._service.info
-
-    def start(self, timeout_s: float = 20.0) -> ControllerProcess:
-        self._service.start(timeout_s)
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        super().__init__(f"controller-{name}", argv, log_path=run_dir / f"{name}.log")
 
     def status(self) -> dict[str, Any]:
         try:

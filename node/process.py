@@ -15,12 +15,11 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from callpark.procs import ReadyLineProcess
 
 
-class NodeProcess:
+class NodeProcess(ReadyLineProcess):
     """One ``callpark node`` child process."""
 
     def __init__(
@@ -68,20 +67,7 @@ class NodeProcess:
         ]
         if edge:
             argv += ["--edge", edge]
-        self._service = ReadyLineProcess(f"node-{name}", argv, log_path=run_dir / "node.log")
-        self.process = self._service.process
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return self._service.info
-
-    def start(self, timeout_s: float = 30.0) -> NodeProcess:
-        self._service.start(timeout_s)
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        super().__init__(f"node-{name}", argv, log_path=run_dir / "node.log")
 
     @property
     def http_port(self) -> int:

@@ -318,12 +318,19 @@ def _park_block(cfg: EdgeConfig) -> str:
         user = f"{cfg.park_user}-{pool.name}"
         out.append(f"\t# {user} -> pool {pool.name} (set {cfg.set_id(pool.name)})")
         out.append(f"\tif ($rU == {_q(user)}) {{")
-        out.append(f"\t\t$var(ds_set) = {cfg.set_id(pool.name)};")
-        out.append(f"\t\t$var(ds_backup) = {_backup_set(cfg, pool)};")
-        out.append(f"\t\t$var(ds_pool) = {_q(pool.name)};")
-        out.append("\t\troute(DISPATCH);")
-        out.append("\t}")
+        out += _dispatch_to(cfg, pool)
     return "\n".join(out)
+
+
+def _dispatch_to(cfg: EdgeConfig, pool: PoolSpec) -> list[str]:
+    """The body of an ``if`` that sends the request to ``pool`` (backup set as failover) and closes it."""
+    return [
+        f"\t\t$var(ds_set) = {cfg.set_id(pool.name)};",
+        f"\t\t$var(ds_backup) = {_backup_set(cfg, pool)};",
+        f"\t\t$var(ds_pool) = {_q(pool.name)};",
+        "\t\troute(DISPATCH);",
+        "\t}",
+    ]
 
 
 def _orbit_block(cfg: EdgeConfig) -> str:
@@ -338,11 +345,7 @@ def _orbit_block(cfg: EdgeConfig) -> str:
             f"\tif ($var(orbit_prefix) == {_q(rng.prefix or '-')} && $var(orbit_len) == {rng.digits}"
             f" && $var(orbit_num) >= {rng.low} && $var(orbit_num) <= {rng.high}) {{"
         )
-        out.append(f"\t\t$var(ds_set) = {cfg.set_id(pool.name)};")
-        out.append(f"\t\t$var(ds_backup) = {_backup_set(cfg, pool)};")
-        out.append(f"\t\t$var(ds_pool) = {_q(pool.name)};")
-        out.append("\t\troute(DISPATCH);")
-        out.append("\t}")
+        out += _dispatch_to(cfg, pool)
     return "\n".join(out)
 
 
