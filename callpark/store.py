@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -159,6 +160,14 @@ _COMPARE_TARGETS = {
 }
 
 
+@dataclass(frozen=True)
+class Change:
+    """One write seen in a history replay: ``put`` or ``delete`` of ``entry.key`` at ``entry.mod_revision``."""
+
+    kind: str
+    entry: Entry
+
+
 class EtcdStore:
     """A :class:`~callpark.kv.KV` on a real etcd cluster (v3 gRPC API)."""
 
@@ -261,6 +270,46 @@ class EtcdStore:
             except (OSError, ValueError, urllib.error.URLError) as exc:
                 result.append(EndpointHealth(url, False, str(getattr(exc, "reason", exc))))
         return result
+
+    # -- replay ------------------------------------------------------------------------
+
+    def changes(self, prefix: str, start_revision: int = 1, timeout_s: float = 20.0) -> list[Change]:
+        """Every put and delete under ``prefix`` since ``start_revision``, in revision order.
+
+        A watch replay (etcd keeps every revision until compaction): used by the chaos
+        checker to read what really happened. A sentinel key written under the prefix
+        marks where the replay ends; it is deleted afterwards and not returned.
+        """
+        sentinel = f"{prefix}~replay-end-{os.getpid()}-{time.time_ns()}"
+        self.txn([], [Put(sentinel, b"")])
+        done = threading.Event()
+        create = etcdrpc.WatchCreateRequest(
+            key=prefix.encode(), range_end=prefix_end(prefix).encode("latin-1"), start_revision=start_revision
+        )
+
+        def requests() -> Any:
+            yield etcdrpc.WatchRequest(create_request=create)
+            done.wait(timeout_s)
+
+        out: list[Change] = []
+        stream = etcdrpc.WatchStub(self._client.channel).Watch(requests(), timeout_s, **self._auth())
+        try:
+            for resp in stream:
+                if resp.compact_revision:
+                    raise StoreError(f"etcd history under {prefix} compacted up to {resp.compact_revision}")
+                for ev in resp.events:
+                    key = ev.kv.key.decode("utf-8", errors="replace")
+                    if key == sentinel:
+                        return out
+                    kind = "delete" if ev.type == 1 else "put"  # mvccpb.Event.DELETE
+                    out.append(Change(kind, _entry(ev.kv)))
+        except grpc.RpcError as exc:
+            raise StoreError(f"etcd history replay of {prefix} failed: {exc.details() or exc.code().name}") from None
+        finally:
+            done.set()
+            stream.cancel()
+            self.txn([], [Delete(sentinel)])
+        raise StoreError(f"etcd history replay of {prefix} ended early")
 
     # -- internals ---------------------------------------------------------------------
 
