@@ -120,10 +120,24 @@ class EtcdAccess:
         return replace(self, **merged)
 
 
+def child_args(etcd: str | EtcdAccess) -> list[str]:
+    """Global ``callpark`` options for a child process: plain endpoints or full settings."""
+    return etcd.child_args() if isinstance(etcd, EtcdAccess) else ["--etcd", etcd]
+
+
+class _RefusePassword(argparse.Action):
+    """``--etcd-password``: refused without echoing the value (it would otherwise abbreviate
+    ``--etcd-password-file`` and a password could end up in an error message or a log)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        parser.error(f"passwords are never taken on the command line: use --etcd-password-file or {ENV_PASSWORD}")
+
+
 def add_cli_options(parser: argparse.ArgumentParser) -> None:
     """Add the credential options (``--etcd`` itself is the CLI's own)."""
     for name, (option, help_) in _OPTIONS.items():
         parser.add_argument(option, dest=f"etcd_{name}", metavar="FILE" if name != "user" else "NAME", help=help_)
+    parser.add_argument("--etcd-password", nargs="?", action=_RefusePassword, help=argparse.SUPPRESS)
 
 
 def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> EtcdAccess:

@@ -100,6 +100,7 @@ class LocalEtcdCluster:
         client_cert_auth: bool = True,
         auth: bool = False,
         auth_token_ttl_s: int | None = None,
+        log_level: str = "warn",
     ) -> None:
         if members < 1 or members % 2 == 0:
             raise EtcdStartError(f"an etcd cluster needs an odd number of members, not {members}")
@@ -110,6 +111,7 @@ class LocalEtcdCluster:
         self.client_cert_auth = client_cert_auth
         self.auth = auth
         self.auth_token_ttl_s = auth_token_ttl_s
+        self.log_level = log_level
         self.pki: Pki | None = None
         context: ssl.SSLContext | None = None
         if tls:
@@ -227,7 +229,7 @@ class LocalEtcdCluster:
             "--log-outputs",
             "stderr",
             "--log-level",
-            "warn",
+            self.log_level,
             "--heartbeat-interval",
             "100",
             "--election-timeout",

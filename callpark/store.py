@@ -345,8 +345,13 @@ class EtcdStore:
             ("AuthEnable", "enable auth", a.AuthEnableRequest()),
         ]
         for method, what, req in steps:
-            call = getattr(self._stub("authstub"), method)
-            self._call(f"auth setup ({what})", lambda c=call, r=req: c(r, self.request_timeout_s, **self._auth()))
+            self._auth_request(method, what, req)
+
+    def _auth_request(self, method: str, what: str, req: Any) -> None:
+        self._call(
+            f"auth ({what})",
+            lambda: getattr(self._stub("authstub"), method)(req, self.request_timeout_s, **self._auth()),
+        )
 
     def _stub(self, name: str) -> Any:
         return getattr(self._client, name)
