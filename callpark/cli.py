@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from callpark import __version__, admin, tables
+from callpark import __version__, admin, etcdaccess, tables
 from callpark.errors import CallparkError, NotFound, StoreError, ValidationError
 from callpark.orbits import OrbitRange, RangeType
 from callpark.pools import FailbackPolicy
@@ -325,6 +325,7 @@ def cmd_config_apply(args: argparse.Namespace) -> int:
     from callpark import deployment
 
     dep = deployment.load(Path(args.file))
+    args.etcd = args.etcd.fill_from(dep.etcd.access())  # the file's [etcd] fills what options/env left out
     deployment.apply(_store(args), dep)
     print(f"applied {args.file}")
     return 0
@@ -453,7 +454,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     print(f"starting {dep.path.name} in {run_dir} ...", flush=True)
     with LocalCluster(dep, run_dir) as cluster:
-        print(f"CALLPARK_ETCD={cluster.endpoints}")
+        for name, value in cluster.access.env().items():  # CALLPARK_ETCD, and in secure mode the TLS/user ones
+            print(f"{name}={value}")
         print(f"SIP edge: {cluster.edge_address} (park URI sip:park@127.0.0.1, orbits sip:<orbit>@127.0.0.1)")
         for node in cluster.all_nodes():
             workers = [w["sip"] for w in node.info["workers"]]
@@ -865,6 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated etcd client URLs (default: $CALLPARK_ETCD or http://127.0.0.1:2379)",
     )
+    etcdaccess.add_cli_options(parser)  # --etcd-ca/-cert/-key/-user/-password-file and $CALLPARK_ETCD_*
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -1056,6 +1059,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``callpark`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.etcd = etcdaccess.from_args(args)  # every command connects with EtcdStore.connect(args.etcd)
     signal.signal(signal.SIGTERM, _terminate)  # commands that run services install their own
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

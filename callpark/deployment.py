@@ -15,6 +15,7 @@ from typing import Any
 
 from callpark import admin
 from callpark.errors import CallparkError, NotFound, ValidationError
+from callpark.etcdaccess import EtcdAccess
 from callpark.orbits import OrbitRange, RangeType
 from callpark.pools import FailbackPolicy
 from callpark.settings import GLOBAL_SCOPE, parse_scope
@@ -29,8 +30,59 @@ class DeploymentError(CallparkError):
 
 @dataclass(frozen=True)
 class EtcdSection:
+    """``[etcd]``: the local cluster's shape and security, or a real cluster's client settings.
+
+    ``tls``/``auth`` make the local cluster (``up``, ``demo``, ``drill``) generate
+    certificates and enable etcd authentication; ``ca``, ``cert``, ``key``, ``user`` and
+    ``password_file`` (paths relative to the file) are client settings used when the CLI's
+    own options and environment give none (:mod:`callpark.etcdaccess`).
+    """
+
     members: int = 3
     endpoints: str | None = None
+    tls: bool = False
+    auth: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+    password_file: str | None = None
+
+    def access(self) -> EtcdAccess:
+        """The client settings of this section (no file is read)."""
+        return EtcdAccess(self.endpoints, self.ca, self.cert, self.key, self.user, self.password_file)
+
+
+ETCD_KEYS = {"members", "endpoints", "tls", "auth", "ca", "cert", "key", "user", "password_file"}
+
+
+def _etcd_section(raw: dict[str, Any], path: Path) -> EtcdSection:
+    unknown = set(raw) - ETCD_KEYS
+    if "password" in unknown:
+        raise ValidationError("config-etcd", "[etcd] password: never in the file; name a file with password_file")
+    if unknown:
+        raise ValidationError("config-unknown", f"unknown [etcd] key(s): {', '.join(sorted(unknown))}")
+    members = raw.get("members", 3)
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1 or members % 2 == 0:
+        raise ValidationError("config-etcd", "[etcd] members must be an odd whole number (1, 3 or 5)")
+    flags = {}
+    for name in ("tls", "auth"):
+        flags[name] = raw.get(name, False)
+        if not isinstance(flags[name], bool):
+            raise ValidationError("config-type", f"[etcd] {name} must be true or false")
+    files = {}
+    for name in ("ca", "cert", "key", "password_file"):
+        value = _str(raw, name, "[etcd]", required=False)
+        files[name] = None if value is None else str(path.parent / value)
+    if (files["cert"] is None) != (files["key"] is None):
+        raise ValidationError("config-etcd", "[etcd] cert and key go together")
+    user = _str(raw, "user", "[etcd]", required=False)
+    if (user is None) != (files["password_file"] is None):
+        raise ValidationError("config-etcd", "[etcd] user and password_file go together")
+    endpoints = _str(raw, "endpoints", "[etcd]", required=False)
+    if endpoints is not None and (files["ca"] or flags["tls"]) and "http://" in endpoints:
+        raise ValidationError("config-etcd", "[etcd] endpoints must be https:// URLs when TLS is configured")
+    return EtcdSection(members, endpoints, flags["tls"], flags["auth"], user=user, **files)
 
 
 @dataclass(frozen=True)
@@ -125,11 +177,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
     unknown = set(raw) - TOP_LEVEL
     if unknown:
         raise ValidationError("config-unknown", f"unknown section(s): {', '.join(sorted(unknown))}")
-    etcd_raw = _table(raw, "etcd", "")
-    members = etcd_raw.get("members", 3)
-    if not isinstance(members, int) or isinstance(members, bool) or members < 1 or members % 2 == 0:
-        raise ValidationError("config-etcd", "[etcd] members must be an odd whole number (1, 3 or 5)")
-    etcd = EtcdSection(members=members, endpoints=_str(etcd_raw, "endpoints", "[etcd]", required=False))
+    etcd = _etcd_section(_table(raw, "etcd", ""), path)
 
     state = admin.AdminState()
     pools = raw.get("pool", [])

@@ -35,6 +35,10 @@ class StoreIndeterminate(StoreError):
     """A write timed out: it may or may not have been applied."""
 
 
+class StoreAuthError(StoreError):
+    """etcd refused our credentials (TLS handshake, user or password, permission)."""
+
+
 class StoreConflict(StoreError):
     """A guarded transaction kept losing races; the caller may retry later."""
 

@@ -2,21 +2,33 @@
 
 Used by ``callpark up``/``demo``, by the pytest fixtures and by the chaos suite. The
 server is Debian's ``etcd-server`` 3.4.23 (see docs/ARCHITECTURE.md for why not 3.5.0-2).
+
+Secure mode (``tls=True``): a throwaway CA and certificates (:mod:`callpark.etcdtls`),
+mutual TLS between members, TLS (with client certificates unless
+``client_cert_auth=False``) for clients, ``https://`` URLs. ``auth=True`` also enables
+etcd authentication with ``root`` and a ``callpark`` user whose role may read and write
+``/callpark/`` only; their random passwords are in 0600 files; :meth:`access` returns
+the settings a client needs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import shutil
 import signal
+import ssl
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
 from callpark.errors import CallparkError
+from callpark.etcdaccess import EtcdAccess
+from callpark.etcdtls import Pki, make_pki
 from callpark.netutil import LOOPBACK, free_port
 from callpark.procs import ManagedProcess
 from callpark.waiting import WaitTimeout, wait_until
@@ -24,6 +36,8 @@ from callpark.waiting import WaitTimeout, wait_until
 log = logging.getLogger(__name__)
 
 ETCD_BINARY = "etcd"
+SERVICE_USER = "callpark"  # the etcd user (and role) of callpark's processes
+CLIENT_CN = "callpark-client"  # no etcd user has this name: a certificate alone grants nothing
 
 
 class EtcdStartError(CallparkError):
@@ -40,14 +54,19 @@ class EtcdMember:
     data_dir: Path
     log_path: Path
     process: ManagedProcess | None = field(default=None, repr=False)
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
 
     @property
     def client_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.client_port}"
+        return f"{self.scheme}://{LOOPBACK}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.peer_port}"
+        return f"{self.scheme}://{LOOPBACK}:{self.peer_port}"
 
     @property
     def pid(self) -> int:
@@ -60,7 +79,9 @@ class EtcdMember:
 
     def healthy(self, timeout_s: float = 0.5) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=timeout_s) as resp:
+            with urllib.request.urlopen(
+                f"{self.client_url}/health", timeout=timeout_s, context=self.ssl_context
+            ) as resp:
                 return str(json.loads(resp.read().decode()).get("health")) == "true"
         except (OSError, ValueError):
             return False
@@ -69,13 +90,36 @@ class EtcdMember:
 class LocalEtcdCluster:
     """One etcd cluster of 1 or 3 (any odd number of) members on loopback."""
 
-    def __init__(self, base_dir: Path, *, members: int = 1, name: str = "callpark") -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        members: int = 1,
+        name: str = "callpark",
+        tls: bool = False,
+        client_cert_auth: bool = True,
+        auth: bool = False,
+        auth_token_ttl_s: int | None = None,
+        log_level: str = "warn",
+    ) -> None:
         if members < 1 or members % 2 == 0:
             raise EtcdStartError(f"an etcd cluster needs an odd number of members, not {members}")
         if shutil.which(ETCD_BINARY) is None:
             raise EtcdStartError("etcd is not installed; run scripts/bootstrap.sh (apt-get install etcd-server)")
         self.base_dir = base_dir
         self.token = f"{name}-{uuid.uuid4().hex[:12]}"
+        self.client_cert_auth = client_cert_auth
+        self.auth = auth
+        self.auth_token_ttl_s = auth_token_ttl_s
+        self.log_level = log_level
+        self.pki: Pki | None = None
+        context: ssl.SSLContext | None = None
+        if tls:
+            self.pki = make_pki(base_dir / "pki", {"client": CLIENT_CN})
+            client = self.pki.clients["client"]
+            context = ssl.create_default_context(cafile=str(self.pki.ca))
+            context.load_cert_chain(str(client.cert), str(client.key))
+        self.secrets_dir = base_dir / "secrets"
         self.members = [
             EtcdMember(
                 name=f"etcd{i}",
@@ -83,6 +127,7 @@ class LocalEtcdCluster:
                 peer_port=free_port(),
                 data_dir=base_dir / f"etcd{i}" / "data",
                 log_path=base_dir / f"etcd{i}" / "etcd.log",
+                ssl_context=context,
             )
             for i in range(members)
         ]
@@ -96,17 +141,50 @@ class LocalEtcdCluster:
         """Comma-separated client URLs, the form ``--etcd`` and ``CALLPARK_ETCD`` take."""
         return ",".join(self.client_urls)
 
+    def access(self, user: str | None = SERVICE_USER) -> EtcdAccess:
+        """What a client needs: endpoints, TLS files, and (with auth) a user and password file.
+
+        ``user`` is ``callpark`` (the service's role) or ``root``; ignored without auth."""
+        ca = cert = key = None
+        if self.pki is not None:
+            ca = str(self.pki.ca)
+            if self.client_cert_auth:
+                cert, key = str(self.pki.clients["client"].cert), str(self.pki.clients["client"].key)
+        base = EtcdAccess(endpoints=self.endpoints, ca=ca, cert=cert, key=key)
+        if not self.auth or user is None:
+            return base
+        return replace(base, user=user, password_file=str(self.secrets_dir / f"{user}.password"))
+
     def start(self, timeout_s: float = 20.0) -> LocalEtcdCluster:
-        """Start every member and wait until each reports healthy."""
+        """Start every member and wait until each reports healthy (then enable auth)."""
         try:
             for member in self.members:
                 self._spawn(member, initial_state="new")
             self.wait_healthy(timeout_s)
+            if self.auth:
+                self._enable_auth()
         except BaseException:
             self.stop()
             raise
         log.info("etcd cluster up: %s", self.endpoints)
         return self
+
+    def _enable_auth(self) -> None:
+        from callpark.store import EtcdStore  # the only etcd client
+
+        self.secrets_dir.mkdir(parents=True, exist_ok=True)
+        self.secrets_dir.chmod(0o700)
+        passwords = {}
+        for user in ("root", SERVICE_USER):
+            passwords[user] = secrets.token_urlsafe(24)
+            fd = os.open(self.secrets_dir / f"{user}.password", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(passwords[user] + "\n")
+        store = EtcdStore.connect(self.access(user=None), retry_deadline_s=10)
+        try:
+            store.enable_auth(root_password=passwords["root"], user=SERVICE_USER, password=passwords[SERVICE_USER])
+        finally:
+            store.close()
 
     def wait_healthy(self, timeout_s: float = 20.0, members: list[EtcdMember] | None = None) -> None:
         targets = members if members is not None else self.members
@@ -151,12 +229,22 @@ class LocalEtcdCluster:
             "--log-outputs",
             "stderr",
             "--log-level",
-            "warn",
+            self.log_level,
             "--heartbeat-interval",
             "100",
             "--election-timeout",
             "1000",
         ]
+        if self.pki is not None:
+            pki = self.pki
+            argv += ["--cert-file", str(pki.server.cert), "--key-file", str(pki.server.key)]
+            argv += ["--trusted-ca-file", str(pki.ca)]
+            if self.client_cert_auth:
+                argv += ["--client-cert-auth"]
+            argv += ["--peer-cert-file", str(pki.peer.cert), "--peer-key-file", str(pki.peer.key)]
+            argv += ["--peer-trusted-ca-file", str(pki.ca), "--peer-client-cert-auth"]
+        if self.auth_token_ttl_s is not None:
+            argv += ["--auth-token-ttl", str(self.auth_token_ttl_s)]
         member.process = ManagedProcess(f"etcd:{member.name}", argv, log_path=member.log_path).start()
 
     # -- faults and recovery (tests and chaos) ------------------------------------------

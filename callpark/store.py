@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import urllib.error
@@ -20,13 +21,18 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+# Before grpc loads: its C core would print TLS failures to stderr, which the store reports
+# as one line instead (GRPC_VERBOSITY=ERROR in the environment brings them back).
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 import grpc
 import pyetcd
 from pyetcd import etcdrpc
 from pyetcd import exceptions as etcd_exc
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from callpark.errors import StoreDataError, StoreError, StoreIndeterminate, StoreUnavailable
+from callpark.errors import StoreAuthError, StoreDataError, StoreError, StoreIndeterminate, StoreUnavailable
+from callpark.etcdaccess import EtcdAccess
 from callpark.kv import Compare, Delete, Entry, Op, Put, Snapshot, TxnResult, prefix_end
 
 log = logging.getLogger(__name__)
@@ -169,7 +175,13 @@ class Change:
 
 
 class EtcdStore:
-    """A :class:`~callpark.kv.KV` on a real etcd cluster (v3 gRPC API)."""
+    """A :class:`~callpark.kv.KV` on a real etcd cluster (v3 gRPC API).
+
+    ``https://`` endpoints use TLS: ``ca`` verifies the servers (system roots when
+    None), ``cert``/``key`` authenticate this client. With ``user`` the store
+    authenticates at once and again whenever etcd says the token expired or is older
+    than the auth store; the password is kept only in memory and never logged.
+    """
 
     def __init__(
         self,
@@ -177,33 +189,68 @@ class EtcdStore:
         *,
         request_timeout_s: float = 2.0,
         retry_deadline_s: float = 6.0,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.endpoints = list(endpoints)
         self.request_timeout_s = request_timeout_s
         self.retry_deadline_s = retry_deadline_s
-        eps = []
-        for url in self.endpoints:
-            parts = urlsplit(url)
-            if parts.scheme != "http":
-                raise StoreError(f"etcd endpoint {url!r}: only http:// is supported so far")
-            eps.append(pyetcd.Endpoint(parts.hostname, parts.port, secure=False, time_retry=1.0))
+        self.user = user
+        self._password = password
+        self._token: str | None = None
+        self.authentications = 0  # how often a token was fetched (tests, debugging)
+        self._tls_files = (ca, cert, key)
+        schemes = {urlsplit(url).scheme for url in self.endpoints}
+        if len(schemes) > 1:
+            raise StoreError("etcd endpoints mix http:// and https://: use one scheme for all")
+        secure = schemes == {"https"}
+        if not secure and (ca or cert):
+            raise StoreError("etcd TLS files given but the endpoints are http://: use https:// URLs")
+        if (user is None) != (password is None):
+            raise StoreAuthError("etcd user and password go together")
+        creds = _channel_credentials(ca, cert, key) if secure else None
+        eps = [
+            pyetcd.Endpoint(p.hostname, p.port, secure=secure, creds=creds, time_retry=1.0)
+            for p in (urlsplit(url) for url in self.endpoints)
+        ]
         self._client: Any = pyetcd.MultiEndpointEtcd3Client(endpoints=eps, timeout=request_timeout_s, failover=True)
+        if user is not None:
+            try:
+                self._authenticate()
+            except BaseException:
+                self._client.close()
+                raise
 
     @classmethod
-    def connect(cls, endpoints: str | None = None, **kwargs: Any) -> EtcdStore:
-        """Build a store from ``--etcd``-style text (or ``CALLPARK_ETCD``)."""
+    def connect(cls, endpoints: str | EtcdAccess | None = None, **kwargs: Any) -> EtcdStore:
+        """Build a store from ``--etcd``-style text (or ``CALLPARK_ETCD``), or from resolved
+        :class:`~callpark.etcdaccess.EtcdAccess` settings (TLS files, user, password file)."""
+        if isinstance(endpoints, EtcdAccess):
+            access = endpoints.validate()
+            return cls(
+                parse_endpoints(access.endpoints),
+                ca=access.ca,
+                cert=access.cert,
+                key=access.key,
+                user=access.user,
+                password=access.password(),
+                **kwargs,
+            )
         return cls(parse_endpoints(endpoints), **kwargs)
 
     # -- KV contract -------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
-        resp = self._call("get", lambda: self._range(key.encode(), b""))
+        resp = self._call(f"get {key}", lambda: self._range(key.encode(), b""))
         kvs = list(resp.kvs)
         return _entry(kvs[0]) if kvs else None
 
     def get_prefix(self, prefix: str, revision: int | None = None) -> Snapshot:
         end = prefix_end(prefix).encode("latin-1")
-        resp = self._call("get_prefix", lambda: self._range(prefix.encode(), end, revision or 0))
+        resp = self._call(f"get_prefix {prefix}", lambda: self._range(prefix.encode(), end, revision or 0))
         return Snapshot(resp.header.revision, {e.key: e for e in (_entry(kv) for kv in resp.kvs)})
 
     def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
@@ -212,8 +259,9 @@ class EtcdStore:
             success=[_op_msg(o) for o in success],
             failure=[_op_msg(o) for o in failure],
         )
+        first = next((x.key for x in (*compares, *success, *failure)), "")
         resp = self._call(
-            "txn",
+            f"txn on {first}",
             lambda: self._stub("kvstub").Txn(request, self.request_timeout_s, **self._auth()),
             write=True,
         )
@@ -261,9 +309,10 @@ class EtcdStore:
     def endpoint_health(self, timeout_s: float = 1.0) -> list[EndpointHealth]:
         """Ask every endpoint's ``/health`` (the same check etcdctl endpoint health does)."""
         result = []
+        context = https_context(*self._tls_files) if self.endpoints[0].startswith("https") else None
         for url in self.endpoints:
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as r:
+                with urllib.request.urlopen(f"{url}/health", timeout=timeout_s, context=context) as r:
                     body = json.loads(r.read().decode())
                 ok = str(body.get("health")) == "true"
                 result.append(EndpointHealth(url, ok, "healthy" if ok else str(body)))
@@ -314,7 +363,44 @@ class EtcdStore:
     # -- internals ---------------------------------------------------------------------
 
     def _auth(self) -> dict[str, Any]:
-        return {"credentials": self._client.call_credentials, "metadata": self._client.metadata}
+        return {"credentials": None, "metadata": (("token", self._token),) if self._token else None}
+
+    def _authenticate(self) -> None:
+        req = etcdrpc.AuthenticateRequest(name=self.user, password=self._password)
+        resp = self._call(
+            "authenticate",
+            lambda: self._stub("authstub").Authenticate(req, self.request_timeout_s),
+            authenticating=True,
+        )
+        self._token = str(resp.token)
+        self.authentications += 1
+        log.debug("etcd: authenticated as %s", self.user)
+
+    def enable_auth(self, *, root_password: str, user: str, password: str, prefix: str = "/callpark/") -> None:
+        """Create ``root`` and ``user`` with a role (named after the user) that may read and
+        write keys under ``prefix`` only, then turn etcd authentication on.
+
+        Run once on a fresh cluster through a store without credentials (as
+        ``etcdctl user add``/``role grant-permission --prefix``/``auth enable`` would)."""
+        a = etcdrpc
+        perm = a.Permission(permType=a.Permission.READWRITE, key=prefix.encode(), range_end=prefix_end(prefix).encode())
+        steps: list[tuple[str, str, Any]] = [
+            ("UserAdd", "add user root", a.AuthUserAddRequest(name="root", password=root_password)),
+            ("UserGrantRole", "grant root", a.AuthUserGrantRoleRequest(user="root", role="root")),
+            ("RoleAdd", f"add role {user}", a.AuthRoleAddRequest(name=user)),
+            ("RoleGrantPermission", f"grant {prefix}", a.AuthRoleGrantPermissionRequest(name=user, perm=perm)),
+            ("UserAdd", f"add user {user}", a.AuthUserAddRequest(name=user, password=password)),
+            ("UserGrantRole", f"grant role {user}", a.AuthUserGrantRoleRequest(user=user, role=user)),
+            ("AuthEnable", "enable auth", a.AuthEnableRequest()),
+        ]
+        for method, what, req in steps:
+            self._auth_request(method, what, req)
+
+    def _auth_request(self, method: str, what: str, req: Any) -> None:
+        self._call(
+            f"auth ({what})",
+            lambda: getattr(self._stub("authstub"), method)(req, self.request_timeout_s, **self._auth()),
+        )
 
     def _stub(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -323,7 +409,15 @@ class EtcdStore:
         req = etcdrpc.RangeRequest(key=key, range_end=range_end, serializable=False, revision=revision)
         return self._stub("kvstub").Range(req, self.request_timeout_s, **self._auth())
 
-    def _call(self, what: str, fn: Any, *, write: bool = False, deadline_s: float | None = None) -> Any:
+    def _call(
+        self,
+        what: str,
+        fn: Any,
+        *,
+        write: bool = False,
+        deadline_s: float | None = None,
+        authenticating: bool = False,
+    ) -> Any:
         started = time.monotonic()
         retrying = Retrying(
             stop=stop_after_delay(self.retry_deadline_s if deadline_s is None else deadline_s),
@@ -337,6 +431,11 @@ class EtcdStore:
                     try:
                         return fn()
                     except grpc.RpcError as exc:
+                        if not authenticating and self.user is not None and _stale_token(exc):
+                            # refused before it was applied: safe to retry, even a write
+                            log.info("etcd: auth token no longer valid (%s); authenticating again", exc.details())
+                            self._authenticate()
+                            raise _Transient("auth token expired") from None
                         self._translate(what, exc, write=write)
                     except etcd_exc.NoServerAvailableError:
                         raise _Transient("no etcd endpoint available") from None
@@ -351,6 +450,7 @@ class EtcdStore:
         code = exc.code()
         detail = exc.details() or code.name
         lowered = detail.lower()
+        _refuse_auth_and_tls(what, detail, self.user)
         server_timeout = code == grpc.StatusCode.UNKNOWN and any(
             marker in lowered for marker in ("deadline exceeded", "timed out", "leader")
         )
@@ -366,6 +466,66 @@ class EtcdStore:
                 raise StoreIndeterminate(f"etcd {what} outcome unknown: {detail}") from None
             raise _Transient(detail) from None
         raise StoreError(f"etcd {what} failed: {detail}") from None
+
+
+def _stale_token(exc: grpc.RpcError) -> bool:
+    detail = (exc.details() or "").lower()
+    return "invalid auth token" in detail or "revision of auth store is old" in detail
+
+
+_CLIENT_CERT_REFUSED = ("tsi_data_corrupted", "bad_certificate", "certificate_required", "unknown_ca")
+
+
+def _refuse_auth_and_tls(what: str, detail: str, user: str | None) -> None:
+    """Raise a one-line error for credential problems: retrying would not help."""
+    lowered = detail.lower()
+    if "authentication failed" in lowered:
+        raise StoreAuthError(f"etcd refused user {user!r}: wrong user name or password") from None
+    if "user name is empty" in lowered or "user name not found" in lowered:
+        raise StoreAuthError(
+            "etcd requires authentication: give --etcd-user and --etcd-password-file (or CALLPARK_ETCD_USER ...)"
+        ) from None
+    if "permission denied" in lowered:
+        who = f"user {user!r}" if user else "this client (no etcd user given: use --etcd-user)"
+        raise StoreAuthError(f"etcd {what}: permission denied for {who}") from None
+    if "auth: not enabled" in lowered or "authentication is not enabled" in lowered:
+        raise StoreAuthError(f"etcd {what}: authentication is not enabled on this cluster") from None
+    if "certificate_verify_failed" in lowered:
+        reason = detail.split("CERTIFICATE_VERIFY_FAILED", 1)[-1].strip(": ").removesuffix(": OK")
+        raise StoreAuthError(
+            f"etcd {what}: the server's TLS certificate is not trusted ({reason or 'verify failed'}); check --etcd-ca"
+        ) from None
+    if "peer name" in lowered and "certificate" in lowered:
+        raise StoreAuthError(f"etcd {what}: the server's TLS certificate does not name the endpoint's host") from None
+    if any(marker in lowered for marker in _CLIENT_CERT_REFUSED):
+        raise StoreAuthError(
+            f"etcd {what}: etcd refused the TLS client certificate (none given, or not signed by the CA it trusts); "
+            "check --etcd-cert and --etcd-key"
+        ) from None
+
+
+def _read(path: str | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise StoreError(f"etcd {what} {path}: cannot read: {exc.strerror}") from None
+
+
+def _channel_credentials(ca: str | None, cert: str | None, key: str | None) -> Any:
+    if (cert is None) != (key is None):
+        raise StoreError("etcd client certificate and key go together")
+    return grpc.ssl_channel_credentials(_read(ca, "CA file"), _read(key, "client key"), _read(cert, "client cert"))
+
+
+def https_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext:
+    """An SSL context for etcd's HTTP endpoints (``/health``) with the same files."""
+    context = ssl.create_default_context(cafile=ca)
+    if cert is not None:
+        context.load_cert_chain(cert, key)
+    return context
 
 
 def _entry(kv: Any) -> Entry:

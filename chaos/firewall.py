@@ -48,7 +48,18 @@ class Firewall:
             for side in ("-d", "-s"):
                 self._drop(
                     tag,
-                    ["-p", protocol, side, net, "-m", "statistic", "--mode", "random", "--probability", f"{probability}"],
+                    [
+                        "-p",
+                        protocol,
+                        side,
+                        net,
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        f"{probability}",
+                    ],
                 )
 
     def queue(self, tag: str, destinations: Sequence[str], queue_num: int, protocol: str = "udp") -> None:

@@ -80,7 +80,9 @@ class Delayer:
         if kind == NLMSG_ERROR:
             (error,) = struct.unpack_from("=i", data, 16)
             if error != 0:
-                raise OSError(-error, f"nfqueue {self.queue} config refused: {socket.errno.errorcode.get(-error, error)}")  # type: ignore[attr-defined]
+                raise OSError(
+                    -error, f"nfqueue {self.queue} config refused: {socket.errno.errorcode.get(-error, error)}"
+                )  # type: ignore[attr-defined]
 
     def _receive(self) -> None:
         while not self._stop.is_set():

@@ -16,6 +16,7 @@ from callpark import admin, deployment
 from callpark.dr.process import ControllerProcess
 from callpark.edge import Edge, EdgeConfig, PoolSpec
 from callpark.edge import OrbitRange as EdgeRange
+from callpark.etcdaccess import EtcdAccess
 from callpark.etcdlocal import LocalEtcdCluster
 from callpark.netutil import LOOPBACK, free_port
 from callpark.node.process import NodeProcess
@@ -52,6 +53,12 @@ class LocalCluster:
         assert self.etcd is not None
         return self.etcd.endpoints
 
+    @property
+    def access(self) -> EtcdAccess:
+        """Endpoints plus the ``callpark`` user's TLS files and password file (secure mode)."""
+        assert self.etcd is not None
+        return self.etcd.access()
+
     def __post_init__(self) -> None:
         if self.timings is None:
             self.timings = self.dep.timings
@@ -66,9 +73,10 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         try:
             t0 = time.monotonic()
-            self.etcd = LocalEtcdCluster(self.run_dir / "etcd", members=self.dep.etcd.members).start()
+            e = self.dep.etcd
+            self.etcd = LocalEtcdCluster(self.run_dir / "etcd", members=e.members, tls=e.tls, auth=e.auth).start()
             self.started_s["etcd"] = time.monotonic() - t0
-            self.store = EtcdStore.connect(self.etcd.endpoints)
+            self.store = EtcdStore.connect(self.access)
             deployment.apply(admin.AdminStore(self.store), self.dep)
             t0 = time.monotonic()
             for pool in sorted(self.dep.state.pools):
@@ -95,7 +103,7 @@ class LocalCluster:
         name = f"{pool}-n{index + 1}"
         t = self.t
         node = NodeProcess(
-            etcd=self.endpoints,
+            etcd=self.access,
             pool=pool,
             name=name,
             run_dir=self.run_dir / name,
@@ -125,7 +133,7 @@ class LocalCluster:
     def start_controller(self, name: str) -> ControllerProcess:
         t = self.t
         return ControllerProcess(
-            etcd=self.endpoints,
+            etcd=self.access,
             name=name,
             run_dir=self.run_dir / "controllers",
             loop_s=t.controller_loop_s,

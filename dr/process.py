@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from callpark.etcdaccess import EtcdAccess, child_args
 from callpark.procs import ReadyLineProcess
 
 
@@ -16,15 +17,21 @@ class ControllerProcess(ReadyLineProcess):
     """One ``callpark controller`` child process."""
 
     def __init__(
-        self, *, etcd: str, name: str, run_dir: Path, loop_s: float = 0.5, grace_s: float = 1.0, ttl_s: int = 4
+        self,
+        *,
+        etcd: str | EtcdAccess,
+        name: str,
+        run_dir: Path,
+        loop_s: float = 0.5,
+        grace_s: float = 1.0,
+        ttl_s: int = 4,
     ) -> None:
         self.name = name
         argv = [
             sys.executable,
             "-m",
             "callpark.cli",
-            "--etcd",
-            etcd,
+            *child_args(etcd),
             "-v",
             "controller",
             "--name",

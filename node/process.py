@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from callpark.etcdaccess import EtcdAccess, child_args
 from callpark.procs import ReadyLineProcess
 
 
@@ -25,7 +26,7 @@ class NodeProcess(ReadyLineProcess):
     def __init__(
         self,
         *,
-        etcd: str,
+        etcd: str | EtcdAccess,
         pool: str,
         name: str,
         run_dir: Path,
@@ -44,8 +45,7 @@ class NodeProcess(ReadyLineProcess):
             sys.executable,
             "-m",
             "callpark.cli",
-            "--etcd",
-            etcd,
+            *child_args(etcd),
             "node",
             "--pool",
             pool,
