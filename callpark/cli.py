@@ -455,6 +455,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     with LocalCluster(dep, run_dir) as cluster:
         print(f"CALLPARK_ETCD={cluster.endpoints}")
         print(f"SIP edge: {cluster.edge_address} (park URI sip:park@127.0.0.1, orbits sip:<orbit>@127.0.0.1)")
+        sec = dep.sip_security
+        auth = f"on (realm {sec.digest.realm}, {len(sec.digest.users)} users)" if sec.digest else "off"
+        print(f"SIP security: edge trusts {','.join(sec.trusted_peers)}; digest auth {auth}")
         for node in cluster.all_nodes():
             workers = [w["sip"] for w in node.info["workers"]]
             print(f"node {node.name}: http://127.0.0.1:{node.http_port}/metrics, workers {workers}")
