@@ -457,6 +457,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         for name, value in cluster.access.env().items():  # CALLPARK_ETCD, and in secure mode the TLS/user ones
             print(f"{name}={value}")
         print(f"SIP edge: {cluster.edge_address} (park URI sip:park@127.0.0.1, orbits sip:<orbit>@127.0.0.1)")
+        sec = dep.sip_security
+        auth = f"on (realm {sec.digest.realm}, {len(sec.digest.users)} users)" if sec.digest else "off"
+        print(f"SIP security: edge trusts {','.join(sec.trusted_peers)}; digest auth {auth}")
         for node in cluster.all_nodes():
             workers = [w["sip"] for w in node.info["workers"]]
             print(f"node {node.name}: http://127.0.0.1:{node.http_port}/metrics, workers {workers}")
@@ -805,7 +808,9 @@ def cmd_dr_drain(args: argparse.Namespace) -> int:
 def cmd_node(args: argparse.Namespace) -> int:
     """Run a park node (supervisor + pjsua2 workers) in the foreground until SIGTERM."""
     from callpark.node.membership import LeaseTimings
+    from callpark.node.ratelimit import ScanLimit
     from callpark.node.supervisor import NodeConfig, Supervisor
+    from callpark.peers import parse_peers
     from callpark.store import EtcdStore
 
     timings = LeaseTimings(
@@ -826,6 +831,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         host=args.host,
         sip_port_base=args.sip_port_base,
         rtp_port_base=args.rtp_port_base,
+        trusted_peers=tuple(str(n) for n in parse_peers(args.trusted_peers, where="--trusted-peers")),
+        scan_limit=ScanLimit(burst=args.orbit_scan_burst, per_minute=args.orbit_scan_per_minute),
     ).validate()
     store = EtcdStore.connect(args.etcd, request_timeout_s=args.etcd_timeout, retry_deadline_s=args.etcd_timeout * 2)
     supervisor = Supervisor(config, store)
@@ -992,6 +999,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address workers (SIP, RTP) and HTTP listen on")
     p.add_argument("--sip-port-base", type=int, default=0, help="worker i listens on BASE+i (default: free ports)")
     p.add_argument("--rtp-port-base", type=int, default=0, help="worker i gets 16 RTP ports from BASE+16*i")
+    p.add_argument(
+        "--trusted-peers",
+        default="127.0.0.0/8,::1/128",
+        help="addresses/CIDR networks allowed to send SIP requests (default loopback; the --edge host is added)",
+    )
+    p.add_argument("--orbit-scan-burst", type=int, default=10, help="orbit misses a source may make at once")
+    p.add_argument("--orbit-scan-per-minute", type=float, default=6.0, help="orbit misses per minute, sustained")
 
     p = sub.add_parser("controller", help="run a failover controller (leader-elected) until SIGTERM")
     p.set_defaults(func=cmd_controller)

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from callpark import admin
+from callpark import admin, sipsecurity
 from callpark.errors import CallparkError, NotFound, ValidationError
 from callpark.etcdaccess import EtcdAccess
 from callpark.orbits import OrbitRange, RangeType
 from callpark.pools import FailbackPolicy
 from callpark.settings import GLOBAL_SCOPE, parse_scope
 
-TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh", "timings", "edge"}
+TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh", "timings", "edge", "security"}
 DEFAULT_LOCAL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "local-cluster.toml"
 
 
@@ -139,6 +139,7 @@ class Deployment:
     nodes: dict[str, PoolNodes] = field(default_factory=dict)
     timings: Timings = field(default_factory=Timings)
     edge_port: int = 0  # 0: a free port is picked at start
+    sip_security: sipsecurity.SipSecurity = field(default_factory=sipsecurity.SipSecurity)
 
 
 def load(path: Path) -> Deployment:
@@ -250,6 +251,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
         nodes=nodes,
         timings=timings,
         edge_port=edge_port,
+        sip_security=sipsecurity.parse(_table(raw, "security", ""), path.parent),
     )
 
 

@@ -113,7 +113,7 @@ class LocalCluster:
             lease_ttl_s=t.lease_ttl_s,
             keepalive_s=t.keepalive_s,
             safety_s=t.safety_s,
-            extra=["--etcd-timeout", str(t.etcd_timeout_s)],
+            extra=["--etcd-timeout", str(t.etcd_timeout_s), *self.dep.sip_security.node_args()],
         )
         return node.start()
 
@@ -160,7 +160,14 @@ class LocalCluster:
             if r.type == RangeType.CALL_PARK
         )
         default_pool = next((p for p in sorted(state.pools) if self.nodes.get(p)), None)
-        return EdgeConfig(port=self.edge_port, domain=LOOPBACK, pools=pools, ranges=ranges, default_pool=default_pool)
+        return EdgeConfig(
+            port=self.edge_port,
+            domain=LOOPBACK,
+            pools=pools,
+            ranges=ranges,
+            default_pool=default_pool,
+            **self.dep.sip_security.edge_fields(),
+        )
 
     def stop(self) -> None:
         """Stop everything by PID: controllers, nodes (they free their calls), edge, etcd."""

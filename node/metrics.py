@@ -80,6 +80,21 @@ class NodeMetrics:
             "callpark_lease_renew_seconds", "Lease keepalive round trip", ["node"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.ready = Gauge("callpark_node_ready", "1 when the node parks and retrieves", ["pool", "node"], registry=r)
+        self.untrusted_rejected = Counter(
+            "callpark_untrusted_rejected_total",
+            "SIP requests refused with 403 because the sending peer is not trusted",
+            ["pool"],
+            registry=r,
+        )
+        self.orbit_scan_rejected = Counter(
+            "callpark_orbit_scan_rejected_total",
+            "Retrievals refused (480) because their source dialled too many orbits where nothing was parked",
+            ["pool"],
+            registry=r,
+        )
+        self.orbit_scan_sources = Gauge(
+            "callpark_orbit_scan_sources", "Sources the orbit-scan limiter currently tracks", ["node"], registry=r
+        )
         self.callback_errors = Counter(
             "callpark_worker_callback_errors_total", "Exceptions caught in worker SIP callbacks", ["node"], registry=r
         )

@@ -7,9 +7,11 @@ id and keeps pumping SIP; the supervisor answers with ``reply`` carrying the sam
 Worker -> supervisor
   ``ready``      {sip, rtp_base, slots}                       worker is up
   ``slots``      {free}                                       free call slots changed
-  ``park``       {req, call, target, referred_by, from_uri, contact, supports_replaces}
+  ``park``       {req, call, target, referred_by, from_uri, contact, supports_replaces, peer, origin?}
                  target is "park" (any orbit) or an orbit (directed park)
-  ``retrieve``   {req, call, orbit, from_uri, contact, supports_replaces, park_id?}
+  ``retrieve``   {req, call, orbit, from_uri, contact, supports_replaces, park_id?, peer, origin?}
+                 peer: ip:port the INVITE came from; origin: its X-Callpark-Source header
+  ``untrusted``  {peer, what}                                 refused a request from an untrusted peer (403)
   ``answered``   {call, orbit, dialog}                        parked call is up; dialog = records.Dialog
   ``ended``      {call, orbit?, reason}                       a call left (caller-hangup, retrieved,
                                                               rang-back, forwarded, disconnected, failed)
@@ -19,16 +21,16 @@ Worker -> supervisor
 
 Supervisor -> worker
   ``reply``      {req, action, ...}  action is one of
-                 answer   {orbit, park_id, music}             answer the park INVITE, hold with music
+                 answer   {orbit, park_id, retrieve_uri, music}  answer the park INVITE, hold with music
                  connect  {orbit}                             retrieval: this worker holds the orbit
                  redirect {contact}                           302 to another worker or node
-                 reject   {code, reason, warning}             final error response
+                 reject   {code, reason, warning, retry_after?} final error response
   ``ringback``   {orbit, parker_uri, ring_time_s}
   ``forward``    {orbit, uri}                                 blind transfer to OnTimeoutURI
   ``disconnect`` {orbit}                                      hang up the parked caller
   ``release``    {orbit}                                      forget the call without signalling etcd
   ``takeover``   {orbit, park_id, dialog, music}              INVITE with Replaces to the caller
-  ``notify``     {uri, text}                                  SIP MESSAGE (the orbit to the parker)
+  ``notify``     {uri, text, orbit, park_id, retrieve_uri}    SIP MESSAGE (the orbit to the parker)
   ``music``      {path}                                       the WAV to play on hold
   ``shutdown``   {}
 """

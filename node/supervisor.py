@@ -29,8 +29,10 @@ from callpark.node.membership import LeaseTimings, Membership
 from callpark.node.metrics import InstrumentedKV, NodeMetrics
 from callpark.node.parking import Fenced, Held, LostRace, NoFreeOrbit, OrbitTaken, OwnershipChanged, ParkTable
 from callpark.node.protocol import Channel, ChannelClosed, Message
+from callpark.node.ratelimit import ScanLimit, ScanLimiter
 from callpark.node.records import CallState, Dialog, Holder, Outcome, ParkedCall, ParkKind
 from callpark.orbits import OrbitRange, RangeType
+from callpark.peers import DEFAULT_TRUSTED_PEERS, TrustedPeers, host_of, is_ip
 from callpark.procs import ManagedProcess
 from callpark.settings import DEFAULTS, CpsSettings
 from callpark.store import Keys, decode
@@ -72,8 +74,12 @@ class NodeConfig:
     worker_log_level: str = "WARNING"
     sip_port_base: int = 0  # worker i listens on base+i; 0: free ports picked at start
     rtp_port_base: int = 0  # worker i uses base + i*RTP_PORTS_PER_WORKER ...; 0: picked at start
+    trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS  # the --edge host is always added
+    scan_limit: ScanLimit = field(default_factory=ScanLimit)
 
     def validate(self) -> NodeConfig:
+        TrustedPeers.parse(self.trusted_peers, where="--trusted-peers")
+        self.scan_limit.validate()
         if not 1 <= self.workers <= MAX_WORKERS:
             raise CallparkError(f"--workers must be 1 to {MAX_WORKERS}, not {self.workers}")
         if not 1.0 <= self.ring_time_s <= 300.0:
@@ -154,6 +160,8 @@ class Supervisor:
         self._all_ranges: list[OrbitRange] = []
         self._live_nodes: dict[str, bool] = {}
         self.http: NodeHttp | None = None
+        self.trusted = TrustedPeers.parse(config.trusted_peers).with_host(config.edge)
+        self.scan = ScanLimiter(config.scan_limit)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -299,6 +307,8 @@ class Supervisor:
             self.config.domain,
             "--log-level",
             self.config.worker_log_level,
+            "--trusted-peers",
+            str(self.trusted),
         ]
         if self.config.edge:
             argv += ["--proxy", self.config.edge]
@@ -417,6 +427,9 @@ class Supervisor:
             self._handle_ringback_result(w, msg)
         elif op == "takeover_result":
             self._handle_takeover_result(w, msg)
+        elif op == "untrusted":
+            self.metrics.untrusted_rejected.labels(self.config.pool).inc()
+            log.debug("worker %d refused %s from untrusted peer %s", w.index, msg.get("what"), msg.get("peer"))
         elif op == "callback_error":
             self.metrics.callback_errors.labels(self.config.name).inc()
             log.error("worker %d callback error: %s", w.index, msg.get("error"))
@@ -425,8 +438,28 @@ class Supervisor:
         else:
             log.warning("worker %d sent unknown op %r", w.index, op)
 
-    def _reject(self, w: WorkerHandle, req: Any, code: int, reason: str, warning: str) -> None:
-        w.send("reply", req=req, action="reject", code=code, reason=reason, warning=warning)
+    def _reject(self, w: WorkerHandle, req: Any, code: int, reason: str, warning: str, **extra: Any) -> None:
+        w.send("reply", req=req, action="reject", code=code, reason=reason, warning=warning, **extra)
+
+    def _source(self, msg: Message) -> str:
+        """The address a request really came from: the edge's X-Callpark-Source, else the peer.
+
+        The header is believed only from the edge's own address (``--edge``, host and port);
+        the edge removes any copy arriving from outside before adding its own.
+        """
+        peer = str(msg.get("peer") or "")
+        origin = msg.get("origin")
+        if origin and self.config.edge and peer == self.config.edge:
+            candidate = str(origin).strip()
+            if is_ip(candidate):
+                return candidate
+        return host_of(peer) if peer else "unknown"
+
+    def retrieve_uri(self, orbit: str, park_id: str, w: WorkerHandle) -> str:
+        """Lync's safe-retrieve URI: the orbit with its park id, addressed like the parker dials."""
+        host = host_of(self.config.edge) if self.config.edge else w.sip(self.config.host)
+        user = orbit.replace("*", "%2A").replace("#", "%23")
+        return f"sip:{user}@{host};park-id={park_id}"
 
     def _handle_park(self, w: WorkerHandle, msg: Message, *, retried: bool = False) -> None:
         req = msg["req"]
@@ -501,6 +534,7 @@ class Supervisor:
             action="answer",
             orbit=held.call.orbit,
             park_id=held.call.park_id,
+            retrieve_uri=self.retrieve_uri(held.call.orbit, held.call.park_id, w),
             music=self._settings.enable_music_on_hold,
         )
         return None
@@ -510,12 +544,27 @@ class Supervisor:
         if not self.membership.is_valid():
             self.metrics.retrievals.labels(pool, "fenced").inc()
             return self._reject(w, req, 503, "Park node fenced", "park node fenced: etcd lease not renewed")
+        source = self._source(msg)
+        wait = self.scan.retry_after(source)
+        if wait:
+            self.metrics.retrievals.labels(pool, "scan-limited").inc()
+            self.metrics.orbit_scan_rejected.labels(pool).inc()
+            return self._reject(
+                w,
+                req,
+                480,
+                "Too Many Unknown Orbits",
+                f"{source} dialled too many orbits where nothing is parked; retry in {wait}s",
+                retry_after=wait,
+            )
         try:
             held = self.table.get(orbit)
         except StoreError as exc:
             self.metrics.retrievals.labels(pool, "etcd-error").inc()
             return self._reject(w, req, 503, "Park state unavailable", f"etcd unavailable: {exc}")
         if held is None:
+            # a miss: nothing parked here (a directed park costs a token too, see ratelimit.py)
+            self.scan.miss(source)
             if msg.get("referred_by") and any(r.contains(orbit) for r in self._all_ranges):
                 # a directed park (a transfer to a free orbit); sent on if another pool owns it
                 return self._handle_park(w, {**msg, "target": orbit})
@@ -524,6 +573,7 @@ class Supervisor:
         call = held.call
         wanted = msg.get("park_id")
         if wanted and wanted != call.park_id:
+            self.scan.miss(source)
             self.metrics.retrievals.labels(pool, "stale-park-id").inc()
             return self._reject(
                 w, req, 404, "Parked call gone", "35010 Could not safe retrieve: another call is on the orbit"
@@ -535,7 +585,8 @@ class Supervisor:
             )
         if call.holder.node != self.config.name or call.holder.worker != w.index:
             self.metrics.retrievals.labels(pool, "redirected").inc()
-            w.send("reply", req=req, action="redirect", contact=f"sip:{orbit}@{call.holder.sip}")
+            safe = f";park-id={wanted}" if wanted else ""  # the holder checks it again
+            w.send("reply", req=req, action="redirect", contact=f"sip:{orbit}@{call.holder.sip}{safe}")
             return None
         try:
             with self._lock:
@@ -569,6 +620,7 @@ class Supervisor:
                 uri=held.call.parker_uri,
                 orbit=orbit,
                 park_id=held.call.park_id,
+                retrieve_uri=self.retrieve_uri(orbit, held.call.park_id, w),
                 text=f"Parked {held.call.caller_uri} on orbit {orbit} (park id {held.call.park_id})",
             )
 
@@ -707,6 +759,7 @@ class Supervisor:
         self.metrics.lease_remaining.labels(self.config.name).set(self.membership.remaining_s())
         self.metrics.ready.labels(self.config.pool, self.config.name).set(1 if self.ready()[0] else 0)
         self.metrics.workers_up.labels(self.config.name).set(sum(1 for w in self.workers if w.ready.is_set()))
+        self.metrics.orbit_scan_sources.labels(self.config.name).set(len(self.scan))
 
     def _fire_deadlines(self) -> None:
         if not self.membership.is_valid():

@@ -25,6 +25,18 @@ Routing implemented by the generated config (each route is commented in the outp
 * Any other request-URI (e.g. the holder node's Contact from a 302) is relayed as addressed.
 * Dialog-creating requests are record-routed; in-dialog requests follow ``loose_route``.
 * Replies (including a 302 from a node) are relayed back to the caller.
+
+Security (see docs/ARCHITECTURE.md, "Security: SIP"):
+
+* ``trusted_peers`` (networks): requests from any other source address get
+  ``403 Forbidden: untrusted source`` (the park nodes of the dispatcher list are always let in).
+* Every request leaves with exactly one ``X-Callpark-Source: <source ip>`` header: any such
+  header arriving from outside is removed first. Nodes believe it only from the edge.
+* ``auth`` (:class:`~callpark.edge.credentials.DigestAuth`): REGISTER is challenged with 401,
+  every other initial request from outside the dispatcher list with 407; a wrong password or
+  an unknown user gets ``403 Forbidden: bad credentials``, a From user other than the
+  authenticated one ``403 Forbidden: identity mismatch``. HA1 hashes live in a separate
+  credentials file (mode 0600) rendered by :func:`render_credentials_cfg`.
 """
 
 from __future__ import annotations
@@ -36,6 +48,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callpark.edge.credentials import DigestAuth
+from callpark.errors import ValidationError
+from callpark.peers import parse_peers
+
 __all__ = [
     "DISPATCH_ROUND_ROBIN",
     "ConfigError",
@@ -44,6 +60,7 @@ __all__ = [
     "OrbitRange",
     "PoolSpec",
     "parse_orbit",
+    "render_credentials_cfg",
     "render_dispatcher_list",
     "render_kamailio_cfg",
 ]
@@ -206,8 +223,15 @@ class EdgeConfig:
     log_level: int = -1
     ping_from_user: str = "edge"
     ping_reply_codes: str = "class=2"
+    trusted_peers: tuple[str, ...] = ()  # empty: any source (no ACL)
+    auth: DigestAuth | None = None
 
     def __post_init__(self) -> None:
+        if self.trusted_peers:
+            try:
+                parse_peers(self.trusted_peers, where="edge trusted_peers")
+            except ValidationError as exc:
+                raise ConfigError(exc.message) from None
         try:
             ipaddress.IPv4Address(self.host)
         except ValueError as exc:
@@ -359,8 +383,99 @@ def _pool_comment(cfg: EdgeConfig) -> str:
     return "\n".join(lines)
 
 
+AUTH_HTABLE = "callpark_auth"
+
+
+def render_credentials_cfg(cfg: EdgeConfig) -> str:
+    """The credentials include of kamailio.cfg: HA1 hashes loaded into an htable at start.
+
+    Write it with mode 0600: an HA1 is a password equivalent for its realm.
+    """
+    if cfg.auth is None:
+        raise ConfigError("render_credentials_cfg needs an edge with auth")
+    lines = [
+        "# callpark SIP edge: digest credentials (HA1 hashes, never passwords). Generated; mode 0600.",
+        "event_route[htable:mod-init] {",
+    ]
+    for user, digest in sorted(cfg.auth.users.items()):
+        lines.append(f"\t$sht({AUTH_HTABLE}=>{user}) = {_q(digest)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _acl_block(cfg: EdgeConfig) -> str:
+    if not cfg.trusted_peers:
+        return "\t# no trusted_peers configured: requests from any source are accepted"
+    nets = [str(n) for n in parse_peers(cfg.trusted_peers)]
+    tests = " || ".join(f'is_in_subnet("$si", {_q(n)})' for n in nets)
+    return (
+        f"\t# trusted peers: {', '.join(nets)}; park nodes of the dispatcher list always\n"
+        f"\tif (!(ds_is_from_list() || {tests})) {{\n"
+        '\t\txlog("L_WARN", "untrusted source $si:$sp: $rm $ru refused\\n");\n'
+        '\t\tsl_send_reply("403", "Forbidden: untrusted source");\n'
+        "\t\texit;\n"
+        "\t}"
+    )
+
+
+def _auth_route(cfg: EdgeConfig) -> str:
+    if cfg.auth is None:
+        return "route[AUTH] {\n\treturn;\n}\n"
+    realm = _q(cfg.auth.realm)
+    return f"""route[AUTH] {{
+	if (ds_is_from_list()) {{
+		# park nodes (ringbacks, orbit MESSAGEs, OnTimeoutURI transfers) do not authenticate
+		return;
+	}}
+	if ($au == $null) {{
+		if (is_method("REGISTER")) {{
+			www_challenge({realm}, "0");
+		}} else {{
+			proxy_challenge({realm}, "0");
+		}}
+		exit;
+	}}
+	$var(ha1) = $sht({AUTH_HTABLE}=>$au);
+	if ($var(ha1) == $null) {{
+		$var(ha1) = "-";
+	}}
+	if (is_method("REGISTER")) {{
+		pv_www_authenticate({realm}, "$var(ha1)", "1");
+	}} else {{
+		pv_proxy_authenticate({realm}, "$var(ha1)", "1");
+	}}
+	$var(rc) = $rc;
+	if ($var(rc) < 0) {{
+		if ($var(rc) == -2 || $var(rc) == -3) {{
+			xlog("L_WARN", "bad credentials for user $au from $si:$sp: $rm\\n");
+			sl_send_reply("403", "Forbidden: bad credentials");
+			exit;
+		}}
+		# no credentials for our realm, stale or reused nonce: challenge again
+		if (is_method("REGISTER")) {{
+			www_challenge({realm}, "0");
+		}} else {{
+			proxy_challenge({realm}, "0");
+		}}
+		exit;
+	}}
+	if ((is_method("REGISTER") && $au != $tU) || (!is_method("REGISTER") && $au != $fU)) {{
+		xlog("L_WARN", "user $au from $si:$sp claims another identity: $rm\\n");
+		sl_send_reply("403", "Forbidden: identity mismatch");
+		exit;
+	}}
+	consume_credentials();
+}}
+"""
+
+
 def render_kamailio_cfg(
-    cfg: EdgeConfig, *, dispatcher_list: Path, rpc_socket: str | None = None, instance: str = ""
+    cfg: EdgeConfig,
+    *,
+    dispatcher_list: Path,
+    rpc_socket: str | None = None,
+    instance: str = "",
+    credentials_file: Path | None = None,
 ) -> str:
     """The complete kamailio.cfg for ``cfg``.
 
@@ -369,6 +484,8 @@ def render_kamailio_cfg(
         or ``udp:<ip>:<port>``; None disables the RPC interface.
     :param instance: a token appended to the Server/User-Agent headers (``callpark-edge <token>``)
         so a readiness probe can tell this instance from another one on the same port.
+    :param credentials_file: absolute path of the file written from :func:`render_credentials_cfg`;
+        required when ``cfg.auth`` is set.
     """
     if not re.match(r"^[A-Za-z0-9_.-]*$", instance):
         raise ConfigError(f"instance token {instance!r} must match [A-Za-z0-9_.-]*")
@@ -376,6 +493,21 @@ def render_kamailio_cfg(
         raise ConfigError("dispatcher_list must be an absolute path")
     if rpc_socket is not None and not (rpc_socket.startswith("/") or rpc_socket.startswith("udp:")):
         raise ConfigError("rpc_socket must be an absolute path or udp:<ip>:<port>")
+    if cfg.auth is not None and (credentials_file is None or not credentials_file.is_absolute()):
+        raise ConfigError("an edge with auth needs an absolute credentials_file path")
+    security_modules = ""
+    security_params = ""
+    if cfg.trusted_peers:
+        security_modules += 'loadmodule "ipops.so"\n'
+    if cfg.auth is not None:
+        assert credentials_file is not None
+        security_modules += 'loadmodule "auth.so"\nloadmodule "htable.so"\n'
+        security_params = (
+            "# ----- digest authentication: HA1 per user in an htable, filled from the credentials file\n"
+            f'modparam("htable", "htable", "{AUTH_HTABLE}=>size=10;")\n'
+            'modparam("auth", "nonce_expire", 300)\n'
+            f"import_file {_q(str(credentials_file))}\n"
+        )
     t = cfg.timers
     listen = [f"listen=udp:{cfg.host}:{cfg.port}"]
     if cfg.tcp:
@@ -402,6 +534,10 @@ def render_kamailio_cfg(
             tcp_line=tcp_line,
             rpc_modules=rpc_modules,
             rpc_params=rpc_params,
+            security_modules=security_modules,
+            security_params=security_params,
+            acl_block=_acl_block(cfg).replace("{", "{{").replace("}", "}}"),
+            auth_route=_auth_route(cfg).replace("{", "{{").replace("}", "}}"),
             node_timeout_ms=t.node_timeout_ms,
             silent_before_backup=t.silent_before_backup,
             user_timeout_ms=t.user_timeout_ms,
@@ -470,8 +606,8 @@ loadmodule "siputils.so"
 loadmodule "xlog.so"
 loadmodule "sanity.so"
 loadmodule "dispatcher.so"
-{rpc_modules}
-{rpc_params}
+{rpc_modules}{security_modules}
+{rpc_params}{security_params}
 # ----- tm: fr_timer bounds how long a node may stay silent (also the OPTIONS probe timeout);
 # everything else gets user_timeout via t_set_fr() in route[RELAY_PATIENT]
 modparam("tm", "fr_timer", {node_timeout_ms})
@@ -532,6 +668,8 @@ request_route {{
 
 	### initial requests only (no To tag) from here on
 
+	route(AUTH);
+
 	# our own record-route is added below; routes preloaded by the sender
 	# (an outbound proxy entry pointing at us) are dropped
 	remove_hf("Route");
@@ -576,6 +714,10 @@ route[REQINIT] {{
 		sl_send_reply("200", "Keepalive");
 		exit;
 	}}
+{acl_block}
+	# the original source, for the nodes' orbit-scan limit: never trust one from outside
+	remove_hf("X-Callpark-Source");
+	append_hf("X-Callpark-Source: $si\\r\\n");
 	if (!sanity_check("17895", "7")) {{
 		xlog("L_WARN", "malformed SIP request from $si:$sp\\n");
 		exit;
@@ -609,6 +751,8 @@ route[WITHINDLG] {{
 	exit;
 }}
 
+# Digest authentication (when configured): 401 for REGISTER, 407 for everything else.
+{auth_route}
 # Phones register with the edge: in-memory usrloc, AOR = user part of the To URI.
 route[REGISTRAR] {{
 	if (!is_method("REGISTER")) {{

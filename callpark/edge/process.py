@@ -9,6 +9,7 @@ it answers SIP OPTIONS, and stops it by PID. The dispatcher list can be changed 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -19,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from callpark.edge import rpc as jsonrpc
-from callpark.edge.config import EdgeConfig, render_dispatcher_list, render_kamailio_cfg
+from callpark.edge.config import EdgeConfig, render_credentials_cfg, render_dispatcher_list, render_kamailio_cfg
 from callpark.edge.rpc import DispatcherTarget
 from callpark.edge.sipping import options_ping, options_probe
 from callpark.netutil import LOOPBACK, free_port
@@ -124,6 +125,11 @@ class Edge:
         return self.run_dir / "dispatcher.list"
 
     @property
+    def credentials_path(self) -> Path:
+        """HA1 hashes for digest authentication (mode 0600; only written when auth is on)."""
+        return self.run_dir / "credentials.cfg"
+
+    @property
     def log_path(self) -> Path:
         return self.run_dir / "kamailio.log"
 
@@ -135,6 +141,8 @@ class Edge:
         """Render and write kamailio.cfg and dispatcher.list into the run directory."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_atomic(self.dispatcher_path, render_dispatcher_list(self._config))
+        if self._config.auth is not None:
+            self._write_atomic(self.credentials_path, render_credentials_cfg(self._config), mode=0o600)
         self._write_atomic(
             self.cfg_path,
             render_kamailio_cfg(
@@ -142,13 +150,17 @@ class Edge:
                 dispatcher_list=self.dispatcher_path,
                 rpc_socket=self.rpc_endpoint,
                 instance=self.instance,
+                credentials_file=self.credentials_path if self._config.auth is not None else None,
             ),
         )
 
     @staticmethod
-    def _write_atomic(path: Path, text: str) -> None:
+    def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
         tmp.replace(path)
 
     def check(self) -> str:

@@ -74,6 +74,7 @@ _AUDIO_UP = (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_LOCAL_HOLD, pj.PJSU
 
 Json = dict[str, Any]
 MAX_ENDED = 1000  # summaries of finished calls kept for call_info
+PASSWORD_ENV = "CALLPARK_PHONE_PASSWORD"
 
 
 class CommandError(Exception):
@@ -359,6 +360,9 @@ class PhoneApp:
             domain=args.domain,
             register_on_add=False,
             display_name=args.display_name,
+            auth_user=args.auth_user,
+            # from the environment, never argv (ps shows argv); never logged
+            password=os.environ.get(PASSWORD_ENV) if args.auth_user else None,
         )
         self.work_dir = (
             Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix=f"callpark-phone-{args.user}-"))
@@ -877,6 +881,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--proxy", help="host:port of the outbound proxy")
     p.add_argument("--domain", help="domain of our AOR (default: the registrar host, else host:sip-port)")
     p.add_argument("--display-name")
+    p.add_argument("--auth-user", help=f"digest user name; the password comes from ${PASSWORD_ENV}")
     p.add_argument("--register", action="store_true", help="register at start (needs --registrar)")
     p.add_argument("--auto-answer", action="store_true")
     p.add_argument("--auto-answer-code", type=int, default=200)

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import sys
 import threading
 import wave
@@ -43,6 +44,8 @@ class Phone:
 
     Ports default to fresh loopback ports. ``stop()`` (also on ``__exit__``) always
     leaves no process: a ``quit`` command, then SIGTERM/SIGKILL by PID if needed.
+    ``auth_user``/``password``: digest credentials; the password reaches the child only
+    through its environment (never argv, which ``ps`` and the process log show).
     """
 
     def __init__(
@@ -69,6 +72,8 @@ class Phone:
         env: Mapping[str, str] | None = None,
         start_timeout: float = 15.0,
         command_timeout: float = 5.0,
+        auth_user: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.user = user
         self.host = host
@@ -114,6 +119,10 @@ class Phone:
             argv.append("--register")
         if auto_answer:
             argv += ["--auto-answer", "--auto-answer-code", str(auto_answer_code)]
+        if auth_user:
+            # digest credentials: the user on argv, the password only in the child's environment
+            argv += ["--auth-user", auth_user]
+            env = {**os.environ, **(env or {}), "CALLPARK_PHONE_PASSWORD": password or ""}
         argv += list(extra_args)
         self.process = ManagedProcess(
             f"phone-{user}",

@@ -4,6 +4,8 @@ stdin, one object per line: ``{"id": <any>, "cmd": "<name>", ...arguments}``.
 stdout, one object per line, either a reply ``{"id": <same>, "ok": true, ...fields}`` /
 ``{"id": <same>, "ok": false, "error": "..."}`` or an event ``{"event": "<name>", ...}``.
 Calls are named by phone-local handles ``"c1"``, ``"c2"``, ... (never reused).
+A phone started with ``--auth-user`` (password in ``$CALLPARK_PHONE_PASSWORD``) answers 401/407
+digest challenges of REGISTER, INVITE (also the INVITE a REFER makes it send) and MESSAGE.
 
 Commands (reply fields after the arrow):
   ping                                          -> pong

@@ -272,6 +272,8 @@ class AccountSettings:
     reg_timeout_s: int = 300
     display_name: str | None = None
     extra_reg_headers: Mapping[str, str] = field(default_factory=dict)
+    auth_user: str | None = None  # digest credentials for any realm (401 and 407 challenges)
+    password: str | None = field(default=None, repr=False)
 
     @property
     def id_uri(self) -> str:
@@ -298,6 +300,9 @@ def account_config(settings: AccountSettings) -> Any:
         cfg.regConfig.registerOnAdd = False
     if settings.proxy:
         cfg.sipConfig.proxies.append(f"sip:{settings.proxy};lr")
+    if settings.auth_user and settings.password is not None:
+        # data type 0: a plain password; realm "*": answer whichever realm challenges
+        cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", settings.auth_user, 0, settings.password))
     tcfg = cfg.mediaConfig.transportConfig
     tcfg.port = settings.rtp_port
     tcfg.portRange = settings.rtp_range

@@ -29,6 +29,7 @@ from typing import Any
 import pjsua2 as pj
 
 from callpark.node.protocol import Channel, ChannelClosed, Message
+from callpark.peers import TrustedPeers
 from callpark.sip.call import TrackedCall, event_message
 from callpark.sip.endpoint import (
     PJSUA_MAX_CALLS,
@@ -50,6 +51,8 @@ from callpark.sip.message import (
 log = logging.getLogger("callpark.node.worker")
 
 ORBIT_CHARS = set("0123456789*#")
+SOURCE_HEADER = "X-Callpark-Source"  # the original source, added by the edge (see docs/ARCHITECTURE.md)
+UNTRUSTED = (403, "Forbidden: untrusted peer")
 AUDIO_UP = (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_LOCAL_HOLD, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD)
 
 
@@ -171,6 +174,7 @@ class Worker:
         self.edge: Any = None
         self.buddies: dict[str, Any] = {}
         self.last_slots = -1
+        self.trusted = TrustedPeers.parse(args.trusted_peers)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -353,10 +357,21 @@ class Worker:
 
     # -- incoming requests ------------------------------------------------------------------------------
 
+    def untrusted(self, peer: str, what: str) -> bool:
+        """True (and reported to the supervisor) when ``peer`` is not a trusted peer."""
+        if self.trusted.allows(peer):
+            return False
+        self.send("untrusted", peer=peer, what=what)
+        return True
+
     def on_incoming(self, acc: Any, prm: Any) -> None:
         raw = str(prm.rdata.wholeMsg)
+        peer = str(prm.rdata.srcAddress)
         call = self.adopt(WorkerCall(self, acc, int(prm.callId), role=Role.PARK))
         call.observe_incoming(raw)
+        if self.untrusted(peer, "INVITE"):
+            self.reject(call, *UNTRUSTED, f"{peer} is not a trusted peer of this park node")
+            return
         try:
             msg = parse_message(raw)
             ruri = parse_sip_uri(msg.start_line.split(" ")[1])
@@ -375,6 +390,8 @@ class Worker:
             "supports_replaces": bool(call.dialog.remote_supports_replaces),
             "park_id": ruri.param("park-id"),
             "free": self.free_slots(),
+            "peer": peer,
+            "origin": msg.header(SOURCE_HEADER),
         }
         if user == "park" or user.startswith("park-"):
             req = next(self.requests)
@@ -388,9 +405,11 @@ class Worker:
         else:
             self.reject(call, 404, "Not Found", f"{user or '(empty)'} is neither the park service nor an orbit")
 
-    def reject(self, call: WorkerCall, code: int, reason: str, warning: str) -> None:
+    def reject(
+        self, call: WorkerCall, code: int, reason: str, warning: str, extra: dict[str, str] | None = None
+    ) -> None:
         call.role = Role.REJECTED
-        headers = {"Warning": f'399 callpark "{_quote_safe(warning)}"'}
+        headers = {"Warning": f'399 callpark "{_quote_safe(warning)}"', **(extra or {})}
         with contextlib.suppress(pj.Error):
             call.answer(op_param(code, headers=headers, reason=reason))
 
@@ -409,6 +428,8 @@ class Worker:
             self.by_orbit[orbit] = call
             self.music_on[call.handle] = bool(msg.get("music", True))
             headers = {"X-Callpark-Orbit": orbit, "X-Callpark-Park-Id": str(msg.get("park_id", ""))}
+            if msg.get("retrieve_uri"):
+                headers["X-Callpark-Retrieve-Uri"] = f"<{msg['retrieve_uri']}>"
             answer_sdp = _park_answer_sdp(call.created_sdp, orbit)
             if answer_sdp is None:
                 call.answer(op_param(200, headers=headers, sendonly=True))
@@ -422,7 +443,11 @@ class Worker:
             call.role = Role.REJECTED
             call.answer(op_param(302, headers={"Contact": f"<{msg['contact']}>"}, reason="Moved Temporarily"))
         else:
-            self.reject(call, int(msg.get("code", 500)), str(msg.get("reason", "Error")), str(msg.get("warning", "")))
+            retry = msg.get("retry_after")
+            extra = {"Retry-After": str(int(retry))} if retry else None
+            self.reject(
+                call, int(msg.get("code", 500)), str(msg.get("reason", "Error")), str(msg.get("warning", "")), extra
+            )
 
     # -- call progress ----------------------------------------------------------------------------------
 
@@ -551,6 +576,9 @@ class Worker:
 
     def on_replace_request(self, call: WorkerCall, prm: Any) -> None:
         """An attended park: the caller's INVITE/Replaces takes over the parker's dialog."""
+        if self.untrusted(str(prm.rdata.srcAddress), "INVITE/Replaces"):
+            prm.statusCode, prm.reason = UNTRUSTED
+            return
         new_call = self.adopt(WorkerCall(self, self.direct, role=Role.PARK))
         new_call.observe_incoming(str(prm.rdata.wholeMsg))
         new_call.orbit = call.orbit
@@ -624,9 +652,14 @@ class Worker:
             self.buddies[uri] = buddy
         prm = pj.SendInstantMessageParam()
         prm.contentType = "text/plain"
-        prm.content = f"{text}\r\norbit={msg.get('orbit')}\r\npark-id={msg.get('park_id')}\r\n"
+        retrieve = str(msg.get("retrieve_uri", ""))
+        prm.content = (
+            f"{text}\r\norbit={msg.get('orbit')}\r\npark-id={msg.get('park_id')}\r\nretrieve-uri={retrieve}\r\n"
+        )
         prm.txOption.headers.append(_header("X-Callpark-Orbit", str(msg.get("orbit"))))
         prm.txOption.headers.append(_header("X-Callpark-Park-Id", str(msg.get("park_id"))))
+        if retrieve:
+            prm.txOption.headers.append(_header("X-Callpark-Retrieve-Uri", f"<{retrieve}>"))
         buddy.sendInstantMessage(prm)
 
     def ringback(self, orbit: str, parker_uri: str, ring_time_s: float) -> None:
@@ -746,6 +779,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--domain", default="callpark.test")
     p.add_argument("--music")
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--trusted-peers", default="127.0.0.0/8,::1/128", help="comma-separated addresses/networks")
     return p.parse_args(argv)
 
 

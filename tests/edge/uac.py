@@ -32,12 +32,12 @@ class CallResult:
 class Uac:
     """Sends every request to ``proxy`` (the edge), like a phone with an outbound proxy."""
 
-    def __init__(self, proxy: tuple[str, int], user: str = "caller") -> None:
+    def __init__(self, proxy: tuple[str, int], user: str = "caller", *, host: str = LOOPBACK) -> None:
         self.proxy = proxy
         self.user = user
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((LOOPBACK, 0))
-        self.local = (LOOPBACK, int(self.sock.getsockname()[1]))
+        self.sock.bind((host, 0))
+        self.local = (host, int(self.sock.getsockname()[1]))
 
     def close(self) -> None:
         self.sock.close()
@@ -97,7 +97,9 @@ class Uac:
             result.elapsed = now - began
             return
 
-    def invite(self, uri: str, *, timeout: float = 10.0, hang_up: bool = True) -> CallResult:
+    def invite(
+        self, uri: str, *, timeout: float = 10.0, hang_up: bool = True, headers: list[tuple[str, str]] | None = None
+    ) -> CallResult:
         """INVITE ``uri``; on 2xx send ACK and (with ``hang_up``) BYE along the route set.
 
         A non-2xx final response is ACKed hop by hop (same branch) as RFC 3261 requires.
@@ -116,7 +118,7 @@ class Uac:
             cseq=1,
             from_tag=tag,
             branch=branch,
-            headers=[("Contact", contact)],
+            headers=[("Contact", contact), *(headers or [])],
         )
         result = CallResult()
         self._transaction(invite, call_id, timeout, result, "INVITE")

@@ -77,13 +77,15 @@ class ParkLab:
         self.nodes.append(node)
         return node.start()
 
-    def start_edge(self) -> Edge:
+    def start_edge(self, **security: Any) -> Edge:
+        """The SIP edge in front of the started nodes; ``security``: ``trusted_peers``, ``auth``."""
         workers = tuple(str(w["sip"]) for n in self.nodes for w in n.info["workers"])
         config = EdgeConfig(
             port=self.edge_port,
             domain=LOOPBACK,
             pools=(PoolSpec(name=POOL, nodes=workers),),
             ranges=tuple(EdgeRange(start=r.start, end=r.end, pool=POOL, name=r.name) for r in self.ranges),
+            **security,
         )
         self._edge = Edge(config, self.root / "edge")
         self._edge.start()

@@ -1,0 +1,106 @@
+"""The SIP part of a deployment file's ``[security]`` section, validated with one-line errors.
+
+::
+
+    [security]
+    trusted_peers = ["127.0.0.0/8", "::1"]   # the edge accepts SIP only from these (and its nodes)
+    node_trusted_peers = ["127.0.0.1/32"]    # the park nodes (default: trusted_peers); the edge is added
+    digest_auth_file = "users.htdigest"      # htdigest file (relative to the TOML file): edge digest auth
+    digest_realm = "callpark.test"           # required with digest_auth_file: the realm of its lines
+    orbit_scan_burst = 10                    # orbit misses a source may make at once (per node)
+    orbit_scan_per_minute = 6.0              # ... and sustained
+
+Every key is optional; without the section the local cluster behaves as before (loopback
+trusted, no authentication).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from callpark.edge.credentials import CredentialsError, DigestAuth, read_htdigest
+from callpark.errors import ValidationError
+from callpark.node.ratelimit import ScanLimit
+from callpark.peers import DEFAULT_TRUSTED_PEERS, parse_peers
+
+KEYS = frozenset(
+    {
+        "trusted_peers",
+        "node_trusted_peers",
+        "digest_auth_file",
+        "digest_realm",
+        "orbit_scan_burst",
+        "orbit_scan_per_minute",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SipSecurity:
+    """Who may talk SIP to the edge and the nodes, digest auth at the edge, the orbit-scan limit."""
+
+    trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS
+    node_trusted_peers: tuple[str, ...] | None = None  # None: trusted_peers
+    digest: DigestAuth | None = None
+    scan: ScanLimit = field(default_factory=ScanLimit)
+
+    def node_args(self) -> list[str]:
+        """``callpark node`` flags that carry these settings."""
+        peers = self.node_trusted_peers if self.node_trusted_peers is not None else self.trusted_peers
+        return [
+            "--trusted-peers",
+            ",".join(peers),
+            "--orbit-scan-burst",
+            str(self.scan.burst),
+            "--orbit-scan-per-minute",
+            str(self.scan.per_minute),
+        ]
+
+    def edge_fields(self) -> dict[str, Any]:
+        """:class:`~callpark.edge.config.EdgeConfig` fields that carry these settings."""
+        return {"trusted_peers": self.trusted_peers, "auth": self.digest}
+
+
+def _peers(raw: dict[str, Any], key: str) -> tuple[str, ...] | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("config-security", f"[security] {key} must be an array of strings, not {value!r}")
+    return tuple(str(n) for n in parse_peers(value, where=f"[security] {key}"))
+
+
+def parse(raw: dict[str, Any], base: Path) -> SipSecurity:
+    """The ``[security]`` table (``base``: the directory relative paths start from)."""
+    unknown = set(raw) - KEYS
+    if unknown:
+        raise ValidationError("config-unknown", f"unknown [security] key(s): {', '.join(sorted(unknown))}")
+    trusted = _peers(raw, "trusted_peers") or DEFAULT_TRUSTED_PEERS
+    nodes = _peers(raw, "node_trusted_peers")
+    burst = raw.get("orbit_scan_burst", ScanLimit().burst)
+    if not isinstance(burst, int) or isinstance(burst, bool):
+        raise ValidationError("config-security", f"[security] orbit_scan_burst must be a whole number, not {burst!r}")
+    rate = raw.get("orbit_scan_per_minute", ScanLimit().per_minute)
+    if not isinstance(rate, int | float) or isinstance(rate, bool):
+        raise ValidationError("config-security", f"[security] orbit_scan_per_minute must be a number, not {rate!r}")
+    try:
+        scan = ScanLimit(burst=burst, per_minute=float(rate)).validate()
+    except ValidationError as exc:
+        raise ValidationError("config-security", f"[security] {exc.message}") from None
+    digest = None
+    file, realm = raw.get("digest_auth_file"), raw.get("digest_realm")
+    if file is not None or realm is not None:
+        if not isinstance(file, str) or not isinstance(realm, str):
+            raise ValidationError(
+                "config-security", "[security] digest_auth_file and digest_realm must be given together, as strings"
+            )
+        try:
+            digest = DigestAuth(realm, read_htdigest(base / file, realm))
+        except CredentialsError as exc:
+            raise ValidationError("config-security", f"[security] {exc}") from None
+    return SipSecurity(trusted_peers=trusted, node_trusted_peers=nodes, digest=digest, scan=scan)
+
+
+__all__ = ["SipSecurity", "parse"]
