@@ -107,6 +107,7 @@ class LocalEtcdCluster:
         if shutil.which(ETCD_BINARY) is None:
             raise EtcdStartError("etcd is not installed; run scripts/bootstrap.sh (apt-get install etcd-server)")
         self.base_dir = base_dir
+        self.listen_all_addresses = False  # listen for clients on 0.0.0.0 (only in a private network namespace)
         self.token = f"{name}-{uuid.uuid4().hex[:12]}"
         self.client_cert_auth = client_cert_auth
         self.auth = auth
@@ -211,7 +212,7 @@ class LocalEtcdCluster:
             "--data-dir",
             str(member.data_dir),
             "--listen-client-urls",
-            member.client_url,
+            member.client_url.replace(LOOPBACK, "0.0.0.0") if self.listen_all_addresses else member.client_url,
             "--advertise-client-urls",
             member.client_url,
             "--listen-peer-urls",

@@ -10,6 +10,7 @@ normally whenever no delayer is attached. No library: the protocol is four struc
 
 from __future__ import annotations
 
+import errno
 import heapq
 import random
 import socket
@@ -80,9 +81,8 @@ class Delayer:
         if kind == NLMSG_ERROR:
             (error,) = struct.unpack_from("=i", data, 16)
             if error != 0:
-                raise OSError(
-                    -error, f"nfqueue {self.queue} config refused: {socket.errno.errorcode.get(-error, error)}"
-                )  # type: ignore[attr-defined]
+                name = errno.errorcode.get(-error, str(error))
+                raise OSError(-error, f"nfqueue {self.queue} config refused: {name}")
 
     def _receive(self) -> None:
         while not self._stop.is_set():

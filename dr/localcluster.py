@@ -43,6 +43,7 @@ class LocalCluster:
     controllers: list[ControllerProcess] = field(default_factory=list)
     edge_port: int = 0
     started_s: dict[str, float] = field(default_factory=dict)
+    etcd_listen_all_addresses: bool = False  # etcd clients on every address (inside the chaos namespace only)
 
     @property
     def edge_address(self) -> str:
@@ -74,7 +75,9 @@ class LocalCluster:
         try:
             t0 = time.monotonic()
             e = self.dep.etcd
-            self.etcd = LocalEtcdCluster(self.run_dir / "etcd", members=e.members, tls=e.tls, auth=e.auth).start()
+            self.etcd = LocalEtcdCluster(self.run_dir / "etcd", members=e.members, tls=e.tls, auth=e.auth)
+            self.etcd.listen_all_addresses = self.etcd_listen_all_addresses
+            self.etcd.start()
             self.started_s["etcd"] = time.monotonic() - t0
             self.store = EtcdStore.connect(self.access)
             deployment.apply(admin.AdminStore(self.store), self.dep)
@@ -103,7 +106,7 @@ class LocalCluster:
         name = f"{pool}-n{index + 1}"
         t = self.t
         node = NodeProcess(
-            etcd=self.access,
+            etcd=self.node_etcd(pool, index),
             pool=pool,
             name=name,
             run_dir=self.run_dir / name,
@@ -113,9 +116,22 @@ class LocalCluster:
             lease_ttl_s=t.lease_ttl_s,
             keepalive_s=t.keepalive_s,
             safety_s=t.safety_s,
-            extra=["--etcd-timeout", str(t.etcd_timeout_s), *self.dep.sip_security.node_args()],
+            extra=["--etcd-timeout", str(t.etcd_timeout_s), *self.dep.sip_security.node_args(), *self.node_extra(pool, index)],
         )
+        self.prepare_node(node)
         return node.start()
+
+    # Hooks for clusters that place nodes differently (the chaos suite: own addresses, a skewed clock).
+    def node_etcd(self, pool: str, index: int) -> EtcdAccess | str:
+        """How node ``index`` of ``pool`` reaches etcd."""
+        return self.access
+
+    def node_extra(self, pool: str, index: int) -> list[str]:
+        """Extra ``callpark node`` arguments for node ``index`` of ``pool``."""
+        return []
+
+    def prepare_node(self, node: NodeProcess) -> None:
+        """Last look at a node process before it starts."""
 
     def restart_node(self, node: NodeProcess) -> NodeProcess:
         """Start a stopped node again under the same name (a new process, new ports)."""

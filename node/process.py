@@ -73,6 +73,10 @@ class NodeProcess(ReadyLineProcess):
     def http_port(self) -> int:
         return int(self.info["http"])
 
+    @property
+    def http_host(self) -> str:
+        return str(self.info.get("http", "127.0.0.1:0")).rsplit(":", 1)[0]
+
     def worker_sip(self, index: int = 0) -> str:
         """host:port of worker ``index``."""
         return str(self.info["workers"][index]["sip"])
@@ -86,7 +90,8 @@ class NodeProcess(ReadyLineProcess):
     def get(self, path: str, timeout_s: float = 2.0) -> tuple[int, str]:
         """GET a path of the node's HTTP server: (status, body)."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=timeout_s) as resp:
+            url = f"http://{self.http_host}:{self.http_port}{path}"
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
                 return int(resp.status), resp.read().decode()
         except urllib.error.HTTPError as exc:
             return int(exc.code), exc.read().decode()

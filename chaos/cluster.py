@@ -1,0 +1,75 @@
+"""The chaos cluster: the local cluster, laid out so faults can target one node or one pool.
+
+Inside the suite's private network namespace every node gets addresses of its own:
+it serves SIP, RTP and HTTP on ``127.0.(10+p).(n+1)`` (``p``: the pool's index, ``n``:
+the node's), and reaches etcd through ``127.0.(20+p).(n+1)``, so an iptables rule on
+one address cuts exactly that node from etcd, and a /24 cuts a whole pool. One node
+can be started with a wall clock that jumps (:mod:`callpark.chaos.skew`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from callpark.dr.localcluster import LocalCluster
+from callpark.etcdaccess import EtcdAccess
+from callpark.node.process import NodeProcess
+
+
+@dataclass
+class ChaosCluster(LocalCluster):
+    """A :class:`LocalCluster` with per-node addresses and optional clock skew."""
+
+    own_addresses: bool = True
+    skewed_nodes: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.etcd_listen_all_addresses = self.own_addresses
+
+    def pool_index(self, pool: str) -> int:
+        return sorted(self.dep.state.pools).index(pool)
+
+    def node_host(self, pool: str, index: int) -> str:
+        return f"127.0.{10 + self.pool_index(pool)}.{index + 1}" if self.own_addresses else "127.0.0.1"
+
+    def etcd_alias(self, pool: str, index: int) -> str:
+        """The address node ``index`` of ``pool`` uses to reach etcd."""
+        return f"127.0.{20 + self.pool_index(pool)}.{index + 1}" if self.own_addresses else "127.0.0.1"
+
+    def pool_hosts_net(self, pool: str) -> str:
+        return f"127.0.{10 + self.pool_index(pool)}.0/24"
+
+    def pool_etcd_net(self, pool: str) -> str:
+        return f"127.0.{20 + self.pool_index(pool)}.0/24"
+
+    def node_etcd(self, pool: str, index: int) -> EtcdAccess | str:
+        if not self.own_addresses:
+            return self.access
+        assert self.etcd is not None
+        alias = self.etcd_alias(pool, index)
+        return ",".join(f"http://{alias}:{m.client_port}" for m in self.etcd.members)
+
+    def node_extra(self, pool: str, index: int) -> list[str]:
+        return ["--host", self.node_host(pool, index)] if self.own_addresses else []
+
+    def clock_file(self, name: str) -> Path:
+        return self.run_dir / name / "clock-offset"
+
+    def prepare_node(self, node: NodeProcess) -> None:
+        if node.name not in self.skewed_nodes:
+            return
+        path = self.clock_file(node.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("0\n")
+        argv = node.process.argv
+        assert argv[1:3] == ["-m", "callpark.cli"], argv[:3]
+        node.process.argv = [sys.executable, "-m", "callpark.chaos.skew", str(path), "--", *argv[3:]]
+
+    def node(self, name: str) -> NodeProcess:
+        return next(n for n in self.all_nodes() if n.name == name)
+
+    def pool_and_index(self, node: NodeProcess) -> tuple[str, int]:
+        return node.pool, self.nodes[node.pool].index(node)
