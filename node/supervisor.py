@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from callpark import admin, mohstore
+from callpark.admintoken import AdminToken
 from callpark.dr.ownership import Owner, parse_members
 from callpark.errors import CallparkError, StoreError
 from callpark.etcdrecords import RecordDecoder, RecordKind, parse_stamp
 from callpark.kv import KV
 from callpark.netutil import free_port, free_port_block
+from callpark.node.adminapi import drain_actions
 from callpark.node.http import NodeHttp
 from callpark.node.membership import LeaseTimings, Membership
 from callpark.node.metrics import InstrumentedKV, NodeMetrics
@@ -73,6 +75,7 @@ class NodeConfig:
     worker_log_level: str = "WARNING"
     sip_port_base: int = 0  # worker i listens on base+i; 0: free ports picked at start
     rtp_port_base: int = 0  # worker i uses base + i*RTP_PORTS_PER_WORKER ...; 0: picked at start
+    admin_token: AdminToken | None = None  # None: the HTTP API is read-only
 
     def validate(self) -> NodeConfig:
         if not 1 <= self.workers <= MAX_WORKERS:
@@ -172,6 +175,8 @@ class Supervisor:
             healthy=self.healthy,
             ready=self.ready,
             api={"/api/parked": self.parked_view, "/api/node": self.node_view},
+            admin_token=self.config.admin_token,
+            actions=drain_actions(self.kv, self.config.pool, self.config.name),
         )
         self.membership.join(self._member_info(ready=False))
         self.table.lease = self.membership.lease

@@ -37,7 +37,9 @@ def setup_kv(*, failback: FailbackPolicy = FailbackPolicy.MANUAL) -> MemoryKV:
 
 
 def member(kv: MemoryKV, pool: str, node: str, *, ready: bool = True) -> None:
-    kv.txn([], [Put(Keys.member(pool, node), json.dumps({"v": 1, "node": node, "pool": pool, "ready": ready}).encode())])
+    kv.txn(
+        [], [Put(Keys.member(pool, node), json.dumps({"v": 1, "node": node, "pool": pool, "ready": ready}).encode())]
+    )
 
 
 def controller(kv: MemoryKV, clock: Clock, name: str = "c1") -> Controller:
