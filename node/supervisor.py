@@ -22,7 +22,7 @@ from typing import Any
 from callpark import admin, mohstore
 from callpark.admintoken import AdminToken
 from callpark.dr.ownership import Owner, parse_members
-from callpark.errors import CallparkError, StoreError
+from callpark.errors import CallparkError, StoreDataError, StoreError
 from callpark.etcdrecords import RecordDecoder, RecordKind, parse_stamp
 from callpark.kv import KV
 from callpark.netutil import free_port, free_port_block
@@ -780,12 +780,17 @@ class Supervisor:
         meta = state.moh.get(self.config.pool)
         sha = meta.sha256 if meta else None
         if sha != self._music_sha:
-            _, data = mohstore.fetch(self.admin, self.config.pool)
-            path = self.config.run_dir / f"moh-{sha or 'default'}.wav"
-            path.write_bytes(data)
-            self._music_sha, self._music_path = sha, path
-            for handle in self.workers:
-                handle.send("music", path=str(path))
+            try:
+                _, data = mohstore.fetch(self.admin, self.config.pool)
+            except StoreDataError as exc:  # chunks missing or not matching: keep the music we play
+                self.decoder.report(RecordKind.CONFIG, exc.key, 0, exc.problem)
+                data = b""
+            if data:
+                path = self.config.run_dir / f"moh-{sha or 'default'}.wav"
+                path.write_bytes(data)
+                self._music_sha, self._music_path = sha, path
+                for handle in self.workers:
+                    handle.send("music", path=str(path))
         taken = {o for o in self.held}
         self.metrics.free_orbits.clear()  # only the ranges our pool serves now
         self.metrics.range_orbits.clear()

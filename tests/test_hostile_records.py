@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,16 @@ def test_a_parked_record_under_another_orbit_or_naming_a_lost_range_is_handled()
     c = Controller(kv, ControllerConfig(name="c1", loop_s=0.5, grace_s=2.0, ttl_s=6, safety_s=1.5))
     assert "assigned" in c.run_cycle() and "no action" in c.run_cycle()  # a range that is gone: no crash
     assert c.decoder.counts == {"parked": 1}  # 7004 names orbit 7003
+
+
+def test_music_metadata_pointing_at_missing_chunks_does_not_stop_the_node_loop(tmp_path: Path) -> None:
+    from callpark.node.supervisor import NodeConfig, Supervisor
+
+    kv = configured()
+    meta = {"v": 1, "pool": "a", "sha256": "b" * 64, "size": 100, "chunks": 1, "sample_rate": 8000,
+            "duration_s": 1.0, "filename": "x.wav"}  # fmt: skip
+    kv.txn([], [Put(Keys.moh_meta("a"), json.dumps(meta).encode())])
+    supervisor = Supervisor(NodeConfig(pool="a", name="n1", run_dir=tmp_path), kv)
+    supervisor._refresh_config(force=True)  # raised StoreDataError out of every cycle before
+    assert [r.name for r in supervisor._ranges] == ["a-park"]
+    assert supervisor.decoder.counts == {"config": 1}
