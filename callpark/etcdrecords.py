@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 
-from callpark.errors import StoreDataError
+from callpark.errors import StoreDataError, ValidationError
 from callpark.kv import Entry
 from callpark.store import decode
 
@@ -100,7 +100,7 @@ def strict(key: str, build: Callable[[], T]) -> T:
     """Run ``build`` and turn a field error into the :class:`StoreDataError` naming ``key``."""
     try:
         return build()
-    except (BadField, KeyError, TypeError, ValueError, OverflowError) as exc:
+    except (BadField, KeyError, TypeError, ValueError, OverflowError, ValidationError) as exc:
         raise StoreDataError(key, str(exc) or exc.__class__.__name__) from None
 
 

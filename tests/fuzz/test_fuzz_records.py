@@ -191,3 +191,9 @@ def test_the_decoder_never_raises_and_reports_each_key_revision_once(raws: list[
             result = decoder.decode(RecordKind.MEMBER, entry, parse_member)
         bad += result is None
     assert decoder.counts.get("member", 0) == bad
+
+
+def test_an_owner_naming_an_invalid_pool_is_a_store_data_error() -> None:
+    """Found by the fuzzer: validate_name's ValidationError escaped the owner parser."""
+    with pytest.raises(StoreDataError, match="pool-name"):
+        Owner.from_entry(Keys.owner(""), b'{"v":1,"range":"","pool":"","epoch":2}', 1)
