@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from callpark.errors import CallparkError, NotFound, StoreConflict, StoreDataError, StoreIndeterminate, ValidationError
-from callpark.kv import KV, Compare, Delete, Op, Put, unchanged
+from callpark.etcdrecords import RecordDecoder, RecordKind
+from callpark.kv import KV, Compare, Delete, Op, Put, Snapshot, unchanged
 from callpark.music import MohMeta
 from callpark.orbits import OrbitRange, RangeType, find_overlap, validate_range_shape, validate_table
 from callpark.pools import FailbackPolicy, Pool, validate_name, validate_pools
@@ -284,8 +285,14 @@ def _to_json(value: Any) -> dict[str, Any]:
     return result
 
 
-def parse_state(entries: Mapping[str, bytes]) -> AdminState:
-    """Decode ``config/`` keys; a malformed record raises :class:`StoreDataError` naming its key."""
+def parse_state(
+    entries: Mapping[str, bytes], *, on_malformed: Callable[[str, StoreDataError], None] | None = None
+) -> AdminState:
+    """Decode ``config/`` keys; a malformed record raises :class:`StoreDataError` naming its key.
+
+    With ``on_malformed`` (nodes, controllers) a malformed record is handed to it and
+    left out instead, so one bad record never stops a service.
+    """
     pools: dict[str, Pool] = {}
     ranges: dict[str, OrbitRange] = {}
     cps: dict[str, CpsSettings] = {}
@@ -293,36 +300,71 @@ def parse_state(entries: Mapping[str, bytes]) -> AdminState:
     for key, raw in entries.items():
         if key == Keys.CONFIG_SERIAL:
             continue
-        data = decode(key, raw)
         try:
-            if key.startswith(Keys.POOLS):
-                pools[key[len(Keys.POOLS) :]] = Pool.from_json(data)
-            elif key.startswith(Keys.RANGES):
-                ranges[key[len(Keys.RANGES) :]] = OrbitRange.from_json(data)
-            elif key.startswith(Keys.CPS):
-                cps[key[len(Keys.CPS) :]] = CpsSettings.from_json(data)
-            elif key.startswith(Keys.MOH):
-                moh[key[len(Keys.MOH) :]] = MohMeta.from_json(data)
-        except (KeyError, TypeError, ValueError, ValidationError) as exc:
-            raise StoreDataError(key, f"{exc.__class__.__name__}: {exc}") from None
+            _parse_record(key, raw, pools, ranges, cps, moh)
+        except StoreDataError as exc:
+            if on_malformed is None:
+                raise
+            on_malformed(key, exc)
     return AdminState(pools, ranges, cps, moh)
+
+
+def _parse_record(
+    key: str,
+    raw: bytes,
+    pools: dict[str, Pool],
+    ranges: dict[str, OrbitRange],
+    cps: dict[str, CpsSettings],
+    moh: dict[str, MohMeta],
+) -> None:
+    data = decode(key, raw)
+    try:
+        if key.startswith(Keys.POOLS):
+            name = key[len(Keys.POOLS) :]
+            pool = Pool.from_json(data)
+            if pool.name != name:
+                raise ValueError(f"pool record names {pool.name!r}, not the pool of its key")
+            pools[name] = pool
+        elif key.startswith(Keys.RANGES):
+            name = key[len(Keys.RANGES) :]
+            rng = validate_range_shape(OrbitRange.from_json(data))
+            if rng.name != name:
+                raise ValueError(f"range record names {rng.name[:40]!r}, not the range of its key")
+            ranges[name] = rng
+        elif key.startswith(Keys.CPS):
+            scope = key[len(Keys.CPS) :]
+            if parse_scope(scope) != scope:
+                raise ValueError("settings scope in the key is not normalised")
+            cps[scope] = CpsSettings.from_json(data)
+        elif key.startswith(Keys.MOH):
+            moh[key[len(Keys.MOH) :]] = MohMeta.from_json(data)
+    except (KeyError, TypeError, ValueError, OverflowError, ValidationError) as exc:
+        raise StoreDataError(key, f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
 
 
 class AdminStore:
     """Reads the admin configuration and commits changes to it atomically."""
 
-    def __init__(self, kv: KV, *, max_attempts: int = 50) -> None:
+    def __init__(self, kv: KV, *, max_attempts: int = 50, decoder: RecordDecoder | None = None) -> None:
+        """With ``decoder`` (services), malformed records are reported and skipped, not raised."""
         self.kv = kv
         self.max_attempts = max_attempts
+        self.decoder = decoder
 
     def read(self) -> ReadResult:
         snap = self.kv.get_prefix(Keys.CONFIG)
         serial = snap.entries.get(Keys.CONFIG_SERIAL)
-        state = parse_state({k: e.value for k, e in snap.entries.items()})
+        state = parse_state({k: e.value for k, e in snap.entries.items()}, on_malformed=self._skipper(snap))
         return ReadResult(state, serial.mod_revision if serial else 0, snap.revision)
 
     def state(self) -> AdminState:
         return self.read().state
+
+    def _skipper(self, snap: Snapshot) -> Callable[[str, StoreDataError], None] | None:
+        decoder = self.decoder
+        if decoder is None:
+            return None
+        return lambda key, exc: decoder.report(RecordKind.CONFIG, key, snap.entries[key].mod_revision, exc.problem)
 
     def change(
         self,

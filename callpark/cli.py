@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from callpark import __version__, admin, etcdaccess, tables
+from callpark import __version__, admin, admintoken, etcdaccess, tables
 from callpark.errors import CallparkError, NotFound, StoreError, ValidationError
 from callpark.orbits import OrbitRange, RangeType
 from callpark.pools import FailbackPolicy
@@ -563,6 +563,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
     """Run a failover controller until SIGTERM (several may run; one leads)."""
     import threading
 
+    from callpark.dr.adminapi import controller_actions
     from callpark.dr.controller import Controller, ControllerConfig
     from callpark.node.http import NodeHttp
     from callpark.store import EtcdStore
@@ -575,6 +576,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
         safety_s=args.safety,
         request_timeout_s=args.etcd_timeout,
     ).validate()
+    admin_token = admintoken.from_option(args.admin_token_file)
     store = EtcdStore.connect(args.etcd, request_timeout_s=args.etcd_timeout, retry_deadline_s=args.etcd_timeout)
     controller = Controller(store, config)
 
@@ -593,6 +595,8 @@ def cmd_controller(args: argparse.Namespace) -> int:
         healthy=healthy,
         ready=ready,
         api={"/api/status": controller.status},
+        admin_token=admin_token,
+        actions=controller_actions(store),
     )
     http.start()
     signal.signal(signal.SIGTERM, lambda signum, frame: controller.stop())
@@ -833,6 +837,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         rtp_port_base=args.rtp_port_base,
         trusted_peers=tuple(str(n) for n in parse_peers(args.trusted_peers, where="--trusted-peers")),
         scan_limit=ScanLimit(burst=args.orbit_scan_burst, per_minute=args.orbit_scan_per_minute),
+        admin_token=admintoken.from_option(args.admin_token_file),
     ).validate()
     store = EtcdStore.connect(args.etcd, request_timeout_s=args.etcd_timeout, retry_deadline_s=args.etcd_timeout * 2)
     supervisor = Supervisor(config, store)
@@ -863,6 +868,9 @@ def _add_cps_fields(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-call-pickup-attempts", "--attempts", metavar="N")
     p.add_argument("--on-timeout-uri", metavar="sip:URI|none")
     p.add_argument("--json", action="store_true")
+
+
+ADMIN_TOKEN_HELP = "file holding the HTTP admin token (or $CALLPARK_ADMIN_TOKEN_FILE); without one the API is read-only"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1006,6 +1014,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--orbit-scan-burst", type=int, default=10, help="orbit misses a source may make at once")
     p.add_argument("--orbit-scan-per-minute", type=float, default=6.0, help="orbit misses per minute, sustained")
+    p.add_argument("--admin-token-file", help=ADMIN_TOKEN_HELP)
 
     p = sub.add_parser("controller", help="run a failover controller (leader-elected) until SIGTERM")
     p.set_defaults(func=cmd_controller)
@@ -1017,6 +1026,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--etcd-timeout", type=float, default=1.0)
     p.add_argument("--http-port", type=int, default=0)
     p.add_argument("--http-host", default="127.0.0.1", help="address /metrics, /healthz, /readyz listen on")
+    p.add_argument("--admin-token-file", help=ADMIN_TOKEN_HELP)
 
     dr = group("dr", "disaster recovery: status, planned failover, failback, drain")
     p = cmd(dr, "status", cmd_dr_status, "pools, members, owners, epochs, parked calls, last events")

@@ -150,6 +150,8 @@ def load(path: Path) -> Deployment:
         raise DeploymentError(f"{path}: cannot read: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DeploymentError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise DeploymentError(f"{path}: not valid TOML: nested too deeply") from None
     try:
         return _build(path, raw)
     except (ValidationError, NotFound) as exc:
@@ -182,7 +184,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
 
     state = admin.AdminState()
     pools = raw.get("pool", [])
-    if not isinstance(pools, list):
+    if not isinstance(pools, list) or not all(isinstance(p, dict) for p in pools):
         raise ValidationError("config-shape", "[[pool]] must be an array of tables")
     for i, item in enumerate(pools):
         where = f"pool #{i + 1}"
@@ -214,7 +216,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
             state = admin.set_pool(state, item["name"], backup=backup)
 
     ranges = raw.get("range", [])
-    if not isinstance(ranges, list):
+    if not isinstance(ranges, list) or not all(isinstance(r, dict) for r in ranges):
         raise ValidationError("config-shape", "[[range]] must be an array of tables")
     for i, item in enumerate(ranges):
         where = f"range #{i + 1}"

@@ -66,7 +66,10 @@ def collect_garbage(store: admin.AdminStore, pool: str) -> int:
     meta_entry = store.kv.get(Keys.moh_meta(pool))
     keep = None
     if meta_entry is not None:
-        keep = Keys.moh_blob(pool, MohMeta.from_json(decode(meta_entry.key, meta_entry.value)).sha256)
+        try:
+            keep = Keys.moh_blob(pool, MohMeta.from_json(decode(meta_entry.key, meta_entry.value)).sha256)
+        except (StoreDataError, ValueError):
+            return 0  # malformed metadata: delete nothing, the next upload rewrites it
     meta_rev = meta_entry.mod_revision if meta_entry else 0
     prefix = f"{Keys.MOH_BLOBS}{pool}/"
     stale = sorted({k.rsplit("/", 1)[0] + "/" for k in store.kv.get_prefix(prefix).entries} - {keep})

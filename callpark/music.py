@@ -152,12 +152,21 @@ class MohMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MohMeta:
+        """Strict: raises ``ValueError`` on a missing or mistyped field."""
+        from callpark.etcdrecords import number, text, whole
+
+        sha = text(data, "sha256")
+        if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
+            raise ValueError("sha256 must be 64 lower-case hex digits")
+        size, chunks = whole(data, "size"), whole(data, "chunks", minimum=1)
+        if size > MAX_MOH_BYTES or chunks > MAX_MOH_BYTES // CHUNK_BYTES + 1:
+            raise ValueError("music size or chunk count is beyond the limits")
         return cls(
-            pool=str(data["pool"]),
-            sha256=str(data["sha256"]),
-            size=int(data["size"]),
-            chunks=int(data["chunks"]),
-            sample_rate=int(data["sample_rate"]),
-            duration_s=float(data["duration_s"]),
-            filename=str(data["filename"]),
+            pool=text(data, "pool"),
+            sha256=sha,
+            size=size,
+            chunks=chunks,
+            sample_rate=whole(data, "sample_rate", minimum=MIN_RATE),
+            duration_s=number(data, "duration_s"),
+            filename=text(data, "filename"),
         )

@@ -73,10 +73,12 @@ def parse_bool(text: str, field: str) -> bool:
     raise ValidationError("cps-bool", f"{field} must be true or false, not {text!r}")
 
 
-def parse_attempts(text: str | int) -> int:
+def parse_attempts(text: str | int | float) -> int:
     try:
+        if isinstance(text, float) and not text.is_integer():
+            raise ValueError("not a whole number")  # 2.5, inf, nan: never truncated
         value = int(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValidationError("cps-attempts", f"MaxCallPickupAttempts must be a whole number, not {text!r}") from None
     if isinstance(text, bool) or not MIN_ATTEMPTS <= value <= MAX_ATTEMPTS:
         raise ValidationError("cps-attempts", f"MaxCallPickupAttempts must be 1 to 10, not {text!r}")

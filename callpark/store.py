@@ -113,17 +113,26 @@ def encode(record: dict[str, Any]) -> bytes:
     return json.dumps({"v": SCHEMA_VERSION, **record}, sort_keys=True, separators=(",", ":")).encode()
 
 
-def decode(key: str, raw: bytes) -> dict[str, Any]:
-    """Parse a record, refusing malformed JSON, non-objects and unknown versions."""
+MAX_RECORD_BYTES = 64 * 1024  # every JSON record is far smaller; music chunks are not JSON
+
+
+def decode(key: str, raw: bytes, *, legacy_unversioned: bool = False) -> dict[str, Any]:
+    """Parse a record, refusing huge values, malformed JSON, non-objects and unknown versions.
+
+    ``legacy_unversioned`` accepts a record without ``"v"`` (``lru/`` and ``drain/`` were
+    first written without one); a ``"v"`` other than the schema version is always refused.
+    """
+    if len(raw) > MAX_RECORD_BYTES:
+        raise StoreDataError(key, f"record of {len(raw)} bytes exceeds the {MAX_RECORD_BYTES}-byte limit")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise StoreDataError(key, f"not JSON ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise StoreDataError(key, "not a JSON object")
-    if data.get("v") != SCHEMA_VERSION:
-        raise StoreDataError(key, f"unknown schema version {data.get('v')!r}")
-    data.pop("v")
+    version = data.pop("v", None if legacy_unversioned else "missing")
+    if version is not None and (version != SCHEMA_VERSION or isinstance(version, bool)):
+        raise StoreDataError(key, f"unknown schema version {str(version)[:20]!r}")
     return data
 
 

@@ -194,9 +194,9 @@ class Workload:
             since = r.mark()
             handle = r.call(uri)
             event = r.wait_event(
-                lambda e: e["event"] == "call_state"
-                and e["call"] == handle
-                and e["state"] in ("CONFIRMED", "DISCONNECTED"),
+                lambda e: (
+                    e["event"] == "call_state" and e["call"] == handle and e["state"] in ("CONFIRMED", "DISCONNECTED")
+                ),
                 since=since,
                 timeout=20,
                 what="retrieval answered",

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from callpark.dr.leader import Leadership
 from callpark.dr.ownership import DrSnapshot, Owner, Request, read_snapshot
 from callpark.errors import CallparkError, StoreError, ValidationError
+from callpark.etcdrecords import RecordDecoder
 from callpark.kv import KV, Compare, Delete, Op, Put, unchanged
 from callpark.pools import FailbackPolicy
 from callpark.store import Keys, encode
@@ -95,6 +96,7 @@ class Controller:
         self._stop = threading.Event()
         self.last_sentence = ""
         self.last_cycle = time.monotonic()
+        self.decoder = RecordDecoder(self.metrics.registry)  # malformed records: reported, skipped
 
     # -- loop ------------------------------------------------------------------------------
 
@@ -149,12 +151,12 @@ class Controller:
             self.metrics.cycles.labels(name, "standby").inc()
             self._down_since.clear()
             self._up_since.clear()
-            snap = read_snapshot(self.kv)
+            snap = read_snapshot(self.kv, self.decoder)
             leader = (snap.leader or {}).get("name", "nobody")
             return f"standby {name}: {leader} leads (token {(snap.leader or {}).get('token', '-')}); no action"
         self.metrics.leader.labels(name).set(1)
         self.metrics.cycles.labels(name, "leader").inc()
-        snap = read_snapshot(self.kv)
+        snap = read_snapshot(self.kv, self.decoder)
         now = self.clock()
         health = self._track_health(snap, now)
         self._export(snap, health)

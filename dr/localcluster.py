@@ -116,7 +116,12 @@ class LocalCluster:
             lease_ttl_s=t.lease_ttl_s,
             keepalive_s=t.keepalive_s,
             safety_s=t.safety_s,
-            extra=["--etcd-timeout", str(t.etcd_timeout_s), *self.dep.sip_security.node_args(), *self.node_extra(pool, index)],
+            extra=[
+                "--etcd-timeout",
+                str(t.etcd_timeout_s),
+                *self.dep.sip_security.node_args(),
+                *self.node_extra(pool, index),
+            ],
         )
         self.prepare_node(node)
         return node.start()

@@ -1,21 +1,35 @@
-"""The supervisor's HTTP side: /metrics, /healthz, /readyz and a read-only JSON API."""
+"""The HTTP side of nodes and controllers: /metrics, /healthz, /readyz, a JSON API, admin writes.
+
+Reads are open. Writes (``actions``) exist only with an admin token: without one every
+POST/PUT/DELETE is 405 (read-only API); with one, a write needs ``Authorization: Bearer``
+(401 with ``WWW-Authenticate`` when missing, 403 when wrong, checked in constant time by
+:mod:`callpark.admintoken`) before it is even routed. The token is never logged or echoed.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from callpark.admintoken import REALM, AdminToken
+from callpark.errors import CallparkError, StoreError
+
 log = logging.getLogger(__name__)
+
+# An admin write: query parameters in, (HTTP status, JSON body) out.
+Action = Callable[[dict[str, str]], tuple[int, dict[str, Any]]]
+TEXT = "text/plain; charset=utf-8"
 
 
 class NodeHttp:
-    """Serves the node's endpoints on ``host:port`` (port 0: pick a free one)."""
+    """Serves the endpoints on ``host:port`` (port 0: pick a free one)."""
 
     def __init__(
         self,
@@ -26,6 +40,8 @@ class NodeHttp:
         healthy: Callable[[], tuple[bool, str]],
         ready: Callable[[], tuple[bool, str]],
         api: dict[str, Callable[[], Any]],
+        admin_token: AdminToken | None = None,
+        actions: Mapping[tuple[str, str], Action] | None = None,
     ) -> None:
         outer = self
 
@@ -39,29 +55,70 @@ class NodeHttp:
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path in ("/healthz", "/readyz"):
                     ok, why = (healthy if path == "/healthz" else ready)()
-                    self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
+                    self._send(200 if ok else 503, (why + "\n").encode(), TEXT)
                 elif path in outer.api:
                     body = json.dumps(outer.api[path](), indent=2, sort_keys=True, default=str).encode()
                     self._send(200, body, "application/json")
                 else:
-                    self._send(404, b"not found\n", "text/plain; charset=utf-8")
+                    self._send(404, b"not found\n", TEXT)
 
             def do_POST(self) -> None:
-                self._send(405, b"read-only API\n", "text/plain; charset=utf-8")
+                outer._write(self, self.command)
 
-            do_PUT = do_DELETE = do_POST
+            do_PUT = do_DELETE = do_PATCH = do_POST
 
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
+            def _send(self, code: int, body: bytes, ctype: str, headers: Mapping[str, str] | None = None) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
         self.api = api
+        self.admin_token = admin_token
+        self.actions = dict(actions or {})
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+
+    def _write(self, handler: Any, method: str) -> None:
+        """Authenticate, then route an admin write; every refusal is one line."""
+        path, _, query = handler.path.partition("?")
+        who = f"{handler.client_address[0]} {method} {path[:80]!r}"
+        if self.admin_token is None:
+            handler._send(405, b"read-only API: no admin token is configured\n", TEXT, {"Allow": "GET"})
+            return
+        verdict = self.admin_token.check(handler.headers.get("Authorization"))
+        if verdict == 401:
+            log.warning("admin write refused (no bearer token): %s", who)
+            challenge = {"WWW-Authenticate": f'Bearer realm="{REALM}"'}
+            handler._send(401, b"admin token required: send Authorization: Bearer <token>\n", TEXT, challenge)
+            return
+        if verdict == 403:
+            log.warning("admin write refused (wrong token): %s", who)
+            handler._send(403, b"admin token rejected\n", TEXT)
+            return
+        action = self.actions.get((method, path))
+        if action is None:
+            known = sorted(m for m, p in self.actions if p == path)
+            if known:
+                handler._send(405, f"{path} allows {', '.join(known)}\n".encode(), TEXT, {"Allow": ", ".join(known)})
+            else:
+                handler._send(404, b"no such admin operation\n", TEXT)
+            return
+        try:
+            params = dict(parse_qsl(query, keep_blank_values=True, max_num_fields=16))
+            code, body = action(params)
+        except ValueError:
+            code, body = 400, {"error": "malformed query string"}
+        except StoreError as exc:
+            code, body = 503, {"error": f"etcd unavailable: {exc}"}
+        except CallparkError as exc:
+            code, body = 400, {"error": str(exc)}
+        log.info("admin write %s: %d", who, code)
+        handler._send(code, (json.dumps(body, sort_keys=True) + "\n").encode(), "application/json")
 
     @property
     def port(self) -> int:

@@ -8,18 +8,17 @@ cannot write) and, for an existing record, the record's mod revision as last see
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from callpark.errors import StoreDataError
-from callpark.kv import KV, Compare, Delete, Put, absent, unchanged
+from callpark.etcdrecords import DEFAULT, RecordDecoder, RecordKind, parse_history, parse_stamp
+from callpark.kv import KV, Compare, Delete, Entry, Put, absent, unchanged
 from callpark.node.records import CallState, Dialog, Holder, Outcome, ParkedCall, ParkKind
 from callpark.orbits import OrbitRange
-from callpark.store import Keys, encode
+from callpark.store import Keys, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,9 @@ class Held:
 class ParkTable:
     """The node's view of ``parked/``, ``lru/`` and ``history/`` in etcd."""
 
-    def __init__(self, kv: KV, *, node: str, pool: str, member_key: str) -> None:
+    def __init__(self, kv: KV, *, node: str, pool: str, member_key: str, decoder: RecordDecoder = DEFAULT) -> None:
         self.kv = kv
+        self.decoder = decoder  # malformed records are reported and skipped
         self.node = node
         self.pool = pool
         self.member_key = member_key
@@ -114,20 +114,22 @@ class ParkTable:
     # -- reads -------------------------------------------------------------------------
 
     def get(self, orbit: str) -> Held | None:
+        """The record on ``orbit``; None when absent or malformed (reported)."""
         entry = self.kv.get(Keys.parked(orbit))
-        if entry is None:
-            return None
-        return Held(ParkedCall.from_bytes(entry.key, entry.value), entry.mod_revision)
+        return None if entry is None else self._held(entry)
 
     def all_parked(self) -> list[Held]:
-        """Every parked call in the cluster; malformed records are logged and skipped."""
+        """Every parked call in the cluster; malformed records are reported and skipped."""
         out = []
-        for key, entry in self.kv.get_prefix(Keys.PARKED).entries.items():
-            try:
-                out.append(Held(ParkedCall.from_bytes(key, entry.value), entry.mod_revision))
-            except StoreDataError as exc:
-                log.error("skipping %s", exc)
+        for entry in self.kv.get_prefix(Keys.PARKED).entries.values():
+            held = self._held(entry)
+            if held is not None:
+                out.append(held)
         return out
+
+    def _held(self, entry: Entry) -> Held | None:
+        call = self.decoder.decode(RecordKind.PARKED, entry, ParkedCall.from_bytes)
+        return None if call is None else Held(call, entry.mod_revision)
 
     # -- allocation ----------------------------------------------------------------------
 
@@ -136,10 +138,9 @@ class ParkTable:
         taken = {k[len(Keys.PARKED) :] for k in self.kv.get_prefix(Keys.PARKED).entries}
         freed: dict[str, float] = {}
         for key, entry in self.kv.get_prefix(Keys.LRU).entries.items():
-            try:
-                freed[key[len(Keys.LRU) :]] = float(json.loads(entry.value)["at"])
-            except (ValueError, KeyError, TypeError):
-                continue
+            stamp = self.decoder.decode(RecordKind.LRU, entry, parse_stamp)
+            if stamp is not None:
+                freed[key[len(Keys.LRU) :]] = stamp.at
         free = [o for r in ranges for o in r.orbits() if o not in taken]
         return sorted(free, key=lambda o: (freed.get(o, 0.0), o))
 
@@ -235,7 +236,7 @@ class ParkTable:
             [unchanged(Keys.parked(call.orbit), held.mod_revision), self._alive()],
             [
                 Delete(Keys.parked(call.orbit)),
-                Put(Keys.LRU + call.orbit, json.dumps({"at": now}).encode()),
+                Put(Keys.LRU + call.orbit, encode({"at": now})),
                 Put(Keys.HISTORY + call.park_id, history),
             ],
         )
@@ -254,18 +255,18 @@ class ParkTable:
         now = time.time() if now is None else now
         dead = []
         for key, entry in self.kv.get_prefix(Keys.HISTORY).entries.items():
-            try:
-                if float(json.loads(entry.value)["ended_at"]) < now - HISTORY_KEEP_S:
-                    dead.append(key)
-            except (ValueError, KeyError, TypeError):
-                dead.append(key)
+            record = self.decoder.decode(RecordKind.HISTORY, entry, parse_history)
+            if record is None or record.ended_at < now - HISTORY_KEEP_S:
+                dead.append(key)  # malformed history is reported, then pruned with the old
         for key in dead:
             self.kv.txn([], [Delete(key)])
         return len(dead)
 
     def history(self, park_id: str) -> dict[str, object] | None:
         entry = self.kv.get(Keys.HISTORY + park_id)
-        return None if entry is None else dict(json.loads(entry.value))
+        if entry is None or self.decoder.decode(RecordKind.HISTORY, entry, parse_history) is None:
+            return None
+        return dict(decode(entry.key, entry.value))
 
     def _check_alive(self) -> None:
         entry = self.kv.get(self.member_key)

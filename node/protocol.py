@@ -79,8 +79,8 @@ class Channel:
         if len(line) > MAX_LINE:
             raise ChannelClosed("message too long")
         try:
-            msg = json.loads(line)
-        except json.JSONDecodeError:
+            msg = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise ChannelClosed("malformed message") from None
         if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
             raise ChannelClosed("message without op")

@@ -11,8 +11,10 @@ import enum
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from callpark.errors import StoreDataError
-from callpark.store import decode, encode
+from callpark.errors import StoreDataError, ValidationError
+from callpark.etcdrecords import flag, number, obj, opt_text, strict, text, whole
+from callpark.orbits import parse_orbit
+from callpark.store import Keys, decode, encode
 
 
 class ParkKind(enum.StrEnum):
@@ -52,13 +54,14 @@ class Dialog:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Dialog:
+        """Strict: raises ``ValueError`` (``BadField``) on a missing or mistyped field."""
         return cls(
-            call_id=_s(data, "call_id"),
-            local_tag=_s(data, "local_tag"),
-            remote_tag=_s(data, "remote_tag"),
-            remote_contact=_s(data, "remote_contact"),
-            remote_uri=_s(data, "remote_uri"),
-            supports_replaces=bool(data.get("supports_replaces", False)),
+            call_id=text(data, "call_id"),
+            local_tag=text(data, "local_tag"),
+            remote_tag=text(data, "remote_tag"),
+            remote_contact=text(data, "remote_contact"),
+            remote_uri=text(data, "remote_uri"),
+            supports_replaces=flag(data, "supports_replaces"),
         )
 
 
@@ -72,10 +75,7 @@ class Holder:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Holder:
-        worker = data.get("worker")
-        if not isinstance(worker, int) or isinstance(worker, bool):
-            raise ValueError("holder.worker must be an integer")
-        return cls(node=_s(data, "node"), worker=worker, sip=_s(data, "sip"))
+        return cls(node=text(data, "node"), worker=whole(data, "worker"), sip=text(data, "sip"))
 
 
 @dataclass(frozen=True)
@@ -105,27 +105,36 @@ class ParkedCall:
 
     @classmethod
     def from_bytes(cls, key: str, raw: bytes) -> ParkedCall:
+        """Parse ``parked/<orbit>``; anything malformed raises :class:`StoreDataError` naming the key."""
         data = decode(key, raw)
+        call = strict(key, lambda: cls._from_json(data))
+        if key.startswith(Keys.PARKED) and key[len(Keys.PARKED) :] != call.orbit:
+            raise StoreDataError(key, f"record names orbit {call.orbit[:20]!r}, not the orbit of its key")
+        return call
+
+    @classmethod
+    def _from_json(cls, data: dict[str, Any]) -> ParkedCall:
+        orbit = text(data, "orbit")
         try:
-            parker = data.get("parker_uri")
-            return cls(
-                orbit=_s(data, "orbit"),
-                park_id=_s(data, "park_id"),
-                pool=_s(data, "pool"),
-                range=_s(data, "range"),
-                kind=ParkKind(data["kind"]),
-                state=CallState(data["state"]),
-                holder=Holder.from_json(data["holder"]),
-                dialog=Dialog.from_json(data["dialog"]),
-                caller_uri=_s(data, "caller_uri"),
-                parker_uri=None if parker is None else str(parker),
-                parked_at=float(data["parked_at"]),
-                deadline=float(data["deadline"]),
-                attempts=int(data["attempts"]),
-                owner_epoch=int(data.get("owner_epoch", 0)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreDataError(key, f"{exc.__class__.__name__}: {exc}") from None
+            parse_orbit(orbit)
+        except ValidationError as exc:
+            raise ValueError(f"orbit: {exc.message}") from None
+        return cls(
+            orbit=orbit,
+            park_id=text(data, "park_id"),
+            pool=text(data, "pool"),
+            range=text(data, "range"),
+            kind=ParkKind(text(data, "kind")),
+            state=CallState(text(data, "state")),
+            holder=Holder.from_json(obj(data, "holder")),
+            dialog=Dialog.from_json(obj(data, "dialog")),
+            caller_uri=text(data, "caller_uri"),
+            parker_uri=opt_text(data, "parker_uri"),
+            parked_at=number(data, "parked_at"),
+            deadline=number(data, "deadline"),
+            attempts=whole(data, "attempts"),
+            owner_epoch=whole(data, "owner_epoch", default=0),
+        )
 
     def with_state(self, state: CallState) -> ParkedCall:
         return replace(self, state=state)
@@ -144,10 +153,3 @@ class ParkedCall:
             "holder": f"{self.holder.node}/w{self.holder.worker}",
             "pool": self.pool,
         }
-
-
-def _s(data: dict[str, Any], key: str) -> str:
-    value = data[key]
-    if not isinstance(value, str):
-        raise ValueError(f"{key} must be a string")
-    return value

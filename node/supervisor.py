@@ -9,7 +9,6 @@ and serves /metrics, /healthz, /readyz and a JSON view of its parked calls.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import socket
@@ -21,9 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from callpark import admin, mohstore
-from callpark.errors import CallparkError, StoreError
+from callpark.admintoken import AdminToken
+from callpark.dr.ownership import Owner, parse_members
+from callpark.errors import CallparkError, StoreDataError, StoreError
+from callpark.etcdrecords import RecordDecoder, RecordKind, parse_stamp
 from callpark.kv import KV
 from callpark.netutil import free_port, free_port_block
+from callpark.node.adminapi import drain_actions
 from callpark.node.http import NodeHttp
 from callpark.node.membership import LeaseTimings, Membership
 from callpark.node.metrics import InstrumentedKV, NodeMetrics
@@ -35,7 +38,7 @@ from callpark.orbits import OrbitRange, RangeType
 from callpark.peers import DEFAULT_TRUSTED_PEERS, TrustedPeers, host_of, is_ip
 from callpark.procs import ManagedProcess
 from callpark.settings import DEFAULTS, CpsSettings
-from callpark.store import Keys, decode
+from callpark.store import Keys
 from callpark.waiting import wait_until
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ class NodeConfig:
     rtp_port_base: int = 0  # worker i uses base + i*RTP_PORTS_PER_WORKER ...; 0: picked at start
     trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS  # the --edge host is always added
     scan_limit: ScanLimit = field(default_factory=ScanLimit)
+    admin_token: AdminToken | None = None  # None: the HTTP API is read-only
 
     def validate(self) -> NodeConfig:
         TrustedPeers.parse(self.trusted_peers, where="--trusted-peers")
@@ -128,7 +132,8 @@ class Supervisor:
         self.config = config.validate()
         self.metrics = NodeMetrics(config.pool, config.name)
         self.kv: KV = InstrumentedKV(kv, self.metrics)
-        self.admin = admin.AdminStore(self.kv)
+        self.decoder = RecordDecoder(self.metrics.registry)  # malformed etcd records: reported, skipped
+        self.admin = admin.AdminStore(self.kv, decoder=self.decoder)
         self.membership = Membership(
             self.kv,
             pool=config.pool,
@@ -137,7 +142,9 @@ class Supervisor:
             on_rejoin=self._on_rejoin,
             on_renew=lambda s: self.metrics.lease_renew.labels(config.name).observe(s),
         )
-        self.table = ParkTable(self.kv, node=config.name, pool=config.pool, member_key=self.membership.key)
+        self.table = ParkTable(
+            self.kv, node=config.name, pool=config.pool, member_key=self.membership.key, decoder=self.decoder
+        )
         self.workers: list[WorkerHandle] = []
         self.held: dict[str, Held] = {}
         self._pending: dict[tuple[int, str], float] = {}
@@ -176,6 +183,8 @@ class Supervisor:
             healthy=self.healthy,
             ready=self.ready,
             api={"/api/parked": self.parked_view, "/api/node": self.node_view},
+            admin_token=self.config.admin_token,
+            actions=drain_actions(self.kv, self.config.pool, self.config.name),
         )
         self.membership.join(self._member_info(ready=False))
         self.table.lease = self.membership.lease
@@ -824,12 +833,17 @@ class Supervisor:
         meta = state.moh.get(self.config.pool)
         sha = meta.sha256 if meta else None
         if sha != self._music_sha:
-            _, data = mohstore.fetch(self.admin, self.config.pool)
-            path = self.config.run_dir / f"moh-{sha or 'default'}.wav"
-            path.write_bytes(data)
-            self._music_sha, self._music_path = sha, path
-            for handle in self.workers:
-                handle.send("music", path=str(path))
+            try:
+                _, data = mohstore.fetch(self.admin, self.config.pool)
+            except StoreDataError as exc:  # chunks missing or not matching: keep the music we play
+                self.decoder.report(RecordKind.CONFIG, exc.key, 0, exc.problem)
+                data = b""
+            if data:
+                path = self.config.run_dir / f"moh-{sha or 'default'}.wav"
+                path.write_bytes(data)
+                self._music_sha, self._music_path = sha, path
+                for handle in self.workers:
+                    handle.send("music", path=str(path))
         taken = {o for o in self.held}
         self.metrics.free_orbits.clear()  # only the ranges our pool serves now
         self.metrics.range_orbits.clear()
@@ -870,14 +884,10 @@ class Supervisor:
         except StoreError:
             return None
         best: tuple[int, str] | None = None
-        for entry in members.values():
-            try:
-                info = json.loads(entry.value)
-            except ValueError:
+        for member in parse_members(members, self.decoder).get(owner, []):
+            if not member.ready or member.draining:
                 continue
-            if not info.get("ready") or info.get("draining"):
-                continue
-            for worker in info.get("workers", []):
+            for worker in member.info.get("workers", []):
                 free = int(worker.get("free", 0))
                 if free >= 2 and (best is None or free > best[0]):
                     best = (free, str(worker["sip"]))
@@ -900,13 +910,13 @@ class Supervisor:
             return None
         owners: dict[str, tuple[int, int, str]] = {}
         pools: dict[str, str] = {}
-        for key, entry in entries.items():
-            try:
-                data = decode(key, entry.value)
-                owners[str(data["range"])] = (entry.mod_revision, int(data["epoch"]), str(data["pool"]))
-                pools[str(data["range"])] = str(data["pool"])
-            except (CallparkError, KeyError, TypeError, ValueError) as exc:
-                log.error("skipping malformed owner record %s: %s", key, exc)
+        for entry in entries.values():
+            owner = self.decoder.decode(
+                RecordKind.OWNER, entry, functools.partial(Owner.from_entry, mod_revision=entry.mod_revision)
+            )
+            if owner is not None:
+                owners[owner.range] = (owner.mod_revision, owner.epoch, owner.pool)
+                pools[owner.range] = owner.pool
         self._owner_pool = pools
         return owners
 
@@ -923,16 +933,10 @@ class Supervisor:
         except StoreError as exc:
             log.debug("takeover scan skipped: %s", exc)
             return
-        self._draining = drain is not None
+        self._draining = drain is not None and self.decoder.decode(RecordKind.DRAIN, drain, parse_stamp) is not None
         if self._refresh_owners():
             self._last_refresh = 0.0  # ownership moved: recompute our ranges now
-        live: dict[str, bool] = {}
-        for entry in members.values():
-            try:
-                info = json.loads(entry.value)
-                live[str(info["node"])] = bool(info.get("draining"))
-            except (ValueError, KeyError, TypeError):
-                continue
+        live = {m.node: m.draining for ms in parse_members(members, self.decoder).values() for m in ms}
         self._live_nodes = live
         if self._draining or not self.membership.is_valid():
             return

@@ -732,6 +732,8 @@ def _park_answer_sdp(sdp: str, orbit: str) -> str | None:
     if "a=sendonly" not in sdp:
         sdp = sdp.rstrip("\r\n") + "\r\na=sendonly\r\n"
     head, sep, rest = sdp.partition("\r\nt=")
+    if "\r\n" not in rest:
+        rest += "\r\n"  # the t= line was the last one, without its CRLF
     line_end = rest.index("\r\n") + 2
     return f"{head}{sep}{rest[:line_end]}a=x-callpark-orbit:{orbit}\r\n{rest[line_end:]}"
 

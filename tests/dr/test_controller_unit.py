@@ -37,7 +37,9 @@ def setup_kv(*, failback: FailbackPolicy = FailbackPolicy.MANUAL) -> MemoryKV:
 
 
 def member(kv: MemoryKV, pool: str, node: str, *, ready: bool = True) -> None:
-    kv.txn([], [Put(Keys.member(pool, node), json.dumps({"node": node, "pool": pool, "ready": ready}).encode())])
+    kv.txn(
+        [], [Put(Keys.member(pool, node), json.dumps({"v": 1, "node": node, "pool": pool, "ready": ready}).encode())]
+    )
 
 
 def controller(kv: MemoryKV, clock: Clock, name: str = "c1") -> Controller:
@@ -158,7 +160,9 @@ def test_malformed_owner_and_member_records_are_skipped() -> None:
     member(kv, "b", "n2")
     kv.txn([], [Put(Keys.owner("a-park"), b"{not json"), Put(Keys.member("a", "bad"), b"[1,2]")])
     snap = read_snapshot(kv)
-    assert "a-park" not in snap.owners and snap.members.get("a") is None
+    # a member key whose value is malformed still proves its lease is alive, but is never ready
+    assert "a-park" not in snap.owners and not snap.ready_members("a")
+    assert [(m.node, m.ready, m.info) for m in snap.members["a"]] == [("bad", False, {})]
     kv.txn([], [Delete(Keys.owner("a-park"))])
     assert "assigned" in controller(kv, clock).run_cycle()
 

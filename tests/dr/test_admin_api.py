@@ -1,0 +1,69 @@
+"""The controller's HTTP admin writes against a real controller and etcd: planned failover
+and failback with the token (from CALLPARK_ADMIN_TOKEN_FILE), refusals without it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from callpark import admin
+from callpark.dr.process import ControllerProcess
+from callpark.etcdlocal import LocalEtcdCluster
+from callpark.kv import Put
+from callpark.orbits import OrbitRange
+from callpark.store import EtcdStore, Keys
+from callpark.waiting import wait_until
+from tests.node.test_admin_api import TOKEN, request, write_token
+
+
+def configure(store: EtcdStore) -> None:
+    a = admin.AdminStore(store)
+    a.change(lambda s: admin.new_pool(s, "pool-b", "site-b"))
+    a.change(lambda s: admin.new_pool(s, "pool-a", "site-a", backup="pool-b"))
+    a.change(lambda s: admin.new_range(s, OrbitRange("a-park", "7000", "7019", "pool-a")))
+    for pool in ("pool-a", "pool-b"):  # a ready member per pool (no lease: the fixture wipes it)
+        info = {"v": 1, "node": "n1", "pool": pool, "ready": True, "draining": False, "workers": []}
+        store.txn([], [Put(Keys.member(pool, "n1"), json.dumps(info).encode())])
+
+
+def owner(store: EtcdStore) -> str | None:
+    entry = store.get(Keys.owner("a-park"))
+    return None if entry is None else str(json.loads(entry.value)["pool"])
+
+
+@pytest.fixture
+def controller(
+    etcd: EtcdStore, etcd_cluster: LocalEtcdCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ControllerProcess]:
+    configure(etcd)
+    monkeypatch.setenv("CALLPARK_ADMIN_TOKEN_FILE", str(write_token(tmp_path / "token")))
+    proc = ControllerProcess(etcd=etcd_cluster.endpoints, name="c1", run_dir=tmp_path)
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
+def test_failover_and_failback_over_http_need_the_token(controller: ControllerProcess, etcd: EtcdStore) -> None:
+    port = int(controller.info["http"])
+    wait_until(lambda: owner(etcd) == "pool-a", timeout=10, what="initial owner")
+    assert request(port, "POST", "/api/dr/failover?pool=pool-a")[0] == 401
+    assert request(port, "POST", "/api/dr/failover?pool=pool-a", token="x" * 40)[0] == 403
+    assert request(port, "POST", "/api/dr/failover", token=TOKEN)[0] == 400
+    code, body, _ = request(port, "POST", "/api/dr/failover?pool=../etc", token=TOKEN)
+    assert code == 400 and "pool-name" in body
+    assert request(port, "POST", "/api/dr/failover?pool=nope", token=TOKEN)[0] == 404
+    assert request(port, "GET", "/api/dr/failover?pool=pool-a")[0] == 404  # writes are not reads
+    assert not etcd.get_prefix(Keys.REQUESTS).entries and owner(etcd) == "pool-a"
+
+    code, body, _ = request(port, "POST", "/api/dr/failover?pool=pool-a", token=TOKEN)
+    assert code == 202 and json.loads(body)["request"].startswith(Keys.REQUESTS)
+    wait_until(lambda: owner(etcd) == "pool-b", timeout=10, what="planned failover to pool-b")
+    code, body, _ = request(port, "POST", "/api/dr/failback?pool=pool-a", token=TOKEN)
+    assert code == 202
+    wait_until(lambda: owner(etcd) == "pool-a", timeout=10, what="failback to pool-a")
+    logs = controller.log_text()
+    assert TOKEN not in logs and "admin write refused (wrong token)" in logs
