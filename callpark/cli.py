@@ -507,6 +507,84 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_chaos_run(args: argparse.Namespace) -> int:
+    """One chaos scenario (inside a private network namespace when this machine allows it)."""
+    import tempfile
+
+    from callpark.chaos import netns, runner, scenarios
+
+    try:
+        scenarios.nemeses_of(args.scenario)
+    except ValueError as exc:
+        raise ValidationError("chaos-scenario", str(exc)) from None
+    if args.duration < 0 or args.duration > 86400:
+        raise ValidationError("chaos-duration", f"--duration must be 0 to 86400 seconds, not {args.duration}")
+    if not 1 <= args.pairs <= 6:
+        raise ValidationError("chaos-pairs", f"--pairs must be 1 to 6, not {args.pairs}")
+    if not 0 < args.rate <= 20:
+        raise ValidationError("chaos-rate", f"--rate must be above 0 and at most 20 parks/s, not {args.rate}")
+    if args.window < 0 or args.window > 600:
+        raise ValidationError("chaos-window", f"--window must be 0 to 600 seconds, not {args.window}")
+    out = Path(args.out or tempfile.mkdtemp(prefix=f"callpark-chaos-{args.scenario}-{args.seed}-")).resolve()
+    if not netns.inside():
+        try:
+            netns.check_available()
+        except netns.NetnsUnavailable as exc:
+            if runner.needs_netns(args.scenario):
+                raise ValidationError("chaos-netns", f"scenario {args.scenario}: {exc}") from None
+        else:
+            argv = ["-v"] * args.verbose + ["chaos", "run", "--scenario", args.scenario, "--seed", str(args.seed)]
+            argv += ["--duration", str(args.duration), "--out", str(out), "--pairs", str(args.pairs)]
+            argv += ["--rate", str(args.rate), "--window", str(args.window)]
+            netns.reexec(argv)
+    cfg = runner.RunConfig(
+        scenario=args.scenario,
+        seed=args.seed,
+        duration_s=args.duration,
+        out=out,
+        pairs=args.pairs,
+        rate=args.rate,
+        window_s=args.window,
+    )
+    return runner.run(cfg)
+
+
+def cmd_chaos_list(args: argparse.Namespace) -> int:
+    from callpark.chaos import scenarios
+
+    print(tables.render(["SCENARIO", "WHAT"], scenarios.catalogue()))
+    return 0
+
+
+def cmd_chaos_smoke(args: argparse.Namespace) -> int:
+    """Every smoke scenario with its fixed seed, one process each; a table of all of them."""
+    import subprocess
+    import tempfile
+
+    from callpark.chaos import scenarios
+
+    parent = Path(args.out or tempfile.mkdtemp(prefix="callpark-chaos-smoke-")).resolve()
+    rows, code = [], 0
+    for scenario, seed in scenarios.SMOKE:
+        out = parent / f"{scenario}-{seed}"
+        argv = [sys.executable, "-m", "callpark.cli", "chaos", "run", "--scenario", scenario, "--seed", str(seed)]
+        rc = subprocess.run([*argv, "--out", str(out)], check=False).returncode
+        code |= rc
+        try:
+            v = json.loads((out / "verdict.json").read_text())
+            n = v.get("numbers", {})
+            ops = f"{n.get('operations_ok', 0):.0f}/{n.get('operations', 0):.0f}"
+            rto = f"{n['worst_rto_s']:.2f} s" if n.get("worst_rto_s") else "-"
+            rows.append((scenario, str(seed), f"{n.get('faults', 0):.0f}", ops, f"{n.get('calls_lost', 0):.0f}", rto,
+                         "PASS" if rc == 0 else "FAIL"))  # fmt: skip
+        except (OSError, ValueError, KeyError):
+            rows.append((scenario, str(seed), "-", "-", "-", "-", f"FAIL (exit {rc})"))
+    print()
+    print(tables.render(["SCENARIO", "SEED", "FAULTS", "OPERATIONS", "CALLS LOST", "WORST RTO", "VERDICT"], rows))
+    print(f"runs in {parent}")
+    return 1 if code else 0
+
+
 def cmd_parked_list(args: argparse.Namespace) -> int:
     """Every parked call in the cluster, from etcd (any node's view is the same)."""
     from callpark.node.parking import ParkTable
@@ -1071,6 +1149,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, help="run the drill this many times")
     p.add_argument("--json", help="write the JSON report here (default: drill.json in the run dir)")
     p.add_argument("--run-dir", help="keep logs here (default: a new temporary dir)")
+
+    chaos = group("chaos", "chaos suite: faults, workload, history and invariant checker")
+    p = cmd(chaos, "run", cmd_chaos_run, "run one scenario on a fresh local cluster and check every invariant")
+    p.add_argument("--scenario", required=True, help="a nemesis or a set (see 'callpark chaos list')")
+    p.add_argument("--seed", type=int, default=1, help="seeds targets, the workload's choices and packet loss")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds of faults; 0: each nemesis once")
+    p.add_argument("--out", help="run folder for history, verdict and logs (default: a new temporary dir)")
+    p.add_argument("--pairs", type=int, default=3, help="parker/caller/retriever phone triples (1-6)")
+    p.add_argument("--rate", type=float, default=1.0, help="new parks per second, all pairs together")
+    p.add_argument("--window", type=float, default=0.0, help="seconds each fault lasts (0: the nemesis's own)")
+    cmd(chaos, "list", cmd_chaos_list, "the nemeses and scenario sets")
+    p = cmd(chaos, "smoke", cmd_chaos_smoke, "the CI smoke set: every nemesis once, fixed seeds")
+    p.add_argument("--out", help="parent folder for the runs (default: a new temporary dir)")
 
     p = sub.add_parser("demo", help="park and retrieve real calls on the local default cluster, then stop")
     p.set_defaults(func=cmd_demo)

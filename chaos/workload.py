@@ -190,6 +190,7 @@ class Workload:
             name, "retrieve", orbit=parked.orbit, caller=pair.caller.user, park_id=parked.park_id, data={"uri": uri}
         )
         r = pair.retriever
+        old = self._handles(r)
         try:
             since = r.mark()
             handle = r.call(uri)
@@ -204,7 +205,9 @@ class Workload:
             if event["state"] != "CONFIRMED":
                 self.history.finish(op, False, detail=f"not answered: {event.get('last_status', '')}")
                 return False
-            connected = wait_until(lambda: self._talking_to_caller(r), timeout=15, what=f"{r.user} talking to a caller")
+            connected = wait_until(
+                lambda: self._talking_to_caller(r, old), timeout=15, what=f"{r.user} talking to a caller"
+            )
         except (WaitTimeout, Exception) as exc:  # noqa: BLE001 - recorded as a failed retrieve
             self.history.finish(op, False, detail=f"{exc.__class__.__name__}: {exc}")
             return False
@@ -212,9 +215,14 @@ class Workload:
         return True
 
     @staticmethod
-    def _talking_to_caller(phone: Phone) -> str | None:
+    def _handles(phone: Phone) -> set[str]:
+        return {str(c["call"]) for c in phone.calls()}
+
+    @staticmethod
+    def _talking_to_caller(phone: Phone, old: set[str]) -> str | None:
+        """The caller a *new* confirmed call of ``phone`` talks to (calls in ``old`` predate the step)."""
         for c in sorted(phone.calls(), key=lambda c: -int(str(c["call"]).lstrip("c"))):
-            if c.get("state") == "CONFIRMED":
+            if c.get("state") == "CONFIRMED" and str(c["call"]) not in old:
                 m = CALLER_RE.search(str(c.get("remote_uri", "")))
                 if m:
                     return m.group(1)
@@ -232,9 +240,10 @@ class Workload:
     def _timeout(self, name: str, pair: Pair, parked: Op) -> None:
         op = self.history.begin(name, "timeout", orbit=parked.orbit, caller=pair.caller.user, park_id=parked.park_id)
         limit = self.config.pickup_timeout_s + self.config.ring_time_s + 20
+        old = self._handles(pair.parker)
         try:
             connected = wait_until(
-                lambda: self._talking_to_caller(pair.parker), timeout=limit, what=f"ringback to {pair.parker.user}"
+                lambda: self._talking_to_caller(pair.parker, old), timeout=limit, what=f"ringback to {pair.parker.user}"
             )
         except (WaitTimeout, Exception) as exc:  # noqa: BLE001 - recorded
             self.history.finish(op, False, detail=f"{exc.__class__.__name__}: {exc}")

@@ -75,7 +75,9 @@ class NodeProcess(ReadyLineProcess):
 
     @property
     def http_host(self) -> str:
-        return str(self.info.get("http", "127.0.0.1:0")).rsplit(":", 1)[0]
+        """The address the node serves on (its ``--host``), as its workers' SIP addresses show."""
+        workers = self.info.get("workers") or [{"sip": "127.0.0.1:0"}]
+        return str(workers[0]["sip"]).rsplit(":", 1)[0]
 
     def worker_sip(self, index: int = 0) -> str:
         """host:port of worker ``index``."""

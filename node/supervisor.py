@@ -60,6 +60,12 @@ END_REASONS = {
 }
 
 
+# Answers to a takeover INVITE with Replaces that mean the caller already hung up: pjsua answers
+# 603 when the dialog to replace exists but has ended. (481, no such dialog at all, stays "lost":
+# the caller may still be there with a dialog we got wrong.)
+CALLER_GONE_STATUSES = frozenset({"603"})
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """How one park node runs (validated at start-up)."""
@@ -688,7 +694,14 @@ class Supervisor:
             self.metrics.takeovers.labels(self.config.pool, "ok").inc()
         else:
             self.metrics.takeovers.labels(self.config.pool, "failed").inc()
-            self._lose(held, str(msg.get("reason", "takeover failed")))
+            reason = str(msg.get("reason", "takeover failed"))
+            if reason.split(" ", 1)[0] in CALLER_GONE_STATUSES:
+                # The caller's UA no longer knows the dialog: the caller hung up while the old
+                # holder could not record it (found by the chaos suite: a node cut from etcd).
+                log.info("parked call on orbit %s ended before takeover: %s", orbit, reason)
+                self._free(held, Outcome.ABANDONED, f"caller gone before takeover: {reason}")
+                return
+            self._lose(held, reason)
 
     # -- record changes -------------------------------------------------------------------------
 

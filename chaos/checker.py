@@ -1,0 +1,328 @@
+"""The invariant checker: judges a run from the recorded history and etcd's own history.
+
+Inputs are what really happened, read after the run: the workload's and nemeses'
+operations (:mod:`callpark.chaos.history`), every write etcd applied under the
+callpark prefix (a watch replay from revision 1, :meth:`EtcdStore.changes`), and the
+processes' logs. Each invariant gives a verdict row with the evidence of every
+violation; the run passes only when all hold. Like Jepsen, this never proves the
+system correct: it reports what it failed to find.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from callpark.chaos.history import Op
+from callpark.store import Change, Keys
+
+OUTCOMES = {"retrieved", "abandoned", "rang-back", "forwarded", "disconnected", "lost"}
+BUG_LINE = re.compile(r"\bBUG\b")
+
+
+@dataclass
+class Verdict:
+    invariant: str
+    ok: bool
+    checked: int  # how many things the invariant looked at
+    violations: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"invariant": self.invariant, "ok": self.ok, "checked": self.checked, "violations": self.violations}
+
+
+@dataclass
+class Report:
+    verdicts: list[Verdict]
+    numbers: dict[str, float]
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "numbers": self.numbers, "verdicts": [v.to_json() for v in self.verdicts]}
+
+
+def _json(entry_value: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(entry_value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _verdict(name: str, checked: int, violations: list[str]) -> Verdict:
+    return Verdict(
+        name, not violations, checked, violations[:20] + ([f"... {len(violations) - 20} more"] * (len(violations) > 20))
+    )
+
+
+def orbit_exclusive(changes: Sequence[Change]) -> Verdict:
+    """No orbit ever held by two calls at once: a parked/<orbit> key never switches park id in place."""
+    current: dict[str, str] = {}
+    bad: list[str] = []
+    n = 0
+    for ch in changes:
+        if not ch.entry.key.startswith(Keys.PARKED):
+            continue
+        orbit = ch.entry.key[len(Keys.PARKED) :]
+        if ch.kind == "delete":
+            current.pop(orbit, None)
+            continue
+        rec = _json(ch.entry.value)
+        if rec is None:
+            continue
+        n += 1
+        pid = str(rec.get("park_id", ""))
+        held = current.get(orbit)
+        if held is not None and held != pid:
+            bad.append(f"orbit {orbit} held by {held} and {pid} at revision {ch.entry.mod_revision}")
+        current[orbit] = pid
+    return _verdict("orbit held by one call at a time", n, bad)
+
+
+def single_server(changes: Sequence[Change], ops: Sequence[Op]) -> Verdict:
+    """Fencing: once a call moves from one node incarnation to another, the old one never writes it again;
+    and no parked call is connected to two retrievers."""
+    history: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    bad: list[str] = []
+    n = 0
+    for ch in changes:
+        if ch.kind != "put" or not ch.entry.key.startswith(Keys.PARKED):
+            continue
+        rec = _json(ch.entry.value)
+        if rec is None:
+            continue
+        n += 1
+        holder = rec.get("holder") or {}
+        who = (f"{holder.get('node')}#lease{ch.entry.lease:x}", ch.entry.mod_revision)
+        seq = history[str(rec.get("park_id"))]
+        if seq and seq[-1][0] != who[0] and any(h == who[0] for h, _ in seq):
+            bad.append(
+                f"park {rec.get('park_id')} (orbit {rec.get('orbit')}) written again by {who[0]} at revision "
+                f"{who[1]} after {seq[-1][0]} took it over"
+            )
+        seq.append(who)
+    served: dict[str, list[Op]] = defaultdict(list)
+    for op in ops:
+        if op.op == "retrieve" and op.ok and op.park_id:
+            served[op.park_id].append(op)
+    for pid, retrievals in served.items():
+        n += 1
+        if len(retrievals) > 1:
+            bad.append(
+                f"park {pid} served to {len(retrievals)} retrievers: " + ", ".join(o.process for o in retrievals)
+            )
+    return _verdict("one node serves an orbit (fencing)", n, bad)
+
+
+def epochs_monotonic(changes: Sequence[Change]) -> Verdict:
+    last: dict[str, int] = {}
+    bad: list[str] = []
+    n = 0
+    for ch in changes:
+        if ch.kind != "put" or not ch.entry.key.startswith(Keys.OWNERS):
+            continue
+        rec = _json(ch.entry.value)
+        if rec is None:
+            continue
+        n += 1
+        rng, epoch = ch.entry.key[len(Keys.OWNERS) :], int(rec.get("epoch", 0))
+        if rng in last and epoch <= last[rng]:
+            bad.append(f"range {rng} epoch {last[rng]} -> {epoch} at revision {ch.entry.mod_revision}")
+        last[rng] = epoch
+    return _verdict("epochs never go backwards", n, bad)
+
+
+def one_outcome(
+    changes: Sequence[Change], end_state: dict[str, Any] | None = None
+) -> tuple[Verdict, dict[str, dict[str, Any]]]:
+    """Every park id that was ever parked ends in exactly one allowed outcome."""
+    parked: dict[str, dict[str, Any]] = {}
+    outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ch in changes:
+        rec = _json(ch.entry.value) if ch.kind == "put" else None
+        if rec is None:
+            continue
+        if ch.entry.key.startswith(Keys.PARKED):
+            parked.setdefault(str(rec.get("park_id")), rec)
+        elif ch.entry.key.startswith(Keys.HISTORY):
+            outcomes[ch.entry.key[len(Keys.HISTORY) :]].append(rec)
+    bad: list[str] = []
+    final: dict[str, dict[str, Any]] = {}
+    for pid, rec in parked.items():
+        ends = outcomes.get(pid, [])
+        if not ends:
+            bad.append(f"park {pid} (orbit {rec.get('orbit')}, {rec.get('caller_uri')}) never ended")
+            continue
+        kinds = {str(e.get("outcome")) for e in ends}
+        if len(ends) > 1:
+            bad.append(f"park {pid} ended {len(ends)} times: {sorted(kinds)}")
+        if not kinds <= OUTCOMES:
+            bad.append(f"park {pid} ended with unknown outcome {sorted(kinds - OUTCOMES)}")
+        final[pid] = {**ends[-1], "caller_uri": rec.get("caller_uri", "")}
+    return _verdict("every parked call ends in exactly one outcome", len(parked), bad), final
+
+
+def none_lost(final: dict[str, dict[str, Any]], replaces_capable: Iterable[str]) -> Verdict:
+    capable = set(replaces_capable)
+    bad = [
+        f"park {pid} (orbit {e.get('orbit')}) of {e.get('caller_uri')} lost: {e.get('detail')}"
+        for pid, e in final.items()
+        if e.get("outcome") == "lost" and any(f"sip:{u}@" in str(e.get("caller_uri")) for u in capable)
+    ]
+    return _verdict("no call of a Replaces-capable caller lost", len(final), bad)
+
+
+def acknowledged_parks(ops: Sequence[Op], final: dict[str, dict[str, Any]]) -> Verdict:
+    """Every park the parker was told about exists in etcd's history with that orbit and caller (Jepsen's 'lost')."""
+    bad = []
+    n = 0
+    for op in ops:
+        if op.op != "park" or not op.ok:
+            continue
+        n += 1
+        rec = final.get(op.park_id)
+        if rec is None:
+            bad.append(f"{op.process}: parker told orbit {op.orbit} park {op.park_id}, but etcd never had it")
+        elif str(rec.get("orbit")) != op.orbit or f"sip:{op.caller}@" not in str(rec.get("caller_uri")):
+            bad.append(
+                f"{op.process}: told orbit {op.orbit} for {op.caller}, "
+                f"etcd says {rec.get('orbit')} {rec.get('caller_uri')}"
+            )
+    return _verdict("every acknowledged park is in etcd", n, bad)
+
+
+def right_caller(ops: Sequence[Op], final: dict[str, dict[str, Any]]) -> Verdict:
+    """A retrieval (or a ringback) connects exactly the caller parked there, and etcd agrees on the outcome."""
+    bad = []
+    n = 0
+    for op in ops:
+        if op.op not in ("retrieve", "timeout") or not op.ok:
+            continue
+        n += 1
+        if op.connected_to != op.caller:
+            bad.append(
+                f"{op.process}: {op.op} of orbit {op.orbit} "
+                f"connected {op.connected_to or 'nobody'}, parked was {op.caller}"
+            )
+        want = "retrieved" if op.op == "retrieve" else "rang-back"
+        got = final.get(op.park_id, {}).get("outcome")
+        if op.park_id and got != want:
+            bad.append(f"{op.process}: {op.op} of park {op.park_id} connected, but etcd's outcome is {got}")
+    return _verdict("a retrieval connects the right caller", n, bad)
+
+
+def rto(ops: Sequence[Op], bound_s: float) -> tuple[Verdict, float]:
+    """After each pool fault, a park probe succeeded within the bound."""
+    faults = [o for o in ops if o.op == "fault" and o.data.get("pool_fault")]
+    probes = {o.fault + f"@{o.data.get('fault_start')}": o for o in ops if o.op == "probe"}
+    bad = []
+    worst = 0.0
+    for f in faults:
+        probe = probes.get(f.fault + f"@{f.start}")
+        if probe is None or not probe.ok:
+            bad.append(f"{f.fault}: parking never came back ({probe.detail if probe else 'no probe'})")
+            continue
+        took = float(probe.data.get("rto_s", 1e9))
+        worst = max(worst, took)
+        bound = float(f.data.get("rto_bound_s") or bound_s)
+        if took > bound:
+            bad.append(f"{f.fault}: parking came back after {took:.2f} s, bound {bound:.2f} s")
+    return _verdict(f"parking again within {bound_s:.1f} s of a pool fault", len(faults), bad), worst
+
+
+def one_leader(changes: Sequence[Change]) -> Verdict:
+    """Every controller write (event) carries the token of the leader key current at its revision."""
+    leader_rev = 0
+    last_token = 0
+    bad = []
+    n = 0
+    for ch in changes:
+        key = ch.entry.key
+        if key == Keys.LEADER:
+            leader_rev = ch.entry.create_revision if ch.kind == "put" else 0
+            continue
+        if ch.kind != "put" or not key.startswith(Keys.EVENTS):
+            continue
+        rec = _json(ch.entry.value)
+        if rec is None or "token" not in rec:
+            continue
+        n += 1
+        token = int(rec["token"])
+        if token != leader_rev:
+            bad.append(
+                f"{rec.get('leader')} wrote {rec.get('kind')} with token {token} "
+                f"at revision {ch.entry.mod_revision}; leader key token was {leader_rev}"
+            )
+        if token < last_token:
+            bad.append(f"token went back from {last_token} to {token} at revision {ch.entry.mod_revision}")
+        last_token = max(last_token, token)
+    return _verdict("at most one controller leader acting", n, bad)
+
+
+def faults_happened(ops: Sequence[Op]) -> Verdict:
+    faults = [o for o in ops if o.op == "fault"]
+    heals = {o.data.get("fault_start") for o in ops if o.op == "heal" and o.ok}
+    bad = [f"{o.fault}: did not happen ({o.detail})" for o in faults if not o.ok]
+    bad += [f"{o.fault}: not healed" for o in faults if o.start not in heals]
+    return _verdict("every fault happened and was healed", len(faults), bad)
+
+
+def no_bug_lines(logs: Iterable[Path]) -> Verdict:
+    bad = []
+    n = 0
+    for path in logs:
+        n += 1
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        bad += [f"{path.name}: {line.strip()[:200]}" for line in text.splitlines() if BUG_LINE.search(line)]
+    return _verdict('no "BUG" log lines', n, bad)
+
+
+def check(
+    ops: Sequence[Op],
+    changes: Sequence[Change],
+    *,
+    logs: Iterable[Path] = (),
+    rto_bound_s: float = 3.0,
+    replaces_capable: Iterable[str] = (),
+) -> Report:
+    """Every invariant over one run."""
+    outcome, final = one_outcome(changes)
+    rto_verdict, worst = rto(ops, rto_bound_s)
+    verdicts = [
+        faults_happened(ops),
+        orbit_exclusive(changes),
+        single_server(changes, ops),
+        epochs_monotonic(changes),
+        outcome,
+        none_lost(final, replaces_capable),
+        acknowledged_parks(ops, final),
+        right_caller(ops, final),
+        rto_verdict,
+        one_leader(changes),
+        no_bug_lines(logs),
+    ]
+    counts: dict[str, int] = defaultdict(int)
+    for e in final.values():
+        counts[str(e.get("outcome"))] += 1
+    work = [o for o in ops if o.op in ("park", "retrieve", "abandon", "timeout")]
+    numbers = {
+        "operations": float(len(work)),
+        "operations_ok": float(sum(o.ok for o in work)),
+        "parks_ok": float(sum(o.ok for o in work if o.op == "park")),
+        "faults": float(sum(o.op == "fault" for o in ops)),
+        "calls_lost": float(counts.get("lost", 0)),
+        "worst_rto_s": worst,
+        **{f"outcome_{k}": float(v) for k, v in sorted(counts.items())},
+    }
+    return Report(verdicts, numbers)
