@@ -153,6 +153,7 @@ class Supervisor:
         )
         self.workers: list[WorkerHandle] = []
         self.held: dict[str, Held] = {}
+        self._pending_free: dict[str, tuple[str, Outcome, str]] = {}  # orbit -> (park id, outcome, detail)
         self._pending: dict[tuple[int, str], float] = {}
         self._lock = threading.RLock()
         # One allocation at a time: concurrent parks would all try the same least recently
@@ -741,10 +742,40 @@ class Supervisor:
                         return
                     current = refreshed
                 except (Fenced, StoreError) as exc:
-                    log.warning("could not free orbit %s: %s", held.call.orbit, exc)
+                    # The call is over; retry recording it every cycle (found by the chaos suite:
+                    # a free lost to etcd quorum loss left the orbit parked, then rang back).
+                    log.warning("could not free orbit %s (will retry): %s", held.call.orbit, exc)
+                    self._pending_free[held.call.orbit] = (held.call.park_id, outcome, detail)
                     return
             self.held.pop(held.call.orbit, None)
+            self._pending_free.pop(held.call.orbit, None)
         self.metrics.ended.labels(self.config.pool, outcome.value).inc()
+
+    def _retry_frees(self) -> None:
+        """Record the ends of calls whose free failed (etcd unreachable or indeterminate)."""
+        if not self._pending_free or not self.membership.is_valid():
+            return
+        for orbit, (park_id, outcome, detail) in list(self._pending_free.items()):
+            with self._lock:
+                held = self.held.get(orbit)
+            try:
+                current = self.table.refresh(held) if held is not None else None
+            except StoreError:
+                return
+            if (
+                held is None
+                or current is None
+                or current.call.park_id != park_id
+                or current.call.holder.node != self.config.name  # taken over: never free what is not ours
+            ):
+                with self._lock:  # already recorded (an indeterminate txn that applied) or not ours
+                    self._pending_free.pop(orbit, None)
+                    if held is not None and held.call.park_id == park_id:
+                        self.held.pop(orbit, None)
+                continue
+            with self._lock:
+                self.held[orbit] = current
+            self._free(current, outcome, detail)
 
     def _lose_orphan(self, held: Held, reason: str) -> None:
         """Record an orphan we cannot take over as lost: claim it first, so exactly one node does."""
@@ -768,6 +799,7 @@ class Supervisor:
         self._check_workers()
         self._refresh_config()
         self._scan()
+        self._retry_frees()
         self._fire_deadlines()
         now = time.monotonic()
         if now - self._last_prune > 60:
@@ -788,7 +820,13 @@ class Supervisor:
             return
         now = time.time()
         with self._lock:
-            due = [h for h in self.held.values() if h.call.state == CallState.PARKED and h.call.deadline <= now]
+            due = [
+                h
+                for h in self.held.values()
+                if h.call.state == CallState.PARKED
+                and h.call.deadline <= now
+                and h.call.orbit not in self._pending_free
+            ]
         for held in due:
             handle = self.workers[held.call.holder.worker] if held.call.holder.worker < len(self.workers) else None
             if handle is None or not handle.ready.is_set():
