@@ -46,8 +46,17 @@ class Leadership:
         value = json.dumps({"name": self.name, "pid": os.getpid(), "since": time.time()}).encode()
         result = self.kv.txn([absent(Keys.LEADER)], [Put(Keys.LEADER, value, lease=self.lease)])
         if not result.succeeded:
-            self.token = 0
-            return False
+            entry = self.kv.get(Keys.LEADER)
+            if entry is None or not self.lease or entry.lease != self.lease:
+                self.token = 0
+                return False
+            # The key is bound to our own live lease: we lost track of our leadership (a renewal
+            # failed during etcd quorum loss, and etcd reset the lease's TTL on its leader change),
+            # yet our campaigns kept the key alive, so nobody could lead. Found by the chaos suite.
+            self.token = entry.create_revision
+            self._valid_until = sent + self.ttl_s - self.safety_s
+            log.warning("controller %s resumes the leadership it still holds (token %d)", self.name, self.token)
+            return True
         self.token = result.revision
         self._valid_until = sent + self.ttl_s - self.safety_s
         log.info("controller %s is leader (token %d)", self.name, self.token)

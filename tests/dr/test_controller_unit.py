@@ -180,3 +180,19 @@ def test_controller_timings_are_validated_together(kwargs: dict[str, float], rul
     with pytest.raises(ValidationError) as info:
         ControllerConfig(name="c", **kwargs).validate()  # type: ignore[arg-type]
     assert info.value.rule == rule
+
+
+def test_a_leader_that_lost_track_of_its_key_resumes_it_instead_of_blocking_everyone() -> None:
+    """Found by chaos smoke-etcd: after quorum loss the old leader's key stayed alive on its lease,
+    the old leader thought it was standby, and no controller led any more."""
+    from callpark.dr.leader import Leadership
+    from callpark.memkv import MemoryKV
+
+    kv = MemoryKV()
+    first = Leadership(kv, "controller-1", ttl_s=4, safety_s=1.0)
+    assert first.campaign()
+    token = first.token
+    first.token = 0  # a renewal failed while etcd had no quorum
+    other = Leadership(kv, "controller-2", ttl_s=4, safety_s=1.0)
+    assert not other.campaign()  # the key is still there: controller-2 may not lead
+    assert first.campaign() and first.token == token and first.is_leader()
