@@ -67,9 +67,10 @@ class Context:
     def leader(self) -> ControllerProcess | None:
         return next((c for c in self.cluster.controllers if c.process.is_running() and c.status().get("leader")), None)
 
-    def members_ready(self) -> set[str]:
+    def members(self, *, ready_only: bool = False) -> set[str]:
+        """Names of the nodes whose member key exists (whose lease is alive)."""
         snap = read_snapshot(self.store)
-        return {m.node for pool in snap.members.values() for m in pool if m.ready}
+        return {m.node for pool in snap.members.values() for m in pool if m.ready or not ready_only}
 
     def wait_whole(self, timeout: float = 40.0) -> None:
         """Every node running and ready, etcd healthy, a controller leading, every range owned."""
@@ -77,7 +78,7 @@ class Context:
         etcd = self.cluster.etcd
         wait_until(lambda: all(m.healthy() for m in etcd.members), timeout=timeout, what="etcd healthy")
         names = {n.name for n in self.cluster.all_nodes()}
-        wait_until(lambda: names <= self.members_ready(), timeout=timeout, what="every node ready")
+        wait_until(lambda: names <= self.members(ready_only=True), timeout=timeout, what="every node ready")
         wait_until(lambda: self.leader() is not None, timeout=timeout, what="a controller leading")
 
     def failback(self, timeout: float = 40.0) -> None:
@@ -102,7 +103,6 @@ class Nemesis:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     pool_fault: ClassVar[bool] = False  # parking must be available again within the RTO bound
-    rto_bound_s: ClassVar[float | None] = None  # None: the run's bound (3 s, the brief's number)
     needs_netns: ClassVar[bool] = False
     window_s: float = 10.0
     state: dict[str, Any] = field(default_factory=dict)
@@ -265,7 +265,7 @@ class PauseNode(Nemesis):
     def happened(self, ctx: Context) -> tuple[bool, str]:
         name = str(self.state["node"])
         stopped = all(_stopped(p) for p in self.state["pids"])
-        expired = name not in {m.node for ms in read_snapshot(ctx.store).members.values() for m in ms}
+        expired = name not in ctx.members()
         return stopped and expired, f"{name} stopped: {stopped}; lease expired (member key gone): {expired}"
 
     def heal(self, ctx: Context) -> str:
@@ -403,7 +403,7 @@ class PartitionNodeEtcd(Nemesis):
         assert ctx.firewall is not None
         dropped = ctx.firewall.packets(self.name)
         name = str(self.state["node"])
-        expired = name not in {m.node for ms in read_snapshot(ctx.store).members.values() for m in ms}
+        expired = name not in ctx.members()
         return dropped > 0 and expired, f"{dropped} packets dropped; {name}'s lease expired: {expired}"
 
     def heal(self, ctx: Context) -> str:
@@ -417,11 +417,6 @@ class PartitionPools(Nemesis):
     name = "partition-pools"
     summary = "cut the primary pool from etcd and from the backup pool (iptables); the backup takes over"
     pool_fault = True
-    # The cut pool still answers the edge's OPTIONS probes, so parks keep reaching it until its
-    # nodes notice they are fenced and refuse them, and a node's loop is slowed by etcd
-    # time-outs meanwhile: measured 10.3 s here. This is a known gap against the 3 s of a pool
-    # that is down (see ARCHITECTURE.md, "Chaos suite"); the bound below keeps it from growing.
-    rto_bound_s = 15.0
     needs_netns = True
 
     def inject(self, ctx: Context) -> str:

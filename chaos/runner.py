@@ -134,7 +134,7 @@ class Run:
             "nemesis",
             "fault",
             fault=nemesis.name,
-            data={"pool_fault": nemesis.pool_fault, "rto_bound_s": nemesis.rto_bound_s},
+            data={"pool_fault": nemesis.pool_fault},
         )
         t_inject = time.monotonic()
         probe_thread = None
@@ -149,16 +149,7 @@ class Run:
         if nemesis.pool_fault:
             probe_thread = threading.Thread(target=self._probe, args=(nemesis.name, fault.start, t_inject), daemon=True)
             probe_thread.start()
-        happened, proof = False, "not checked"
-        deadline = t_inject + window * timeout_multiplier()
-        while time.monotonic() < deadline or (not happened and time.monotonic() < deadline + 20):
-            try:
-                happened, proof = nemesis.happened(ctx)
-            except Exception as exc:  # noqa: BLE001 - e.g. etcd unreachable during the fault
-                proof = f"{exc.__class__.__name__}: {exc}"
-            if happened and time.monotonic() >= t_inject + window:
-                break
-            time.sleep(0.25)
+        happened, proof = self._hold(ctx, nemesis, t_inject, window)
         self.history.finish(fault, happened, detail=f"{detail}; {proof}")
         if probe_thread is not None:
             probe_thread.join(timeout=60)
@@ -170,6 +161,26 @@ class Run:
             self.history.finish(heal, False, detail=f"{exc.__class__.__name__}: {exc}")
         self.say(f"  {nemesis.name}: {'happened' if happened else 'DID NOT HAPPEN'} ({proof}); heal: {heal.detail}")
 
+    @staticmethod
+    def _hold(ctx: Context, nemesis: Nemesis, t_inject: float, window: float) -> tuple[bool, str]:
+        """Keep the fault for its window, polling for the proof that it happened.
+
+        Ends at the window once proven; an unproven fault gets the window (scaled for slow
+        machines) plus 20 s to show its effect, then counts as not happened.
+        """
+        happened, proof = False, "not checked"
+        proven_by = t_inject + window
+        give_up = t_inject + window * timeout_multiplier() + 20
+        while True:
+            try:
+                happened, proof = nemesis.happened(ctx)
+            except Exception as exc:  # noqa: BLE001 - e.g. etcd unreachable during the fault
+                proof = f"{exc.__class__.__name__}: {exc}"
+            now = time.monotonic()
+            if (happened and now >= proven_by) or now >= give_up:
+                return happened, proof
+            time.sleep(0.25)
+
     def _window(self, nemesis: Nemesis) -> float:
         t = self.cluster.t
         if nemesis.name.startswith(("pause-", "partition-")):
@@ -178,9 +189,9 @@ class Run:
 
     def _probe(self, name: str, fault_start: float, t_inject: float) -> None:
         assert self.probe is not None
-        op = self.history.begin("probe", "probe", fault=name, data={"fault_start": fault_start})
+        op = self.history.begin("probe", "probe", fault=name, data={"fault_start": fault_start, "attempts": []})
         try:
-            parked = park_probe(self.probe, f"sip:park@{LOOPBACK}", 30 * timeout_multiplier())
+            parked = park_probe(self.probe, f"sip:park@{LOOPBACK}", 30 * timeout_multiplier(), op.data["attempts"])
             op.data["rto_s"] = round(parked - t_inject, 3)
             self.history.finish(op, True, detail=f"parked after {parked - t_inject:.2f} s")
         except (WaitTimeout, Exception) as exc:  # noqa: BLE001 - recorded

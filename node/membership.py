@@ -75,6 +75,7 @@ class Membership:
         self.lease = 0
         self._valid_until = 0.0
         self._info: dict[str, Any] = {}
+        self._published: dict[str, Any] | None = None  # what the member key holds, as far as we know
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,9 +83,18 @@ class Membership:
         self._on_renew = on_renew
         self.renewals = 0
         self.rejoins = 0
+        self._etcd_unreachable = False
 
     def is_valid(self) -> bool:
         return time.monotonic() < self._valid_until
+
+    def etcd_unreachable(self) -> bool:
+        """True from a failed etcd request until the next keepalive succeeds: new work should go elsewhere."""
+        return self._etcd_unreachable
+
+    def etcd_failed(self) -> None:
+        """Another etcd request of this node timed out: say so until the next keepalive succeeds."""
+        self._etcd_unreachable = True
 
     def remaining_s(self) -> float:
         return max(0.0, self._valid_until - time.monotonic())
@@ -103,6 +113,7 @@ class Membership:
             )
         with self._lock:
             self.lease = lease
+            self._published = dict(self._info)
             self._valid_until = sent + self.timings.ttl_s - self.timings.safety_s
 
     def start(self) -> None:
@@ -110,17 +121,26 @@ class Membership:
         self._thread.start()
 
     def update(self, **info: Any) -> None:
-        """Change fields of the member key (slots, ready); a no-op when nothing changed."""
+        """Change fields of the member key (slots, ready); a no-op when etcd already has them.
+
+        A write that fails is retried by the next call (found by the chaos suite: a node whose
+        "ready" update timed out right after a partition healed stayed not-ready for good).
+        """
         with self._lock:
-            new = {**self._info, **info}
-            if new == self._info:
+            self._info = {**self._info, **info}
+            if self._info == self._published:
                 return
-            self._info = new
-            lease = self.lease
+            lease, wanted = self.lease, dict(self._info)
         try:
-            self.kv.txn([Compare(self.key, "lease", "==", lease)], [Put(self.key, self._encode(), lease=lease)])
+            result = self.kv.txn(
+                [Compare(self.key, "lease", "==", lease)], [Put(self.key, self._encode(), lease=lease)]
+            )
         except StoreError as exc:
             log.warning("could not update member key: %s", exc)
+            return
+        if result.succeeded:
+            with self._lock:
+                self._published = wanted
 
     def stop(self, *, revoke: bool = True) -> None:
         self._stop.set()
@@ -142,8 +162,10 @@ class Membership:
             try:
                 ttl = self.kv.refresh_lease(self.lease)
             except StoreError as exc:
+                self._etcd_unreachable = True
                 log.warning("lease keepalive failed (%.1fs of validity left): %s", self.remaining_s(), exc)
                 continue
+            self._etcd_unreachable = False
             if ttl > 0:
                 with self._lock:
                     self._valid_until = sent + self.timings.ttl_s - self.timings.safety_s

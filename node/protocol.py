@@ -47,6 +47,12 @@ Message = dict[str, Any]
 
 MAX_LINE = 64 * 1024
 
+# Reason phrases of the 503s a node gives when it cannot reach etcd: the edge sends such a
+# park or retrieval straight to the backup pool instead of trying this pool's other nodes.
+REASON_FENCED = "Park node fenced"
+REASON_STATE_UNAVAILABLE = "Park state unavailable"
+ETCD_TROUBLE_REASONS = (REASON_FENCED, REASON_STATE_UNAVAILABLE)
+
 
 class ChannelClosed(Exception):
     """The other end of the channel went away."""

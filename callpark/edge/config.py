@@ -50,6 +50,7 @@ from pathlib import Path
 
 from callpark.edge.credentials import DigestAuth
 from callpark.errors import ValidationError
+from callpark.node.protocol import ETCD_TROUBLE_REASONS
 from callpark.peers import parse_peers
 
 __all__ = [
@@ -540,6 +541,7 @@ def render_kamailio_cfg(
             auth_route=_auth_route(cfg).replace("{", "{{").replace("}", "}}"),
             node_timeout_ms=t.node_timeout_ms,
             silent_before_backup=t.silent_before_backup,
+            etcd_trouble=" || ".join(f"$T_reply_reason == {_q(r)}" for r in ETCD_TROUBLE_REASONS),
             user_timeout_ms=t.user_timeout_ms,
             invite_timeout_ms=t.invite_timeout_ms,
             dispatcher_list=_q(str(dispatcher_list)),
@@ -839,6 +841,13 @@ failure_route[DS_FAILOVER] {{
 		exit;
 	}}
 	if (!(t_check_status("408|503") || (t_branch_timeout() && !t_branch_replied()))) {{
+		exit;
+	}}
+	if ($avp(ds_stage) == "primary" && $avp(ds_backup) != 0 && t_check_status("503")
+			&& ({etcd_trouble})) {{
+		# the node cannot reach etcd: its pool's other nodes, at the same site, likely cannot
+		# either, and each would spend an etcd time-out saying so; the backup pool parks now
+		route(DS_TO_BACKUP);
 		exit;
 	}}
 	if (t_branch_timeout() && !t_branch_replied()) {{

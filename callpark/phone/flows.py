@@ -71,11 +71,15 @@ def talking(a: Phone, a_call: str, b: Phone, b_call: str, freq: float = 1000.0) 
         a.stop_play(a_call)
 
 
-def park_probe(phone: Phone, park_uri: str, deadline_s: float) -> float:
-    """Call ``park_uri`` until one park succeeds; returns when (monotonic) it was answered."""
+def park_probe(phone: Phone, park_uri: str, deadline_s: float, attempts: list[dict[str, Any]] | None = None) -> float:
+    """Call ``park_uri`` until one park succeeds; returns when (monotonic) it was answered.
+
+    ``attempts``, when given, receives one entry per try: seconds taken, final state, SIP code.
+    """
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         since = phone.mark()
+        sent = time.monotonic()
         handle = phone.call(park_uri)
         event = phone.wait_event(
             functools.partial(_settled, handle),
@@ -83,6 +87,11 @@ def park_probe(phone: Phone, park_uri: str, deadline_s: float) -> float:
             timeout=15,
             what="park probe answered",
         )
+        if attempts is not None:
+            took = round(time.monotonic() - sent, 3)
+            attempts.append(
+                {"took_s": took, "state": event["state"], "code": event.get("code"), "reason": event.get("reason")}
+            )
         if event["state"] == "CONFIRMED":
             done = time.monotonic()
             phone.hangup(handle)

@@ -119,6 +119,23 @@ def test_a_lost_call_is_caught() -> None:
     assert "lost: takeover 481" in " ".join(bad["no call of a Replaces-capable caller lost"])
 
 
+def test_lost_after_the_caller_hung_up_is_not_a_lost_caller() -> None:
+    """The takeover of a call whose caller hung up meanwhile gets 481 and records "lost": the
+    workload knows the caller had gone, so only a lost call of a caller still there counts."""
+    ops, log = good_run()
+    log.changes = [c for c in log.changes if not c.entry.key.endswith("history/p2")]
+    log.put(
+        Keys.HISTORY + "p2", {"park_id": "p2", "orbit": "7001", "outcome": "lost", "detail": "481", "ended_at": 20.0}
+    )
+    ops = [o for o in ops if o.op != "timeout"]
+    late = Op("pair-1", "abandon", 25.0, 25.1, True, orbit="7001", caller="caller1", park_id="p2")
+    assert "no call of a Replaces-capable caller lost" in failed(judge([*ops, late], log))
+    early = Op("pair-1", "abandon", 12.0, 12.1, True, orbit="7001", caller="caller1", park_id="p2")
+    assert failed(judge([*ops, early], log)) == {}
+    report = checker.check([*ops, early], log.changes, rto_bound_s=3.0, replaces_capable=["caller1"])
+    assert report.numbers["calls_lost"] == 0 and report.numbers["lost_after_caller_hung_up"] == 1
+
+
 def test_a_call_that_never_ends_and_an_unrecorded_ack_are_caught() -> None:
     ops, log = good_run()
     log.park("7002", "p4", "caller2", "pool-b-n1")

@@ -187,3 +187,30 @@ def test_self_fencing_deadline_passes_before_the_lease_can_expire(etcd_cluster, 
     finally:
         m.stop()
         store.close()
+
+
+def test_a_member_update_that_failed_is_written_by_the_next_one() -> None:
+    """Found by the chaos suite: a 'ready' update lost to an etcd time-out was never retried."""
+    import json
+
+    from callpark.errors import StoreUnavailable
+    from callpark.memkv import MemoryKV
+
+    kv = MemoryKV()
+    m = Membership(kv, pool="pool-a", node="n9", timings=FAST)
+    m.join({"ready": False})
+    real_txn = kv.txn
+    fail = {"once": True}
+
+    def flaky_txn(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if fail.pop("once", False):
+            raise StoreUnavailable("etcd unreachable (test)")
+        return real_txn(*args, **kwargs)
+
+    kv.txn = flaky_txn  # type: ignore[method-assign]
+    m.update(ready=True)  # lost
+    entry = kv.get(Keys.member("pool-a", "n9"))
+    assert entry is not None and json.loads(entry.value)["ready"] is False
+    m.update(ready=True)  # nothing new asked, but etcd does not have it yet: written now
+    entry = kv.get(Keys.member("pool-a", "n9"))
+    assert entry is not None and json.loads(entry.value)["ready"] is True
