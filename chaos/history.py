@@ -14,15 +14,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# What a workload operation is: a park (parker learns an orbit), a retrieve (retriever
-# connected to a caller), a hangup of a parked caller (abandon), a wait for a
-# timeout (ringback to the parker), and a park probe after a fault (RTO).
-OPS = ("park", "retrieve", "abandon", "timeout", "probe", "fault", "heal")
-
 
 @dataclass
 class Op:
-    """One operation of one process (a phone pair, the nemesis, the runner)."""
+    """One operation of one process (a phone pair, the nemesis, the probe, the runner).
+
+    ``op`` is ``park``, ``retrieve``, ``abandon`` (the caller hangs up), ``timeout`` (nobody
+    retrieves; the parker answers the ringback), ``probe`` (a park after a pool fault: RTO),
+    ``fault``, ``heal`` or ``error``.
+    """
 
     process: str
     op: str

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -48,9 +47,3 @@ def reexec(argv: Sequence[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe("unshare", cmd, env)
-
-
-def loopback_up() -> bool:
-    """Whether ``lo`` is up here (sanity check inside the namespace)."""
-    out = subprocess.run(["ip", "-o", "link", "show", "lo"], capture_output=True, text=True, check=False).stdout
-    return "UP" in out

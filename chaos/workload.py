@@ -10,10 +10,12 @@ with start, end and what the phones saw: that is what the checker judges.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,10 @@ class Pair:
     retriever: Phone
     rng: random.Random
     cycles: int = 0
+
+
+def _idle(phone: Phone) -> bool:
+    return not any(c.get("state") not in ("DISCONNECTED", None) for c in phone.calls())
 
 
 def parse_notification(body: str) -> dict[str, str]:
@@ -121,7 +127,9 @@ class Workload:
             try:
                 self._cycle(pair)
             except Exception as exc:  # noqa: BLE001 - a workload records failures and goes on
-                self.history.add(Op(f"pair-{pair.index}", "error", 0.0, detail=f"{exc.__class__.__name__}: {exc}"))
+                self.history.add(
+                    Op(f"pair-{pair.index}", "error", time.time(), detail=f"{exc.__class__.__name__}: {exc}")
+                )
                 log.warning("pair %d: %s", pair.index, exc)
             self._tidy(pair)
             pair.cycles += 1
@@ -131,11 +139,7 @@ class Workload:
         for p in (pair.parker, pair.caller, pair.retriever):
             try:
                 p.hangup_all()
-                wait_until(
-                    lambda p=p: not any(c.get("state") not in ("DISCONNECTED", None) for c in p.calls()),  # type: ignore[misc]
-                    timeout=10,
-                    what=f"{p.user} idle",
-                )
+                wait_until(functools.partial(_idle, p), timeout=10, what=f"{p.user} idle")
             except Exception as exc:  # noqa: BLE001 - best effort between cycles
                 log.info("tidy %s: %s", p.user, exc)
 

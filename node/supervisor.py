@@ -60,6 +60,9 @@ END_REASONS = {
 }
 
 
+SLOW_HANDLER_S = 0.5  # a worker message handled slower than this delays that worker's next requests
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """How one park node runs (validated at start-up)."""
@@ -344,8 +347,12 @@ class Supervisor:
                 break
             if handle.generation != generation:
                 break
+            started = time.monotonic()
             try:
                 self._on_message(handle, msg)
+                took = time.monotonic() - started
+                if took > SLOW_HANDLER_S:
+                    log.warning("handling %s from worker %d took %.2fs", msg.get("op"), handle.index, took)
             except Exception:
                 log.exception(
                     "handling %s from worker %d failed; please report it as a BUG", msg.get("op"), handle.index
@@ -565,6 +572,9 @@ class Supervisor:
         if not self.membership.is_valid():
             self.metrics.retrievals.labels(pool, "fenced").inc()
             return self._reject(w, req, 503, REASON_FENCED, "park node fenced: etcd lease not renewed")
+        if self.membership.etcd_unreachable():
+            self.metrics.retrievals.labels(pool, "etcd-unreachable").inc()
+            return self._reject(w, req, 503, REASON_STATE_UNAVAILABLE, "etcd unreachable: last request failed")
         source = self._source(msg)
         wait = self.scan.retry_after(source)
         if wait:
@@ -581,6 +591,7 @@ class Supervisor:
         try:
             held = self.table.get(orbit)
         except StoreError as exc:
+            self.membership.etcd_failed()
             self.metrics.retrievals.labels(pool, "etcd-error").inc()
             return self._reject(w, req, 503, REASON_STATE_UNAVAILABLE, f"etcd unavailable: {exc}")
         if held is None:
@@ -728,6 +739,10 @@ class Supervisor:
     def _free(self, held: Held, outcome: Outcome, detail: str) -> None:
         with self._lock:
             current = self.held.get(held.call.orbit, held)
+            if self.membership.etcd_unreachable():
+                # do not hold up this worker's next requests with a write that will time out
+                self._pending_free[held.call.orbit] = (held.call.park_id, outcome, detail)
+                return
             for _ in range(2):
                 try:
                     self.table.free(current, outcome, detail)
@@ -740,6 +755,8 @@ class Supervisor:
                         return
                     current = refreshed
                 except (Fenced, StoreError) as exc:
+                    if isinstance(exc, StoreError):
+                        self.membership.etcd_failed()
                     # The call is over; retry recording it every cycle (found by the chaos suite:
                     # a free lost to etcd quorum loss left the orbit parked, then rang back).
                     log.warning("could not free orbit %s (will retry): %s", held.call.orbit, exc)
@@ -751,7 +768,7 @@ class Supervisor:
 
     def _retry_frees(self) -> None:
         """Record the ends of calls whose free failed (etcd unreachable or indeterminate)."""
-        if not self._pending_free or not self.membership.is_valid():
+        if not self._pending_free or not self.membership.is_valid() or self.membership.etcd_unreachable():
             return
         for orbit, (park_id, outcome, detail) in list(self._pending_free.items()):
             with self._lock:
