@@ -319,6 +319,11 @@ def _etcd_leader(ctx: Context) -> int | None:
     return None
 
 
+def _leader_found(ctx: Context) -> tuple[int] | None:
+    leader = _etcd_leader(ctx)
+    return None if leader is None else (leader,)
+
+
 class KillEtcdMember(Nemesis):
     name = "kill-etcd-follower"
     summary = "kill -9 one etcd follower (a minority); no visible impact beyond latency"
@@ -326,7 +331,8 @@ class KillEtcdMember(Nemesis):
 
     def inject(self, ctx: Context) -> str:
         assert ctx.cluster.etcd is not None
-        leader = wait_until(lambda: _etcd_leader(ctx), timeout=10, what="an etcd leader")
+        # a one-tuple, because member 0 is a leader too (and 0 is falsy)
+        (leader,) = wait_until(lambda: _leader_found(ctx), timeout=10, what="an etcd leader")
         self.state["leader"] = leader
         n = len(ctx.cluster.etcd.members)
         index = leader if self.kill_leader else ctx.rng.choice([i for i in range(n) if i != leader])

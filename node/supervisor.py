@@ -504,6 +504,9 @@ class Supervisor:
             return None
         target = msg.get("target") or "park"
         elsewhere = self._owner_elsewhere(None if target == "park" else str(target))
+        if self.membership.etcd_unreachable():  # found out while looking for the owner
+            self.metrics.parks.labels(pool, "etcd-unreachable").inc()
+            return self._reject(w, req, 503, REASON_STATE_UNAVAILABLE, "etcd unreachable: owners unknown")
         if elsewhere is not None:
             self.metrics.parks.labels(pool, "redirected-to-owner").inc()
             w.send("reply", req=req, action="redirect", contact=f"sip:{target}@{elsewhere}")
@@ -877,6 +880,8 @@ class Supervisor:
         except (StoreError, CallparkError) as exc:
             if force and not self.workers:
                 raise
+            if isinstance(exc, StoreError):
+                self.membership.etcd_failed()
             log.warning("configuration refresh failed: %s", exc)
             return
         if self.config.pool not in state.pools:
@@ -933,7 +938,8 @@ class Supervisor:
         if needs_other:
             # before sending a park away, make sure our view of ownership is current
             self._refresh_owners()
-            self._refresh_config(force=True)
+            if not self.membership.etcd_unreachable():
+                self._refresh_config(force=True)
         if orbit is None:
             if self._ranges:
                 return None
@@ -972,6 +978,7 @@ class Supervisor:
         try:
             entries = self.kv.get_prefix(Keys.OWNERS).entries
         except StoreError as exc:
+            self.membership.etcd_failed()
             log.warning("could not read range owners: %s", exc)
             return None
         owners: dict[str, tuple[int, int, str]] = {}
