@@ -917,7 +917,12 @@ def cmd_node(args: argparse.Namespace) -> int:
         scan_limit=ScanLimit(burst=args.orbit_scan_burst, per_minute=args.orbit_scan_per_minute),
         admin_token=admintoken.from_option(args.admin_token_file),
     ).validate()
-    store = EtcdStore.connect(args.etcd, request_timeout_s=args.etcd_timeout, retry_deadline_s=args.etcd_timeout * 2)
+    store = EtcdStore.connect(
+        args.etcd,
+        request_timeout_s=args.etcd_timeout,
+        retry_deadline_s=args.etcd_timeout * 2,
+        fail_fast_s=args.keepalive,  # after a time-out, park requests go elsewhere at once
+    )
     supervisor = Supervisor(config, store)
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -71,6 +71,9 @@ class MemoryKV:
             self._leases.pop(lease_id, None)
             self._drop_lease_keys({lease_id})
 
+    def unreachable(self) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 

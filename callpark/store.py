@@ -203,10 +203,15 @@ class EtcdStore:
         key: str | None = None,
         user: str | None = None,
         password: str | None = None,
+        fail_fast_s: float = 0.0,
     ) -> None:
         self.endpoints = list(endpoints)
         self.request_timeout_s = request_timeout_s
         self.retry_deadline_s = retry_deadline_s
+        # After a request times out, fail every request at once for this long (0: never), so
+        # callers that wait in line do not each spend a time-out finding out etcd is cut off.
+        self.fail_fast_s = fail_fast_s
+        self._down_until = 0.0
         self.user = user
         self._password = password
         self._token: str | None = None
@@ -329,6 +334,10 @@ class EtcdStore:
                 result.append(EndpointHealth(url, False, str(getattr(exc, "reason", exc))))
         return result
 
+    def unreachable(self) -> bool:
+        """True for ``fail_fast_s`` after a request timed out: requests fail at once meanwhile."""
+        return time.monotonic() < self._down_until
+
     # -- replay ------------------------------------------------------------------------
 
     def changes(self, prefix: str, start_revision: int = 1, timeout_s: float = 20.0) -> list[Change]:
@@ -437,8 +446,15 @@ class EtcdStore:
         try:
             for attempt in retrying:
                 with attempt:
+                    if self.unreachable():
+                        raise StoreUnavailable(
+                            f"etcd unreachable at {','.join(self.endpoints)} ({what}): "
+                            "failing fast after a time-out, retrying shortly"
+                        )
                     try:
-                        return fn()
+                        result = fn()
+                        self._down_until = 0.0
+                        return result
                     except grpc.RpcError as exc:
                         if not authenticating and self.user is not None and _stale_token(exc):
                             # refused before it was applied: safe to retry, even a write
@@ -471,6 +487,8 @@ class EtcdStore:
             self._client.endpoint_in_use.fail()
             self._client._clear_old_stubs()
             never_sent = "connect" in lowered or "refused" in lowered
+            if self.fail_fast_s and not never_sent:  # a time-out, not a refused connection
+                self._down_until = time.monotonic() + self.fail_fast_s
             if write and not never_sent:
                 raise StoreIndeterminate(f"etcd {what} outcome unknown: {detail}") from None
             raise _Transient(detail) from None

@@ -83,18 +83,9 @@ class Membership:
         self._on_renew = on_renew
         self.renewals = 0
         self.rejoins = 0
-        self._etcd_unreachable = False
 
     def is_valid(self) -> bool:
         return time.monotonic() < self._valid_until
-
-    def etcd_unreachable(self) -> bool:
-        """True from a failed etcd request until the next keepalive succeeds: new work should go elsewhere."""
-        return self._etcd_unreachable
-
-    def etcd_failed(self) -> None:
-        """Another etcd request of this node timed out: say so until the next keepalive succeeds."""
-        self._etcd_unreachable = True
 
     def remaining_s(self) -> float:
         return max(0.0, self._valid_until - time.monotonic())
@@ -162,10 +153,8 @@ class Membership:
             try:
                 ttl = self.kv.refresh_lease(self.lease)
             except StoreError as exc:
-                self._etcd_unreachable = True
                 log.warning("lease keepalive failed (%.1fs of validity left): %s", self.remaining_s(), exc)
                 continue
-            self._etcd_unreachable = False
             if ttl > 0:
                 with self._lock:
                     self._valid_until = sent + self.timings.ttl_s - self.timings.safety_s

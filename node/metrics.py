@@ -138,5 +138,8 @@ class InstrumentedKV:
     def revoke_lease(self, lease_id: int) -> None:
         self._timed("revoke_lease", self.inner.revoke_lease, lease_id)
 
+    def unreachable(self) -> bool:
+        return self.inner.unreachable()
+
     def close(self) -> None:
         self.inner.close()

@@ -484,7 +484,7 @@ class Supervisor:
         if not self.membership.is_valid():
             self.metrics.parks.labels(pool, "fenced").inc()
             return self._reject(w, req, 503, REASON_FENCED, "park node fenced: etcd lease not renewed")
-        if self.membership.etcd_unreachable():
+        if self.kv.unreachable():
             # Fail fast so the edge tries the next node or the backup pool at once, instead of
             # every park waiting out etcd time-outs until the lease runs out (found by the chaos
             # suite: 10 s to park again with the primary pool cut from etcd).
@@ -504,7 +504,7 @@ class Supervisor:
             return None
         target = msg.get("target") or "park"
         elsewhere = self._owner_elsewhere(None if target == "park" else str(target))
-        if self.membership.etcd_unreachable():  # found out while looking for the owner
+        if self.kv.unreachable():  # found out while looking for the owner
             self.metrics.parks.labels(pool, "etcd-unreachable").inc()
             return self._reject(w, req, 503, REASON_STATE_UNAVAILABLE, "etcd unreachable: owners unknown")
         if elsewhere is not None:
@@ -523,7 +523,7 @@ class Supervisor:
         )
         try:
             with self._alloc_lock:
-                if not self.membership.is_valid() or self.membership.etcd_unreachable():
+                if not self.membership.is_valid() or self.kv.unreachable():
                     # went bad while this park queued behind another
                     self.metrics.parks.labels(pool, "etcd-unreachable").inc()
                     return self._reject(w, req, 503, REASON_STATE_UNAVAILABLE, "etcd unreachable while queued")
@@ -553,7 +553,6 @@ class Supervisor:
             self.metrics.parks.labels(pool, "fenced").inc()
             return self._reject(w, req, 503, REASON_FENCED, "park node fenced: etcd lease lost")
         except StoreError as exc:
-            self.membership.etcd_failed()
             self.metrics.parks.labels(pool, "etcd-error").inc()
             return self._reject(w, req, 503, REASON_STATE_UNAVAILABLE, f"etcd unavailable: {exc}")
         with self._lock:
@@ -575,7 +574,7 @@ class Supervisor:
         if not self.membership.is_valid():
             self.metrics.retrievals.labels(pool, "fenced").inc()
             return self._reject(w, req, 503, REASON_FENCED, "park node fenced: etcd lease not renewed")
-        if self.membership.etcd_unreachable():
+        if self.kv.unreachable():
             self.metrics.retrievals.labels(pool, "etcd-unreachable").inc()
             return self._reject(w, req, 503, REASON_STATE_UNAVAILABLE, "etcd unreachable: last request failed")
         source = self._source(msg)
@@ -594,7 +593,6 @@ class Supervisor:
         try:
             held = self.table.get(orbit)
         except StoreError as exc:
-            self.membership.etcd_failed()
             self.metrics.retrievals.labels(pool, "etcd-error").inc()
             return self._reject(w, req, 503, REASON_STATE_UNAVAILABLE, f"etcd unavailable: {exc}")
         if held is None:
@@ -742,7 +740,7 @@ class Supervisor:
     def _free(self, held: Held, outcome: Outcome, detail: str) -> None:
         with self._lock:
             current = self.held.get(held.call.orbit, held)
-            if self.membership.etcd_unreachable():
+            if self.kv.unreachable():
                 # do not hold up this worker's next requests with a write that will time out
                 self._pending_free[held.call.orbit] = (held.call.park_id, outcome, detail)
                 return
@@ -758,8 +756,6 @@ class Supervisor:
                         return
                     current = refreshed
                 except (Fenced, StoreError) as exc:
-                    if isinstance(exc, StoreError):
-                        self.membership.etcd_failed()
                     # The call is over; retry recording it every cycle (found by the chaos suite:
                     # a free lost to etcd quorum loss left the orbit parked, then rang back).
                     log.warning("could not free orbit %s (will retry): %s", held.call.orbit, exc)
@@ -771,7 +767,7 @@ class Supervisor:
 
     def _retry_frees(self) -> None:
         """Record the ends of calls whose free failed (etcd unreachable or indeterminate)."""
-        if not self._pending_free or not self.membership.is_valid() or self.membership.etcd_unreachable():
+        if not self._pending_free or not self.membership.is_valid() or self.kv.unreachable():
             return
         for orbit, (park_id, outcome, detail) in list(self._pending_free.items()):
             with self._lock:
@@ -880,8 +876,6 @@ class Supervisor:
         except (StoreError, CallparkError) as exc:
             if force and not self.workers:
                 raise
-            if isinstance(exc, StoreError):
-                self.membership.etcd_failed()
             log.warning("configuration refresh failed: %s", exc)
             return
         if self.config.pool not in state.pools:
@@ -938,7 +932,7 @@ class Supervisor:
         if needs_other:
             # before sending a park away, make sure our view of ownership is current
             self._refresh_owners()
-            if not self.membership.etcd_unreachable():
+            if not self.kv.unreachable():
                 self._refresh_config(force=True)
         if orbit is None:
             if self._ranges:
@@ -978,7 +972,6 @@ class Supervisor:
         try:
             entries = self.kv.get_prefix(Keys.OWNERS).entries
         except StoreError as exc:
-            self.membership.etcd_failed()
             log.warning("could not read range owners: %s", exc)
             return None
         owners: dict[str, tuple[int, int, str]] = {}

@@ -81,3 +81,32 @@ def test_failed_start_leaves_nothing_running(tmp_path: Path) -> None:
         assert not cluster.members[0].is_running()
     finally:
         blocker.close()
+
+
+def test_a_store_that_fails_fast_stops_waiting_after_one_time_out_and_recovers(tmp_path: Path) -> None:
+    """Found by the chaos suite: requests queued behind etcd time-outs made parking come back
+    late when a pool was cut from etcd. With fail_fast_s a time-out fails what follows at once."""
+    from callpark.waiting import wait_until
+
+    cluster = LocalEtcdCluster(tmp_path, members=1)
+    try:
+        cluster.start()
+        store = EtcdStore.connect(cluster.endpoints, request_timeout_s=0.3, retry_deadline_s=5.0, fail_fast_s=30.0)
+        try:
+            store.txn([], [Put("/t/k", b"v")])
+            assert not store.unreachable()
+            cluster.pause(0)  # requests now time out
+            with pytest.raises(StoreUnavailable):
+                store.get("/t/k")
+            assert store.unreachable()
+            cluster.resume(0)
+            with pytest.raises(StoreUnavailable, match="failing fast"):
+                store.get("/t/k")  # etcd is back, but the store does not try until fail_fast_s passes
+            store.fail_fast_s = 0.0
+            store._down_until = 0.0  # as if fail_fast_s had passed
+            entry = wait_until(lambda: store.get("/t/k"), timeout=10, what="etcd answering again")
+            assert entry.value == b"v" and not store.unreachable()
+        finally:
+            store.close()
+    finally:
+        cluster.stop()
