@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.phones import BenchPhone
-from callpark import admin
-from callpark.etcdlocal import LocalEtcdCluster
+from callpark.lab.etcd import LocalEtcdCluster
+from callpark.lab.nodeproc import NodeProcess
+from callpark.model import admin
+from callpark.model.orbits import OrbitRange
 from callpark.netutil import LOOPBACK
-from callpark.node.process import NodeProcess
-from callpark.orbits import OrbitRange
-from callpark.store import EtcdStore, Keys
+from callpark.store.etcd import EtcdStore, Keys
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A softphone driver for benchmarks: the test harness's :class:`Phone`, minus its polling.
 
-:class:`callpark.phone.Phone` waits by polling with back-off (3 ms first, growing to 250 ms),
+:class:`callpark.lab.phone.Phone` waits by polling with back-off (3 ms first, growing to 250 ms),
 which is fine for tests but adds up to hundreds of milliseconds to a wait and would make
 throughput a measure of the poll interval. :class:`BenchPhone` keeps the same process, the
 same JSON-lines protocol and every helper method, and only replaces how it waits: the
@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from callpark.phone import Phone
-from callpark.phone.harness import PhoneError
+from callpark.lab.phone import Phone
+from callpark.lab.phone.harness import PhoneError
 from callpark.waiting import WaitTimeout
 
 Event = dict[str, Any]

@@ -36,8 +36,8 @@ from typing import Any
 from bench.lab import BenchLab, port_is_free
 from bench.phones import is_state
 from bench.scenarios import FlowError, park_and_retrieve, reset_phones
+from callpark.lab.phone.harness import PhoneError
 from callpark.netutil import LOOPBACK
-from callpark.phone.harness import PhoneError
 from callpark.waiting import WaitTimeout
 
 

@@ -37,8 +37,8 @@ from bench.lab import BenchLab, parallel
 from bench.phones import BenchPhone, Event, is_event, is_state
 from bench.stats import Summary, histogram_deltas, parse_histograms
 from callpark import audio
-from callpark.phone import Phone
-from callpark.phone.harness import PhoneError
+from callpark.lab.phone import Phone
+from callpark.lab.phone.harness import PhoneError
 from callpark.waiting import WaitTimeout
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 The same file drives ``callpark config check``, ``config apply``, ``demo`` and (later)
 ``up``. Parsing never half-applies: the whole file becomes one desired
-:class:`~callpark.admin.AdminState`, validated by the same rules as the admin commands,
+:class:`~callpark.model.admin.AdminState`, validated by the same rules as the admin commands,
 and is committed in one transaction.
 """
 
@@ -13,12 +13,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from callpark import admin, sipsecurity
+from callpark import sipsecurity
 from callpark.errors import CallparkError, NotFound, ValidationError
-from callpark.etcdaccess import EtcdAccess
-from callpark.orbits import OrbitRange, RangeType
-from callpark.pools import FailbackPolicy
-from callpark.settings import GLOBAL_SCOPE, parse_scope
+from callpark.model import admin
+from callpark.model.orbits import OrbitRange, RangeType
+from callpark.model.pools import FailbackPolicy
+from callpark.model.settings import GLOBAL_SCOPE, parse_scope
+from callpark.store.access import EtcdAccess
 
 TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh", "timings", "edge", "security"}
 DEFAULT_LOCAL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "local-cluster.toml"
@@ -35,7 +36,7 @@ class EtcdSection:
     ``tls``/``auth`` make the local cluster (``up``, ``demo``, ``drill``) generate
     certificates and enable etcd authentication; ``ca``, ``cert``, ``key``, ``user`` and
     ``password_file`` (paths relative to the file) are client settings used when the CLI's
-    own options and environment give none (:mod:`callpark.etcdaccess`).
+    own options and environment give none (:mod:`callpark.store.access`).
     """
 
     members: int = 3
@@ -274,7 +275,7 @@ def _timings(raw: dict[str, Any]) -> Timings:
 
 def apply(store: admin.AdminStore, deployment: Deployment) -> admin.AdminState:
     """Make etcd's admin configuration equal the file's, in one transaction, then set music."""
-    from callpark import mohstore  # local import: keeps ``config check`` free of etcd
+    from callpark.store import music as mohstore
 
     desired = deployment.state
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from callpark.edge.credentials import CredentialsError, DigestAuth, read_htdigest
 from callpark.errors import ValidationError
-from callpark.node.ratelimit import ScanLimit
 from callpark.peers import DEFAULT_TRUSTED_PEERS, parse_peers
+from callpark.ratelimit import ScanLimit
 
 KEYS = frozenset(
     {

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from callpark import admin, tables
-from callpark.orbits import RangeType
-from callpark.settings import GLOBAL_SCOPE, format_timespan
-from callpark.store import EtcdStore
+from callpark import tables
+from callpark.model import admin
+from callpark.model.orbits import RangeType
+from callpark.model.settings import GLOBAL_SCOPE, format_timespan
+from callpark.store.etcd import EtcdStore
 
 
 def collect(store: EtcdStore, admin_store: admin.AdminStore) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from callpark.chaos.history import Op
-from callpark.store import Change, Keys
+from callpark.store.etcd import Change, Keys
 
 OUTCOMES = {"retrieved", "abandoned", "rang-back", "forwarded", "disconnected", "lost"}
 BUG_LINE = re.compile(r"\bBUG\b")

@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from callpark.dr.localcluster import LocalCluster
-from callpark.etcdaccess import EtcdAccess
-from callpark.node.process import NodeProcess
+from callpark.lab.localcluster import LocalCluster
+from callpark.lab.nodeproc import NodeProcess
+from callpark.store.access import EtcdAccess
 
 
 @dataclass

@@ -25,12 +25,12 @@ from callpark.chaos.cluster import ChaosCluster
 from callpark.chaos.firewall import Firewall
 from callpark.chaos.nfqueue import Delayer
 from callpark.dr.controller import request
-from callpark.dr.ownership import read_snapshot
-from callpark.dr.process import ControllerProcess
 from callpark.errors import StoreError
-from callpark.kv import Put
-from callpark.node.process import NodeProcess
-from callpark.store import EtcdStore, Keys
+from callpark.lab.controllerproc import ControllerProcess
+from callpark.lab.nodeproc import NodeProcess
+from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.kv import Put
+from callpark.store.ownership import read_snapshot
 from callpark.waiting import wait_until
 
 

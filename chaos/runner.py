@@ -28,11 +28,11 @@ from callpark.chaos.history import History, Op
 from callpark.chaos.nemesis import NEMESES, Context, Nemesis
 from callpark.chaos.scenarios import nemeses_of
 from callpark.chaos.workload import Workload, WorkloadConfig
-from callpark.dr.ownership import read_snapshot
+from callpark.lab.phone import Phone
+from callpark.lab.phone.flows import park_probe
 from callpark.netutil import LOOPBACK
-from callpark.phone import Phone
-from callpark.phone.flows import park_probe
-from callpark.store import Keys
+from callpark.store.etcd import Keys
+from callpark.store.ownership import read_snapshot
 from callpark.waiting import WaitTimeout, timeout_multiplier, wait_until
 
 CHAOS_FILE = deployment.DEFAULT_LOCAL_FILE.parent / "chaos-cluster.toml"

@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m callpark.chaos.skew OFFSET_FILE -- CALLPARK_ARGS...", file=sys.stderr)
         return 2
     install(Path(argv[0]))
-    from callpark.cli import main as callpark_main
+    from callpark.cli.app import main as callpark_main
 
     return callpark_main(argv[2:])
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from callpark.chaos.history import History, Op
+from callpark.lab.phone import Phone
+from callpark.lab.phone.flows import call_and_answer
 from callpark.netutil import LOOPBACK
-from callpark.phone import Phone
-from callpark.phone.flows import call_and_answer
 from callpark.waiting import WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)

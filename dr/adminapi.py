@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from callpark import admin
 from callpark.dr.controller import request
 from callpark.errors import ValidationError
-from callpark.etcdrecords import DEFAULT
-from callpark.kv import KV
-from callpark.node.http import Action
-from callpark.pools import validate_name
+from callpark.httpapi import Action
+from callpark.model import admin
+from callpark.model.pools import validate_name
+from callpark.store.kv import KV
+from callpark.store.records import DEFAULT
 
 
 def controller_actions(kv: KV) -> dict[tuple[str, str], Action]:

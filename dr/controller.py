@@ -20,12 +20,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from callpark.dr.leader import Leadership
-from callpark.dr.ownership import DrSnapshot, Owner, Request, read_snapshot
 from callpark.errors import CallparkError, StoreError, ValidationError
-from callpark.etcdrecords import RecordDecoder
-from callpark.kv import KV, Compare, Delete, Op, Put, unchanged
-from callpark.pools import FailbackPolicy
-from callpark.store import Keys, encode
+from callpark.model.pools import FailbackPolicy
+from callpark.store.etcd import Keys, encode
+from callpark.store.kv import KV, Compare, Delete, Op, Put, unchanged
+from callpark.store.ownership import DrSnapshot, Owner, Request, read_snapshot
+from callpark.store.records import RecordDecoder
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import os
 import time
 
 from callpark.errors import StoreError
-from callpark.kv import KV, Compare, Delete, Put, absent
-from callpark.store import Keys
+from callpark.store.etcd import Keys
+from callpark.store.kv import KV, Compare, Delete, Put, absent
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from callpark.kv import KV, Delete, Put
-from callpark.node.http import Action
-from callpark.store import Keys, encode
+from callpark.httpapi import Action
+from callpark.store.etcd import Keys, encode
+from callpark.store.kv import KV, Delete, Put
 
 
 def drain_actions(kv: KV, pool: str, node: str) -> dict[tuple[str, str], Action]:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from callpark.errors import CallparkError, StoreError, ValidationError
-from callpark.kv import KV, Compare, Put, absent
-from callpark.store import Keys
+from callpark.store.etcd import Keys
+from callpark.store.kv import KV, Compare, Put, absent
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from callpark.errors import StoreError
-from callpark.kv import KV, Compare, Entry, Op, Snapshot, TxnResult
+from callpark.store.kv import KV, Compare, Entry, Op, Snapshot, TxnResult
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -101,7 +101,7 @@ class NodeMetrics:
 
 
 class InstrumentedKV:
-    """A :class:`~callpark.kv.KV` wrapper that records latency and errors per operation."""
+    """A :class:`~callpark.store.kv.KV` wrapper that records latency and errors per operation."""
 
     def __init__(self, inner: KV, metrics: NodeMetrics) -> None:
         self.inner = inner

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from callpark import admin, cli
-from callpark.etcdlocal import LocalEtcdCluster
-from callpark.kv import Delete
-from callpark.store import EtcdStore, Keys
+from callpark.cli import app as cli
+from callpark.lab.etcd import LocalEtcdCluster
+from callpark.model import admin
+from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.kv import Delete
 
 REPO = Path(__file__).resolve().parent.parent
 CALLPARK_BIN = Path(sys.executable).parent / "callpark"

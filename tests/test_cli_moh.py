@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from callpark import admin, mohstore
-from callpark.music import CHUNK_BYTES, default_music
-from callpark.store import EtcdStore, Keys
+from callpark.model import admin
+from callpark.model.music import CHUNK_BYTES, default_music
+from callpark.store import music as mohstore
+from callpark.store.etcd import EtcdStore, Keys
 from tests.conftest import Cli
 from tests.test_cli_orbits import assert_refused
 from tests.wavs import pcm_wav, with_format_tag
@@ -88,7 +89,7 @@ def test_corrupted_chunks_are_detected_by_checksum(pool: Cli, admin_store: admin
     f.write_bytes(pcm_wav(seconds=1))
     pool.ok("moh", "set", "--pool", "pool-a", str(f))
     key = next(iter(admin_store.kv.get_prefix(Keys.MOH_BLOBS).entries))
-    from callpark.kv import Put
+    from callpark.store.kv import Put
 
     admin_store.kv.txn([], [Put(key, b"RIFF-garbage")])
     result = pool("moh", "get", "--pool", "pool-a")

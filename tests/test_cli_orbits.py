@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from callpark.store import EtcdStore
+from callpark.store.etcd import EtcdStore
 from tests.conftest import Cli, snapshot_keys
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import threading
 
-from callpark import admin
 from callpark.errors import ValidationError
-from callpark.etcdlocal import LocalEtcdCluster
-from callpark.orbits import OrbitRange
-from callpark.store import EtcdStore
+from callpark.lab.etcd import LocalEtcdCluster
+from callpark.model import admin
+from callpark.model.orbits import OrbitRange
+from callpark.store.etcd import EtcdStore
 from tests.conftest import CALLPARK_BIN, Cli
 
 

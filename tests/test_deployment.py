@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from callpark import deployment
-from callpark.store import EtcdStore
+from callpark.store.etcd import EtcdStore
 from tests.conftest import Cli, run_console, snapshot_keys
 
 GOOD = deployment.DEFAULT_LOCAL_FILE
@@ -87,8 +87,8 @@ def test_bad_endpoint_text_is_refused() -> None:
 
 
 def test_malformed_record_in_etcd_names_the_key(run_cli: Cli, etcd: EtcdStore) -> None:
-    from callpark.kv import Put
-    from callpark.store import Keys
+    from callpark.store.etcd import Keys
+    from callpark.store.kv import Put
 
     etcd.txn([], [Put(Keys.range("broken"), b'{"v": 1, "name": "broken"')])
     result = run_cli("orbit", "get")

@@ -18,11 +18,11 @@ import pytest
 
 from callpark import deployment
 from callpark.errors import StoreAuthError, StoreError, StoreUnavailable
-from callpark.etcdaccess import EtcdAccess, EtcdAccessError
-from callpark.etcdlocal import LocalEtcdCluster
-from callpark.etcdtls import make_pki
-from callpark.kv import Put
-from callpark.store import EtcdStore, Keys
+from callpark.lab.etcd import LocalEtcdCluster
+from callpark.lab.tls import make_pki
+from callpark.store.access import EtcdAccess, EtcdAccessError
+from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.kv import Put
 from callpark.waiting import wait_until
 from tests.conftest import run_console
 

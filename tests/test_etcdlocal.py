@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from callpark.errors import StoreUnavailable
-from callpark.etcdlocal import EtcdStartError, LocalEtcdCluster
-from callpark.kv import Put
-from callpark.store import EtcdStore
+from callpark.lab.etcd import EtcdStartError, LocalEtcdCluster
+from callpark.store.etcd import EtcdStore
+from callpark.store.kv import Put
 
 
 def _alive(pid: int) -> bool:

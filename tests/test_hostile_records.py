@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from callpark import admin
 from callpark.dr.controller import Controller, ControllerConfig
-from callpark.dr.ownership import read_snapshot
 from callpark.errors import StoreDataError
-from callpark.etcdrecords import RecordDecoder
-from callpark.kv import Put
-from callpark.memkv import MemoryKV
-from callpark.node.parking import ParkTable
-from callpark.orbits import OrbitRange
-from callpark.store import Keys
+from callpark.model import admin
+from callpark.model.orbits import OrbitRange
+from callpark.store.etcd import Keys
+from callpark.store.kv import Put
+from callpark.store.memkv import MemoryKV
+from callpark.store.ownership import read_snapshot
+from callpark.store.parking import ParkTable
+from callpark.store.records import RecordDecoder
 
 GARBAGE = {
     "truncated": b'{"v": 1, "orbit": "70',
@@ -61,7 +61,7 @@ def test_the_controller_keeps_deciding_and_counts_each_skip_once(caplog: pytest.
     poison(kv)
     kv.txn([], [Put(Keys.LEADER + "-x", b"\xff")])
     c = Controller(kv, ControllerConfig(name="c1", loop_s=0.5, grace_s=2.0, ttl_s=6, safety_s=1.5))
-    with caplog.at_level(logging.WARNING, logger="callpark.etcdrecords"):
+    with caplog.at_level(logging.WARNING, logger="callpark.store.records"):
         said = c.run_cycle()
         c.run_cycle()
         c.run_cycle()

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from callpark.etcdlocal import LocalEtcdCluster
-from callpark.kv import KV, Compare, Delete, Put, absent, prefix_end, unchanged
-from callpark.memkv import MemoryKV
-from callpark.store import EtcdStore, Keys
+from callpark.lab.etcd import LocalEtcdCluster
+from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.kv import KV, Compare, Delete, Put, absent, prefix_end, unchanged
+from callpark.store.memkv import MemoryKV
 
 
 @pytest.fixture(params=["etcd", "memory"])

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callpark.errors import ValidationError
-from callpark.mohstore import DEFAULT_MUSIC_PATH
-from callpark.music import MAX_MOH_BYTES, default_music, split_chunks, validate_wav
+from callpark.model.music import MAX_MOH_BYTES, default_music, split_chunks, validate_wav
+from callpark.store.music import DEFAULT_MUSIC_PATH
 from tests.wavs import pcm_wav, with_format_tag
 
 
@@ -52,7 +52,9 @@ def test_size_limit() -> None:
 
 def test_default_music_is_generated_by_the_project_and_valid() -> None:
     data = default_music()
-    assert data == DEFAULT_MUSIC_PATH.read_bytes(), "shipped default-moh.wav must be what callpark.music generates"
+    assert data == DEFAULT_MUSIC_PATH.read_bytes(), (
+        "shipped default-moh.wav must be what callpark.model.music generates"
+    )
     info = validate_wav(data)
     assert info.sample_rate == 8000 and info.duration_s == pytest.approx(9.0)
 

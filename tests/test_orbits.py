@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from callpark.errors import ValidationError
-from callpark.orbits import (
+from callpark.model.orbits import (
     OrbitRange,
     find_overlap,
     parse_orbit,

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from callpark.errors import ValidationError
-from callpark.settings import (
+from callpark.model.settings import (
     DEFAULTS,
     CpsSettings,
     effective_settings,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from callpark import deployment
-from callpark.dr.localcluster import LocalCluster
 from callpark.edge.credentials import ha1
+from callpark.lab.localcluster import LocalCluster
 from callpark.peers import DEFAULT_TRUSTED_PEERS
 from tests.conftest import run_console
 

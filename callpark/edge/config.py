@@ -69,7 +69,7 @@ __all__ = [
 DISPATCH_ROUND_ROBIN = 4
 """Kamailio dispatcher algorithm 4: round robin over the set's active destinations."""
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # as callpark.pools
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # as callpark.model.pools
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _USER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 _ORBIT_RE = re.compile(r"^([*#]?)([0-9]{1,9})$")

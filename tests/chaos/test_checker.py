@@ -10,8 +10,8 @@ from typing import Any
 
 from callpark.chaos import checker
 from callpark.chaos.history import History, Op
-from callpark.kv import Entry
-from callpark.store import Change, Keys
+from callpark.store.etcd import Change, Keys
+from callpark.store.kv import Entry
 
 
 class EtcdLog:

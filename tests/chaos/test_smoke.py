@@ -27,7 +27,7 @@ ARTIFACTS = Path(os.environ.get("CALLPARK_CHAOS_ARTIFACTS", "/tmp/callpark-chaos
 
 
 def _run(scenario: str, seed: int, out: Path) -> tuple[int, str]:
-    argv = [sys.executable, "-m", "callpark.cli", "chaos", "run", "--scenario", scenario, "--seed", str(seed)]
+    argv = [sys.executable, "-m", "callpark.cli.app", "chaos", "run", "--scenario", scenario, "--seed", str(seed)]
     proc = subprocess.Popen(
         [*argv, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )

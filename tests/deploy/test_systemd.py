@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from callpark import cli
+from callpark.cli import app as cli
 from callpark.dr.controller import ControllerConfig
 from callpark.node.membership import LeaseTimings
 from tests.deploy.promql import REPO

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from callpark import deployment
-from callpark.dr.drill import park_through_edge
-from callpark.dr.localcluster import ClusterTimings, LocalCluster
-from callpark.phone import Phone
-from callpark.store import Keys
+from callpark.lab.drill import park_through_edge
+from callpark.lab.localcluster import ClusterTimings, LocalCluster
+from callpark.lab.phone import Phone
+from callpark.store.etcd import Keys
 from callpark.waiting import wait_until
 
 DEPLOYMENT = """

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from callpark import admin
-from callpark.dr.process import ControllerProcess
-from callpark.etcdlocal import LocalEtcdCluster
-from callpark.kv import Put
-from callpark.orbits import OrbitRange
-from callpark.store import EtcdStore, Keys
+from callpark.lab.controllerproc import ControllerProcess
+from callpark.lab.etcd import LocalEtcdCluster
+from callpark.model import admin
+from callpark.model.orbits import OrbitRange
+from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.kv import Put
 from callpark.waiting import wait_until
 from tests.node.test_admin_api import TOKEN, request, write_token
 

@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from callpark import admin
 from callpark.dr.controller import Controller, ControllerConfig, request
-from callpark.dr.ownership import events, read_snapshot
 from callpark.errors import ValidationError
-from callpark.kv import Delete, Put
-from callpark.memkv import MemoryKV
-from callpark.orbits import OrbitRange
-from callpark.pools import FailbackPolicy
-from callpark.store import Keys
+from callpark.model import admin
+from callpark.model.orbits import OrbitRange
+from callpark.model.pools import FailbackPolicy
+from callpark.store.etcd import Keys
+from callpark.store.kv import Delete, Put
+from callpark.store.memkv import MemoryKV
+from callpark.store.ownership import events, read_snapshot
 
 
 class Clock:
@@ -186,7 +186,7 @@ def test_a_leader_that_lost_track_of_its_key_resumes_it_instead_of_blocking_ever
     """Found by chaos smoke-etcd: after quorum loss the old leader's key stayed alive on its lease,
     the old leader thought it was standby, and no controller led any more."""
     from callpark.dr.leader import Leadership
-    from callpark.memkv import MemoryKV
+    from callpark.store.memkv import MemoryKV
 
     kv = MemoryKV()
     first = Leadership(kv, "controller-1", ttl_s=4, safety_s=1.0)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from callpark.lab.phone import Phone
 from callpark.netutil import LOOPBACK
-from callpark.phone import Phone
 from callpark.waiting import wait_until
 from tests.dr.conftest import DrLab
 from tests.node.flows import connected_call, hears_music, park_probe

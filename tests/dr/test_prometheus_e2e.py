@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from callpark import deployment
-from callpark.dr.localcluster import LocalCluster
+from callpark.lab.localcluster import LocalCluster
 from callpark.netutil import free_port
 from callpark.procs import ManagedProcess
 from callpark.waiting import wait_until

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from callpark import deployment
-from callpark.dr.localcluster import ClusterTimings, LocalCluster
 from callpark.errors import StoreAuthError, StoreUnavailable
-from callpark.etcdaccess import EtcdAccess
-from callpark.etcdtls import make_pki
-from callpark.store import EtcdStore, Keys
+from callpark.lab.localcluster import ClusterTimings, LocalCluster
+from callpark.lab.tls import make_pki
+from callpark.store.access import EtcdAccess
+from callpark.store.etcd import EtcdStore, Keys
 from callpark.waiting import wait_until
 from tests.conftest import run_console
 from tests.dr.conftest import DrLab

@@ -14,7 +14,7 @@ def test_up_runs_the_local_cluster_and_stops_everything_on_sigterm(tmp_path: Pat
     log = tmp_path / "up.log"
     proc = ManagedProcess(
         "up",
-        [sys.executable, "-m", "callpark.cli", "up", "--run-dir", str(tmp_path / "run"), "--interval", "0.5"],
+        [sys.executable, "-m", "callpark.cli.app", "up", "--run-dir", str(tmp_path / "run"), "--interval", "0.5"],
         log_path=log,
     )
     proc.start()
@@ -33,7 +33,9 @@ def test_up_runs_the_local_cluster_and_stops_everything_on_sigterm(tmp_path: Pat
 def test_drill_stopped_by_sigterm_leaves_no_process_behind(tmp_path: Path) -> None:
     log = tmp_path / "drill.log"
     run = tmp_path / "run"
-    proc = ManagedProcess("drill", [sys.executable, "-m", "callpark.cli", "drill", "--run-dir", str(run)], log_path=log)
+    proc = ManagedProcess(
+        "drill", [sys.executable, "-m", "callpark.cli.app", "drill", "--run-dir", str(run)], log_path=log
+    )
     proc.start()
     try:
         wait_until(lambda: "== 1. park" in log.read_text(), timeout=60, what="the drill to start parking")

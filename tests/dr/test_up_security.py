@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from callpark.edge.credentials import ha1
-from callpark.phone import Phone
+from callpark.lab.phone import Phone
 from callpark.procs import ManagedProcess
 from callpark.waiting import wait_until
 from tests.edge.uac import Uac
@@ -45,7 +45,7 @@ def test_up_applies_trusted_peers_and_digest_auth(tmp_path: Path) -> None:
     config.write_text(CONFIG)
     log = tmp_path / "up.log"
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "callpark.cli", "up", "--config", str(config), "--run-dir", str(run)]
+    argv = [sys.executable, "-m", "callpark.cli.app", "up", "--config", str(config), "--run-dir", str(run)]
     proc = ManagedProcess("up", argv, log_path=log)
     proc.start()
     phones: list[Phone] = []

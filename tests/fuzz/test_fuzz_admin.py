@@ -9,10 +9,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callpark import settings as cps
 from callpark.errors import ValidationError
-from callpark.orbits import OrbitRange, RangeType, parse_orbit, validate_range_shape, validate_table
-from callpark.pools import FailbackPolicy, Pool, validate_name, validate_pools
+from callpark.model import settings as cps
+from callpark.model.orbits import OrbitRange, RangeType, parse_orbit, validate_range_shape, validate_table
+from callpark.model.pools import FailbackPolicy, Pool, validate_name, validate_pools
 from tests.fuzz.budget import FUZZ, json_values
 
 orbitish = st.text(alphabet="0123456789*#+- x\u0663", max_size=12) | st.text(max_size=12)

@@ -7,10 +7,11 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callpark import admin, mohstore
 from callpark.errors import ValidationError
-from callpark.memkv import MemoryKV
-from callpark.music import MAX_RATE, MIN_RATE, default_music, validate_wav
+from callpark.model import admin
+from callpark.model.music import MAX_RATE, MIN_RATE, default_music, validate_wav
+from callpark.store import music as mohstore
+from callpark.store.memkv import MemoryKV
 from tests.fuzz.budget import FUZZ
 
 VALID = default_music()[:4000]

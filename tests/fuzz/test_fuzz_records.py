@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callpark import admin
-from callpark.dr.ownership import Owner, parse_event, parse_leader, parse_member, parse_request
 from callpark.errors import StoreDataError
-from callpark.etcdrecords import RecordDecoder, RecordKind, parse_history, parse_stamp
-from callpark.kv import Entry
-from callpark.node.records import CallState, Dialog, Holder, ParkedCall, ParkKind
-from callpark.store import Keys, decode
+from callpark.model import admin
+from callpark.store.etcd import Keys, decode
+from callpark.store.kv import Entry
+from callpark.store.ownership import Owner, parse_event, parse_leader, parse_member, parse_request
+from callpark.store.parked import CallState, Dialog, Holder, ParkedCall, ParkKind
+from callpark.store.records import RecordDecoder, RecordKind, parse_history, parse_stamp
 from tests.fuzz.budget import FUZZ, raw_values
 
 CALL = ParkedCall(

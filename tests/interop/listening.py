@@ -13,7 +13,7 @@ import wave
 from pathlib import Path
 
 from callpark import audio
-from callpark.phone import Phone
+from callpark.lab.phone import Phone
 from callpark.waiting import wait_until
 
 

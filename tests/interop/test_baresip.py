@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from callpark.phone import Phone
+from callpark.lab.phone import Phone
 from callpark.waiting import wait_until
 from tests.interop.baresip import Baresip, missing
 from tests.interop.listening import listen_for

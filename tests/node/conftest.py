@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from callpark import admin
 from callpark.edge import Edge, EdgeConfig, PoolSpec
 from callpark.edge import OrbitRange as EdgeRange
-from callpark.etcdlocal import LocalEtcdCluster
-from callpark.kv import Put
+from callpark.lab.etcd import LocalEtcdCluster
+from callpark.lab.nodeproc import NodeProcess
+from callpark.lab.phone import Phone
+from callpark.model import admin
+from callpark.model.orbits import OrbitRange
 from callpark.netutil import LOOPBACK, free_port
-from callpark.node.process import NodeProcess
-from callpark.orbits import OrbitRange
-from callpark.phone import Phone
-from callpark.store import EtcdStore, Keys
+from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.kv import Put
 from callpark.waiting import wait_until
 
 POOL = "pool-a"

@@ -1,6 +1,6 @@
-"""Call flows the node tests share: re-exported from :mod:`callpark.phone.flows`."""
+"""Call flows the node tests share: re-exported from :mod:`callpark.lab.phone.flows`."""
 
-from callpark.phone.flows import (
+from callpark.lab.phone.flows import (
     MUSIC_NOTES_HZ,
     blind_park,
     call_and_answer,

@@ -8,8 +8,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from callpark.node.process import NodeProcess
-from callpark.store import Keys
+from callpark.lab.nodeproc import NodeProcess
+from callpark.store.etcd import Keys
 from callpark.waiting import wait_until
 from tests.conftest import run_console
 from tests.node.conftest import POOL, ParkLab

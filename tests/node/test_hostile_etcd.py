@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from callpark.dr.process import ControllerProcess
-from callpark.kv import Put
-from callpark.orbits import OrbitRange
-from callpark.store import Keys, encode
+from callpark.lab.controllerproc import ControllerProcess
+from callpark.model.orbits import OrbitRange
+from callpark.store.etcd import Keys, encode
+from callpark.store.kv import Put
 from callpark.waiting import wait_until
 from tests.node.conftest import POOL, ParkLab
 from tests.node.flows import blind_park, connected_call

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import pytest
 
 from callpark.errors import ValidationError
-from callpark.kv import KV
+from callpark.model.orbits import OrbitRange
 from callpark.node.membership import DuplicateNode, LeaseTimings, Membership
-from callpark.node.parking import Fenced, LostRace, NoFreeOrbit, OrbitTaken, ParkTable
-from callpark.node.records import CallState, Dialog, Holder, Outcome, ParkKind
-from callpark.orbits import OrbitRange
-from callpark.store import EtcdStore, Keys
+from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.kv import KV
+from callpark.store.parked import CallState, Dialog, Holder, Outcome, ParkKind
+from callpark.store.parking import Fenced, LostRace, NoFreeOrbit, OrbitTaken, ParkTable
 from callpark.waiting import wait_until
 
 RANGES = [OrbitRange("r", "7000", "7002", "pool-a")]
@@ -194,7 +194,7 @@ def test_a_member_update_that_failed_is_written_by_the_next_one() -> None:
     import json
 
     from callpark.errors import StoreUnavailable
-    from callpark.memkv import MemoryKV
+    from callpark.store.memkv import MemoryKV
 
     kv = MemoryKV()
     m = Membership(kv, pool="pool-a", node="n9", timings=FAST)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from callpark.errors import ValidationError
-from callpark.node.ratelimit import ScanLimit, ScanLimiter
+from callpark.ratelimit import ScanLimit, ScanLimiter
 
 
 class Clock:

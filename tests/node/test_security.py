@@ -10,8 +10,8 @@ import re
 from typing import Any
 
 from callpark.edge.credentials import DigestAuth, ha1
+from callpark.lab.phone import Phone
 from callpark.netutil import LOOPBACK
-from callpark.phone import Phone
 from tests.edge.uac import Uac
 from tests.node.conftest import ParkLab
 from tests.node.flows import blind_park, connected_call, hears_music, talking

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from callpark.phone import Phone
+from callpark.lab.phone import Phone
 from tests.sip.helpers import PhoneFactory
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from callpark import audio
-from callpark.phone import Phone
+from callpark.lab.phone import Phone
 
 PhoneFactory = Callable[..., Phone]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from callpark import audio
-from callpark.phone import PhoneError
+from callpark.lab.phone import PhoneError
 from tests.sip.helpers import PhoneFactory, connect
 
 

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from callpark.errors import StoreDataError, ValidationError
-from callpark.etcdrecords import flag, number, obj, opt_text, strict, text, whole
-from callpark.orbits import parse_orbit
-from callpark.store import Keys, decode, encode
+from callpark.model.orbits import parse_orbit
+from callpark.store.etcd import Keys, decode, encode
+from callpark.store.records import flag, number, obj, opt_text, strict, text, whole
 
 
 class ParkKind(enum.StrEnum):

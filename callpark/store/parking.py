@@ -14,11 +14,11 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from callpark.etcdrecords import DEFAULT, RecordDecoder, RecordKind, parse_history, parse_stamp
-from callpark.kv import KV, Compare, Delete, Entry, Put, absent, unchanged
-from callpark.node.records import CallState, Dialog, Holder, Outcome, ParkedCall, ParkKind
-from callpark.orbits import OrbitRange
-from callpark.store import Keys, decode, encode
+from callpark.model.orbits import OrbitRange
+from callpark.store.etcd import Keys, decode, encode
+from callpark.store.kv import KV, Compare, Delete, Entry, Put, absent, unchanged
+from callpark.store.parked import CallState, Dialog, Holder, Outcome, ParkedCall, ParkKind
+from callpark.store.records import DEFAULT, RecordDecoder, RecordKind, parse_history, parse_stamp
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The key-value contract callpark needs from etcd, as plain data types.
 
-:class:`KV` is implemented by :class:`callpark.store.EtcdStore` (the real thing, the
-only importer of the etcd client) and by :class:`callpark.memkv.MemoryKV` (an
+:class:`KV` is implemented by :class:`callpark.store.etcd.EtcdStore` (the real thing, the
+only importer of the etcd client) and by :class:`callpark.store.memkv.MemoryKV` (an
 in-memory fake for fast unit tests; both pass the same contract tests).
 
 Contract:

@@ -21,13 +21,13 @@ from typing import Any, TextIO
 from callpark import tables
 from callpark.deployment import Deployment
 from callpark.dr.controller import request
-from callpark.dr.localcluster import LocalCluster
-from callpark.dr.ownership import events, read_snapshot
-from callpark.kv import KV
+from callpark.lab.localcluster import LocalCluster
+from callpark.lab.phone import Phone
+from callpark.lab.phone.flows import connected_call, hears_music, park_probe, talking
 from callpark.netutil import LOOPBACK
-from callpark.phone import Phone
-from callpark.phone.flows import connected_call, hears_music, park_probe, talking
-from callpark.store import Keys
+from callpark.store.etcd import Keys
+from callpark.store.kv import KV
+from callpark.store.ownership import events, read_snapshot
 from callpark.waiting import WaitTimeout, wait_until
 
 FAULTS = ("pool-kill", "planned", "node-crash", "controller-crash")

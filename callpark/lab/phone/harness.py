@@ -40,7 +40,7 @@ class PhoneError(RuntimeError):
 
 
 class Phone:
-    """One softphone process (``python -m callpark.phone``) and its event log.
+    """One softphone process (``python -m callpark.lab.phone``) and its event log.
 
     Ports default to fresh loopback ports. ``stop()`` (also on ``__exit__``) always
     leaves no process: a ``quit`` command, then SIGTERM/SIGKILL by PID if needed.
@@ -87,7 +87,7 @@ class Phone:
         argv = [
             python,
             "-m",
-            "callpark.phone",
+            "callpark.lab.phone",
             "--user",
             user,
             "--sip-port",

@@ -3,7 +3,7 @@
 Used by ``callpark up``/``demo``, by the pytest fixtures and by the chaos suite. The
 server is Debian's ``etcd-server`` 3.4.23 (see docs/ARCHITECTURE.md for why not 3.5.0-2).
 
-Secure mode (``tls=True``): a throwaway CA and certificates (:mod:`callpark.etcdtls`),
+Secure mode (``tls=True``): a throwaway CA and certificates (:mod:`callpark.lab.tls`),
 mutual TLS between members, TLS (with client certificates unless
 ``client_cert_auth=False``) for clients, ``https://`` URLs. ``auth=True`` also enables
 etcd authentication with ``root`` and a ``callpark`` user whose role may read and write
@@ -27,10 +27,10 @@ from pathlib import Path
 from types import TracebackType
 
 from callpark.errors import CallparkError
-from callpark.etcdaccess import EtcdAccess
-from callpark.etcdtls import Pki, make_pki
+from callpark.lab.tls import Pki, make_pki
 from callpark.netutil import LOOPBACK, free_port
 from callpark.procs import ManagedProcess
+from callpark.store.access import EtcdAccess
 from callpark.waiting import WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class LocalEtcdCluster:
         return self
 
     def _enable_auth(self) -> None:
-        from callpark.store import EtcdStore  # the only etcd client
+        from callpark.store.etcd import EtcdStore  # the only etcd client
 
         self.secrets_dir.mkdir(parents=True, exist_ok=True)
         self.secrets_dir.chmod(0o700)

@@ -9,8 +9,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from callpark.etcdaccess import EtcdAccess, child_args
 from callpark.procs import ReadyLineProcess
+from callpark.store.access import EtcdAccess, child_args
 
 
 class ControllerProcess(ReadyLineProcess):

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from callpark.etcdaccess import EtcdAccess, child_args
 from callpark.procs import ReadyLineProcess
+from callpark.store.access import EtcdAccess, child_args
 
 
 class NodeProcess(ReadyLineProcess):

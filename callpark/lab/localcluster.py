@@ -12,16 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from callpark import admin, deployment
-from callpark.dr.process import ControllerProcess
+from callpark import deployment
 from callpark.edge import Edge, EdgeConfig, PoolSpec
 from callpark.edge import OrbitRange as EdgeRange
-from callpark.etcdaccess import EtcdAccess
-from callpark.etcdlocal import LocalEtcdCluster
+from callpark.lab.controllerproc import ControllerProcess
+from callpark.lab.etcd import LocalEtcdCluster
+from callpark.lab.nodeproc import NodeProcess
+from callpark.model import admin
+from callpark.model.orbits import RangeType
 from callpark.netutil import LOOPBACK, free_port
-from callpark.node.process import NodeProcess
-from callpark.orbits import RangeType
-from callpark.store import EtcdStore
+from callpark.store.access import EtcdAccess
+from callpark.store.etcd import EtcdStore
 
 log = logging.getLogger(__name__)
 

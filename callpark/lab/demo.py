@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from callpark import admin, audio, status, tables
+from callpark import audio, status, tables
 from callpark.deployment import Deployment
-from callpark.dr.localcluster import LocalCluster
-from callpark.music import DEFAULT_NOTES_HZ
+from callpark.lab.localcluster import LocalCluster
+from callpark.lab.phone import Phone
+from callpark.model import admin
+from callpark.model.music import DEFAULT_NOTES_HZ
 from callpark.netutil import LOOPBACK
-from callpark.phone import Phone
-from callpark.store import EtcdStore, Keys
+from callpark.store.etcd import EtcdStore, Keys
 from callpark.waiting import wait_until
 
 
@@ -139,7 +140,7 @@ def _outcome(store: EtcdStore | None, park_id: str) -> str | None:
 
 
 def _print_parked(store: EtcdStore, out: TextIO) -> None:
-    from callpark.node.parking import ParkTable
+    from callpark.store.parking import ParkTable
 
     calls = [h.call for h in ParkTable(store, node="demo", pool="-", member_key="-").all_parked()]
     now = time.time()

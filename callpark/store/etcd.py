@@ -1,7 +1,7 @@
 """The etcd store: the only module that imports the etcd client.
 
 It owns the key schema (:class:`Keys`, one versioned prefix), implements the
-:class:`~callpark.kv.KV` contract over gRPC, translates client errors into
+:class:`~callpark.store.kv.KV` contract over gRPC, translates client errors into
 :mod:`callpark.errors`, and retries transient failures with tenacity (bounded,
 exponential back-off with jitter, an overall deadline).
 """
@@ -32,8 +32,8 @@ from pyetcd import exceptions as etcd_exc
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from callpark.errors import StoreAuthError, StoreDataError, StoreError, StoreIndeterminate, StoreUnavailable
-from callpark.etcdaccess import EtcdAccess
-from callpark.kv import Compare, Delete, Entry, Op, Put, Snapshot, TxnResult, prefix_end
+from callpark.store.access import EtcdAccess
+from callpark.store.kv import Compare, Delete, Entry, Op, Put, Snapshot, TxnResult, prefix_end
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -184,7 +184,7 @@ class Change:
 
 
 class EtcdStore:
-    """A :class:`~callpark.kv.KV` on a real etcd cluster (v3 gRPC API).
+    """A :class:`~callpark.store.kv.KV` on a real etcd cluster (v3 gRPC API).
 
     ``https://`` endpoints use TLS: ``ca`` verifies the servers (system roots when
     None), ``cert``/``key`` authenticate this client. With ``user`` the store
@@ -241,7 +241,7 @@ class EtcdStore:
     @classmethod
     def connect(cls, endpoints: str | EtcdAccess | None = None, **kwargs: Any) -> EtcdStore:
         """Build a store from ``--etcd``-style text (or ``CALLPARK_ETCD``), or from resolved
-        :class:`~callpark.etcdaccess.EtcdAccess` settings (TLS files, user, password file)."""
+        :class:`~callpark.store.access.EtcdAccess` settings (TLS files, user, password file)."""
         if isinstance(endpoints, EtcdAccess):
             access = endpoints.validate()
             return cls(

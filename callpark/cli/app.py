@@ -20,11 +20,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from callpark import __version__, admin, admintoken, etcdaccess, tables
+from callpark import __version__, admintoken, tables
 from callpark.errors import CallparkError, NotFound, StoreError, ValidationError
-from callpark.orbits import OrbitRange, RangeType
-from callpark.pools import FailbackPolicy
-from callpark.settings import GLOBAL_SCOPE, parse_scope
+from callpark.model import admin
+from callpark.model.orbits import OrbitRange, RangeType
+from callpark.model.pools import FailbackPolicy
+from callpark.model.settings import GLOBAL_SCOPE, parse_scope
+from callpark.store import access as etcdaccess
 
 log = logging.getLogger("callpark.cli")
 
@@ -39,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _store(args: argparse.Namespace) -> admin.AdminStore:
-    from callpark.store import EtcdStore
+    from callpark.store.etcd import EtcdStore
 
     return admin.AdminStore(EtcdStore.connect(args.etcd))
 
@@ -247,7 +249,7 @@ def cmd_cps_effective(args: argparse.Namespace) -> int:
 
 
 def cmd_moh_set(args: argparse.Namespace) -> int:
-    from callpark import mohstore
+    from callpark.store import music as mohstore
 
     data = mohstore.read_music_file(Path(args.file))
     meta = mohstore.upload(_store(args), args.pool, data, Path(args.file).name)
@@ -259,7 +261,7 @@ def cmd_moh_set(args: argparse.Namespace) -> int:
 
 
 def cmd_moh_get(args: argparse.Namespace) -> int:
-    from callpark import mohstore
+    from callpark.store import music as mohstore
 
     store = _store(args)
     if args.pool not in store.state().pools:
@@ -281,7 +283,7 @@ def cmd_moh_get(args: argparse.Namespace) -> int:
 
 
 def cmd_moh_reset(args: argparse.Namespace) -> int:
-    from callpark import mohstore
+    from callpark.store import music as mohstore
 
     mohstore.reset(_store(args), args.pool)
     print(f"music on hold for {args.pool}: back to the default music")
@@ -293,7 +295,7 @@ def cmd_moh_reset(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from callpark import status
-    from callpark.store import EtcdStore
+    from callpark.store.etcd import EtcdStore
 
     store = EtcdStore.connect(args.etcd)
     view = status.collect(store, admin.AdminStore(store))
@@ -310,8 +312,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     dep = deployment.load(Path(args.file))
     for source in dep.music.values():
         if source is not None:
-            from callpark import mohstore
-            from callpark.music import validate_wav
+            from callpark.model.music import validate_wav
+            from callpark.store import music as mohstore
 
             validate_wav(mohstore.read_music_file(source))
     print(
@@ -333,7 +335,7 @@ def cmd_config_apply(args: argparse.Namespace) -> int:
 
 def cmd_etcd(args: argparse.Namespace) -> int:
     """Run a local etcd cluster in the foreground until Ctrl-C (for people and scripts)."""
-    from callpark.etcdlocal import LocalEtcdCluster
+    from callpark.lab.etcd import LocalEtcdCluster
 
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="callpark-etcd-"))
     with LocalEtcdCluster(base, members=args.members) as cluster:
@@ -349,7 +351,7 @@ def cmd_etcd(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's main job: park and retrieve real calls on the embedded default cluster."""
     from callpark import deployment
-    from callpark.dr import demo
+    from callpark.lab import demo
 
     dep = deployment.load(Path(args.config))
     return demo.run(dep, sys.stdout, Path(args.run_dir) if args.run_dir else None)
@@ -439,8 +441,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return cmd_up_detached(args)
 
     from callpark import deployment
-    from callpark.dr.localcluster import LocalCluster
-    from callpark.dr.ownership import read_snapshot
+    from callpark.lab.localcluster import LocalCluster
+    from callpark.store.ownership import read_snapshot
 
     dep = deployment.load(Path(args.config))
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="callpark-up-"))
@@ -487,7 +489,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_drill(args: argparse.Namespace) -> int:
     """The failover drill on the embedded default cluster (the README's main job)."""
     from callpark import deployment
-    from callpark.dr import drill
+    from callpark.lab import drill
 
     dep = deployment.load(Path(args.config))
     if args.calls < 1 or args.calls > 12:
@@ -587,8 +589,8 @@ def cmd_chaos_smoke(args: argparse.Namespace) -> int:
 
 def cmd_parked_list(args: argparse.Namespace) -> int:
     """Every parked call in the cluster, from etcd (any node's view is the same)."""
-    from callpark.node.parking import ParkTable
-    from callpark.store import EtcdStore, Keys
+    from callpark.store.etcd import EtcdStore, Keys
+    from callpark.store.parking import ParkTable
 
     store = EtcdStore.connect(args.etcd)
     try:
@@ -625,8 +627,8 @@ def cmd_parked_list(args: argparse.Namespace) -> int:
 
 def cmd_phone(args: argparse.Namespace) -> int:
     """A pjsua2 softphone driven by JSON lines on stdin (see callpark/phone/protocol.py)."""
+    from callpark.lab.phone.child import main as phone_main
     from callpark.netutil import free_port, free_port_block
-    from callpark.phone.child import main as phone_main
 
     argv = ["--user", args.user, "--sip-port", str(args.sip_port or free_port(udp_too=True))]
     argv += ["--rtp-port", str(args.rtp_port or free_port_block(14))]
@@ -643,8 +645,8 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
     from callpark.dr.adminapi import controller_actions
     from callpark.dr.controller import Controller, ControllerConfig
-    from callpark.node.http import NodeHttp
-    from callpark.store import EtcdStore
+    from callpark.httpapi import NodeHttp
+    from callpark.store.etcd import EtcdStore
 
     config = ControllerConfig(
         name=args.name,
@@ -692,13 +694,13 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
 
 def _dr_store(args: argparse.Namespace) -> Any:
-    from callpark.store import EtcdStore
+    from callpark.store.etcd import EtcdStore
 
     return EtcdStore.connect(args.etcd)
 
 
 def cmd_dr_status(args: argparse.Namespace) -> int:
-    from callpark.dr.ownership import events, read_snapshot
+    from callpark.store.ownership import events, read_snapshot
 
     store = _dr_store(args)
     try:
@@ -797,9 +799,9 @@ def cmd_dr_status(args: argparse.Namespace) -> int:
 
 def _dr_request(args: argparse.Namespace, action: str) -> int:
     from callpark.dr.controller import request
-    from callpark.dr.ownership import events
-    from callpark.kv import Delete
-    from callpark.store import Keys
+    from callpark.store.etcd import Keys
+    from callpark.store.kv import Delete
+    from callpark.store.ownership import events
     from callpark.waiting import WaitTimeout, wait_until
 
     store = _dr_store(args)
@@ -838,9 +840,9 @@ def cmd_dr_failback(args: argparse.Namespace) -> int:
 
 def cmd_dr_drain(args: argparse.Namespace) -> int:
     """Move a node's parked calls to its peers live (INVITE/Replaces), so it can be stopped."""
-    from callpark.kv import Delete, Put
-    from callpark.node.parking import ParkTable
-    from callpark.store import Keys
+    from callpark.store.etcd import Keys
+    from callpark.store.kv import Delete, Put
+    from callpark.store.parking import ParkTable
     from callpark.waiting import WaitTimeout, wait_until
 
     if "/" not in args.node:
@@ -890,10 +892,10 @@ def cmd_dr_drain(args: argparse.Namespace) -> int:
 def cmd_node(args: argparse.Namespace) -> int:
     """Run a park node (supervisor + pjsua2 workers) in the foreground until SIGTERM."""
     from callpark.node.membership import LeaseTimings
-    from callpark.node.ratelimit import ScanLimit
     from callpark.node.supervisor import NodeConfig, Supervisor
     from callpark.peers import parse_peers
-    from callpark.store import EtcdStore
+    from callpark.ratelimit import ScanLimit
+    from callpark.store.etcd import EtcdStore
 
     timings = LeaseTimings(
         ttl_s=args.lease_ttl, keepalive_s=args.keepalive, safety_s=args.safety, request_timeout_s=args.etcd_timeout
@@ -1070,7 +1072,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sip-port", type=int)
     p.add_argument("--rtp-port", type=int)
     p.add_argument("--auto-answer", action="store_true")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="more options of python -m callpark.phone")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="more options of python -m callpark.lab.phone")
 
     p = sub.add_parser("node", help="run a park node (supervisor and pjsua2 workers) until SIGTERM")
     p.set_defaults(func=cmd_node)

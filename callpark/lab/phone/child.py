@@ -1,9 +1,9 @@
 """The softphone process: one pjsua2 endpoint, driven by JSON lines on stdin.
 
-Run as ``python -m callpark.phone --user NAME --sip-port P --rtp-port R [...]``. Every
+Run as ``python -m callpark.lab.phone --user NAME --sip-port P --rtp-port R [...]``. Every
 stdin line is a command object ``{"id": ..., "cmd": "...", ...}``; every stdout line is
 either a reply ``{"id": ..., "ok": true|false, ...}`` or an event ``{"event": "..."}``.
-See :mod:`callpark.phone.protocol` for the list. pjlib output never reaches stdout (fd 1
+See :mod:`callpark.lab.phone.protocol` for the list. pjlib output never reaches stdout (fd 1
 is redirected to stderr; the protocol uses a private duplicate of the original stdout).
 
 All pjsua2 work happens on the main thread: it pumps ``libHandleEvents`` (callbacks run
@@ -35,7 +35,7 @@ from typing import Any, TextIO
 import pjsua2 as pj
 
 from callpark import audio
-from callpark.phone import protocol
+from callpark.lab.phone import protocol
 from callpark.sip.call import TrackedCall, event_message
 from callpark.sip.endpoint import (
     AccountSettings,
@@ -51,7 +51,7 @@ from callpark.sip.message import (
     refer_to_with_replaces,
 )
 
-log = logging.getLogger("callpark.phone")
+log = logging.getLogger("callpark.lab.phone")
 
 STATE_NAMES = {
     pj.PJSIP_INV_STATE_NULL: "NULL",
@@ -345,7 +345,7 @@ class PhoneApp:
                 host=args.host,
                 tuning=tuning,
                 pj_log_level=args.pj_log_level or None,
-                logger_name="callpark.phone.pjsip",
+                logger_name="callpark.lab.phone.pjsip",
                 user_agent=f"callpark-phone/{args.user}",
             )
         )
@@ -868,7 +868,7 @@ class PhoneApp:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m callpark.phone",
+        prog="python -m callpark.lab.phone",
         description=protocol.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,4 +1,4 @@
-"""JSON-lines protocol of the softphone process (``python -m callpark.phone``).
+"""JSON-lines protocol of the softphone process (``python -m callpark.lab.phone``).
 
 stdin, one object per line: ``{"id": <any>, "cmd": "<name>", ...arguments}``.
 stdout, one object per line, either a reply ``{"id": <same>, "ok": true, ...fields}`` /

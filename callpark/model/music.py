@@ -153,7 +153,7 @@ class MohMeta:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MohMeta:
         """Strict: raises ``ValueError`` on a missing or mistyped field."""
-        from callpark.etcdrecords import number, text, whole
+        from callpark.store.records import number, text, whole
 
         sha = text(data, "sha256")
         if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):

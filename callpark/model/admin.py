@@ -16,13 +16,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from callpark.errors import CallparkError, NotFound, StoreConflict, StoreDataError, StoreIndeterminate, ValidationError
-from callpark.etcdrecords import RecordDecoder, RecordKind
-from callpark.kv import KV, Compare, Delete, Op, Put, Snapshot, unchanged
-from callpark.music import MohMeta
-from callpark.orbits import OrbitRange, RangeType, find_overlap, validate_range_shape, validate_table
-from callpark.pools import FailbackPolicy, Pool, validate_name, validate_pools
-from callpark.settings import DEFAULTS, GLOBAL_SCOPE, CpsSettings, effective_settings, parse_scope
-from callpark.store import Keys, decode, encode
+from callpark.model.music import MohMeta
+from callpark.model.orbits import OrbitRange, RangeType, find_overlap, validate_range_shape, validate_table
+from callpark.model.pools import FailbackPolicy, Pool, validate_name, validate_pools
+from callpark.model.settings import DEFAULTS, GLOBAL_SCOPE, CpsSettings, effective_settings, parse_scope
+from callpark.store.etcd import Keys, decode, encode
+from callpark.store.kv import KV, Compare, Delete, Op, Put, Snapshot, unchanged
+from callpark.store.records import RecordDecoder, RecordKind
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Call flows on top of :class:`~callpark.phone.Phone`, shared by tests, the demo and the drill."""
+"""Call flows on top of :class:`~callpark.lab.phone.Phone`, shared by tests, the demo and the drill."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from callpark import audio
-from callpark.music import DEFAULT_NOTES_HZ
-from callpark.phone.harness import Phone
+from callpark.lab.phone.harness import Phone
+from callpark.model.music import DEFAULT_NOTES_HZ
 from callpark.waiting import WaitTimeout, wait_until
 
 MUSIC_NOTES_HZ = sorted(set(DEFAULT_NOTES_HZ))

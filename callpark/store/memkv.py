@@ -1,4 +1,4 @@
-"""An in-memory :class:`~callpark.kv.KV` with etcd's revision and lease semantics.
+"""An in-memory :class:`~callpark.store.kv.KV` with etcd's revision and lease semantics.
 
 For fast unit tests only; the same contract tests run against real etcd.
 """
@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from callpark.errors import StoreError
-from callpark.kv import Compare, Delete, Entry, Op, Put, Snapshot, TxnResult, prefix_end
+from callpark.store.kv import Compare, Delete, Entry, Op, Put, Snapshot, TxnResult, prefix_end
 
 
 class MemoryKV:

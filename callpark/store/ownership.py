@@ -13,13 +13,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from callpark import admin
 from callpark.errors import StoreDataError
-from callpark.etcdrecords import DEFAULT, RecordDecoder, RecordKind, flag, number, strict, text, whole
-from callpark.kv import KV, Entry
-from callpark.node.records import ParkedCall
-from callpark.pools import validate_name
-from callpark.store import Keys, decode, encode
+from callpark.model import admin
+from callpark.model.pools import validate_name
+from callpark.store.etcd import Keys, decode, encode
+from callpark.store.kv import KV, Entry
+from callpark.store.parked import ParkedCall
+from callpark.store.records import DEFAULT, RecordDecoder, RecordKind, flag, number, strict, text, whole
 
 log = logging.getLogger(__name__)
 

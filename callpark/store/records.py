@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter
 
 from callpark.errors import StoreDataError, ValidationError
-from callpark.kv import Entry
-from callpark.store import decode
+from callpark.store.etcd import decode
+from callpark.store.kv import Entry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,0 +1,1 @@
+"""The ``callpark`` command line."""

@@ -1,0 +1,12 @@
+"""A scriptable pjsua2 softphone: one process per phone, driven by JSON lines.
+
+- :class:`callpark.lab.phone.harness.Phone` starts and drives a phone process (tests, CLI);
+- ``python -m callpark.lab.phone`` is the phone process (:mod:`callpark.lab.phone.child`);
+- :mod:`callpark.lab.phone.protocol` documents the commands, replies and events.
+
+Importing this package does not import pjsua2.
+"""
+
+from callpark.lab.phone.harness import Phone, PhoneError
+
+__all__ = ["Phone", "PhoneError"]
