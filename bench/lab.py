@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 from bench.phones import BenchPhone
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.lab.nodeproc import NodeProcess
-from callpark.model import admin
 from callpark.model.orbits import OrbitRange
 from callpark.netutil import LOOPBACK
-from callpark.store.etcd import EtcdStore, Keys
+from callpark.store import admin
+from callpark.store.etcd import EtcdStore
+from callpark.store.schema import Keys
 
 log = logging.getLogger(__name__)
 

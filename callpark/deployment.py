@@ -20,6 +20,8 @@ from callpark.model.orbits import OrbitRange, RangeType
 from callpark.model.pools import FailbackPolicy
 from callpark.model.settings import GLOBAL_SCOPE, parse_scope
 from callpark.store.access import EtcdAccess
+from callpark.store.admin import AdminStore
+from callpark.store.session import LeaseTimings, check_controller_timings
 
 TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh", "timings", "edge", "security"}
 DEFAULT_LOCAL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "local-cluster.toml"
@@ -102,18 +104,14 @@ class Timings:
 
     def validate(self) -> Timings:
         """Node lease rules and controller rules (``timing-*``), as the processes check them."""
-        from callpark.dr.controller import ControllerConfig
-        from callpark.node.membership import LeaseTimings
-
         LeaseTimings(self.lease_ttl_s, self.keepalive_s, self.safety_s, self.etcd_timeout_s).validate()
-        ControllerConfig(
-            name="check",
+        check_controller_timings(
             loop_s=self.controller_loop_s,
             grace_s=self.controller_grace_s,
             ttl_s=self.controller_ttl_s,
             safety_s=1.0,
             request_timeout_s=0.5,
-        ).validate()
+        )
         if not 1.0 <= self.ring_time_s <= 300.0:
             raise ValidationError("timing-ring", f"ring_time_s must be 1 to 300 seconds, not {self.ring_time_s}")
         if not 0 <= self.controllers <= 5:
@@ -182,65 +180,15 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
     if unknown:
         raise ValidationError("config-unknown", f"unknown section(s): {', '.join(sorted(unknown))}")
     etcd = _etcd_section(_table(raw, "etcd", ""), path)
-
-    state = admin.AdminState()
     pools = raw.get("pool", [])
     if not isinstance(pools, list) or not all(isinstance(p, dict) for p in pools):
         raise ValidationError("config-shape", "[[pool]] must be an array of tables")
-    for i, item in enumerate(pools):
-        where = f"pool #{i + 1}"
-        name = _str(item, "name", where)
-        site = _str(item, "site", where)
-        assert name is not None and site is not None
-        hold = item.get("failback_hold_down_s")
-        if hold is not None and (not isinstance(hold, int) or isinstance(hold, bool)):
-            raise ValidationError("config-type", f"{where}: 'failback_hold_down_s' must be a whole number")
-        state = admin.new_pool(
-            state,
-            name,
-            site,
-            failback=FailbackPolicy.parse(_str(item, "failback", where, required=False) or "manual"),
-            failback_hold_down_s=hold,
-        )
-    nodes: dict[str, PoolNodes] = {}
-    for i, item in enumerate(pools):
-        counts = {}
-        for key, low, high in (("nodes", 0, 16), ("workers", 1, 256)):
-            value = item.get(key, getattr(PoolNodes(), key))
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise ValidationError("config-type", f"pool #{i + 1}: '{key}' must be a whole number {low} to {high}")
-            counts[key] = value
-        nodes[item["name"]] = PoolNodes(**counts)
-    for i, item in enumerate(pools):
-        backup = _str(item, "backup", f"pool #{i + 1}", required=False)
-        if backup is not None and state.pools[item["name"]].backup != backup:
-            state = admin.set_pool(state, item["name"], backup=backup)
-
-    ranges = raw.get("range", [])
-    if not isinstance(ranges, list) or not all(isinstance(r, dict) for r in ranges):
-        raise ValidationError("config-shape", "[[range]] must be an array of tables")
-    for i, item in enumerate(ranges):
-        where = f"range #{i + 1}"
-        fields = [_str(item, k, where) for k in ("name", "start", "end", "pool")]
-        name, start, end, pool = (f or "" for f in fields)
-        type_ = RangeType.parse(_str(item, "type", where, required=False) or "CallPark")
-        state = admin.new_range(state, OrbitRange(name, start, end, pool, type_))
-
-    for scope, values in _table(raw, "cps", "").items():
-        if not isinstance(values, dict):
-            raise ValidationError("config-shape", f"[cps.{scope}] must be a table")
-        if parse_scope(scope) == GLOBAL_SCOPE:
-            state = admin.cps_set(state, scope, values)
-        else:
-            state = admin.cps_new(state, scope, values)
-
-    music: dict[str, Path | None] = {}
-    for pool, source in _table(raw, "moh", "").items():
-        if pool not in state.pools:
-            raise ValidationError("pool-missing", f"[moh] names unknown pool {pool!r}")
-        if not isinstance(source, str):
-            raise ValidationError("config-type", f"[moh] {pool}: must be 'default' or a path to a WAV file")
-        music[pool] = None if source == "default" else (path.parent / source)
+    state = _pools(admin.AdminState(), pools)
+    nodes = _pool_nodes(pools)
+    state = _backups(state, pools)
+    state = _ranges(state, raw.get("range", []))
+    state = _cps(state, _table(raw, "cps", ""))
+    music = _music(state, _table(raw, "moh", ""), path)
     admin.validate_state(state)
     timings = _timings(_table(raw, "timings", ""))
     edge_port = _table(raw, "edge", "").get("port", 0)
@@ -258,6 +206,86 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
     )
 
 
+def _pools(state: admin.AdminState, pools: list[dict[str, Any]]) -> admin.AdminState:
+    """``[[pool]]``: the pools, without their pairings (a pool may name a later one)."""
+    for i, item in enumerate(pools):
+        where = f"pool #{i + 1}"
+        name = _str(item, "name", where)
+        site = _str(item, "site", where)
+        assert name is not None and site is not None
+        hold = item.get("failback_hold_down_s")
+        if hold is not None and (not isinstance(hold, int) or isinstance(hold, bool)):
+            raise ValidationError("config-type", f"{where}: 'failback_hold_down_s' must be a whole number")
+        state = admin.new_pool(
+            state,
+            name,
+            site,
+            failback=FailbackPolicy.parse(_str(item, "failback", where, required=False) or "manual"),
+            failback_hold_down_s=hold,
+        )
+    return state
+
+
+def _backups(state: admin.AdminState, pools: list[dict[str, Any]]) -> admin.AdminState:
+    """The ``backup`` pairings of ``[[pool]]``, once every pool exists."""
+    for i, item in enumerate(pools):
+        backup = _str(item, "backup", f"pool #{i + 1}", required=False)
+        if backup is not None and state.pools[item["name"]].backup != backup:
+            state = admin.set_pool(state, item["name"], backup=backup)
+    return state
+
+
+def _pool_nodes(pools: list[dict[str, Any]]) -> dict[str, PoolNodes]:
+    """``nodes`` and ``workers`` of each ``[[pool]]``."""
+    nodes: dict[str, PoolNodes] = {}
+    for i, item in enumerate(pools):
+        counts = {}
+        for key, low, high in (("nodes", 0, 16), ("workers", 1, 256)):
+            value = item.get(key, getattr(PoolNodes(), key))
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValidationError("config-type", f"pool #{i + 1}: '{key}' must be a whole number {low} to {high}")
+            counts[key] = value
+        nodes[item["name"]] = PoolNodes(**counts)
+    return nodes
+
+
+def _ranges(state: admin.AdminState, ranges: Any) -> admin.AdminState:
+    """``[[range]]``: the orbit table."""
+    if not isinstance(ranges, list) or not all(isinstance(r, dict) for r in ranges):
+        raise ValidationError("config-shape", "[[range]] must be an array of tables")
+    for i, item in enumerate(ranges):
+        where = f"range #{i + 1}"
+        fields = [_str(item, k, where) for k in ("name", "start", "end", "pool")]
+        name, start, end, pool = (f or "" for f in fields)
+        type_ = RangeType.parse(_str(item, "type", where, required=False) or "CallPark")
+        state = admin.new_range(state, OrbitRange(name, start, end, pool, type_))
+    return state
+
+
+def _cps(state: admin.AdminState, sections: dict[str, Any]) -> admin.AdminState:
+    """``[cps.<scope>]``: global settings are changed, a site's are created."""
+    for scope, values in sections.items():
+        if not isinstance(values, dict):
+            raise ValidationError("config-shape", f"[cps.{scope}] must be a table")
+        if parse_scope(scope) == GLOBAL_SCOPE:
+            state = admin.cps_set(state, scope, values)
+        else:
+            state = admin.cps_new(state, scope, values)
+    return state
+
+
+def _music(state: admin.AdminState, section: dict[str, Any], path: Path) -> dict[str, Path | None]:
+    """``[moh]``: each pool's music file (None: the default music)."""
+    music: dict[str, Path | None] = {}
+    for pool, source in section.items():
+        if pool not in state.pools:
+            raise ValidationError("pool-missing", f"[moh] names unknown pool {pool!r}")
+        if not isinstance(source, str):
+            raise ValidationError("config-type", f"[moh] {pool}: must be 'default' or a path to a WAV file")
+        music[pool] = None if source == "default" else (path.parent / source)
+    return music
+
+
 def _timings(raw: dict[str, Any]) -> Timings:
     known = {f: type(getattr(Timings(), f)) for f in Timings.__dataclass_fields__}
     unknown = set(raw) - set(known)
@@ -273,7 +301,7 @@ def _timings(raw: dict[str, Any]) -> Timings:
     return Timings(**values).validate()
 
 
-def apply(store: admin.AdminStore, deployment: Deployment) -> admin.AdminState:
+def apply(store: AdminStore, deployment: Deployment) -> admin.AdminState:
     """Make etcd's admin configuration equal the file's, in one transaction, then set music."""
     from callpark.store import music as mohstore
 

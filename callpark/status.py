@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from callpark import tables
-from callpark.model import admin
 from callpark.model.orbits import RangeType
 from callpark.model.settings import GLOBAL_SCOPE, format_timespan
+from callpark.store import admin
 from callpark.store.etcd import EtcdStore
 
 

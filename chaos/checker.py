@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from callpark.chaos.history import Op
-from callpark.store.etcd import Change, Keys
+from callpark.store.etcd import Change
+from callpark.store.schema import Keys
 
 OUTCOMES = {"retrieved", "abandoned", "rang-back", "forwarded", "disconnected", "lost"}
 BUG_LINE = re.compile(r"\bBUG\b")

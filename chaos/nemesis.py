@@ -28,9 +28,10 @@ from callpark.dr.controller import request
 from callpark.errors import StoreError
 from callpark.lab.controllerproc import ControllerProcess
 from callpark.lab.nodeproc import NodeProcess
-from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.etcd import EtcdStore
 from callpark.store.kv import Put
 from callpark.store.ownership import read_snapshot
+from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 
 

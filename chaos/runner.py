@@ -31,8 +31,8 @@ from callpark.chaos.workload import Workload, WorkloadConfig
 from callpark.lab.phone import Phone
 from callpark.lab.phone.flows import park_probe
 from callpark.netutil import LOOPBACK
-from callpark.store.etcd import Keys
 from callpark.store.ownership import read_snapshot
+from callpark.store.schema import Keys
 from callpark.waiting import WaitTimeout, timeout_multiplier, wait_until
 
 CHAOS_FILE = deployment.DEFAULT_LOCAL_FILE.parent / "chaos-cluster.toml"

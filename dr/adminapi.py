@@ -13,8 +13,8 @@ from typing import Any
 from callpark.dr.controller import request
 from callpark.errors import ValidationError
 from callpark.httpapi import Action
-from callpark.model import admin
 from callpark.model.pools import validate_name
+from callpark.store.admin import AdminStore
 from callpark.store.kv import KV
 from callpark.store.records import DEFAULT
 
@@ -31,7 +31,7 @@ def controller_actions(kv: KV) -> dict[tuple[str, str], Action]:
                 validate_name("pool", pool)
             except ValidationError as exc:
                 return 400, {"error": str(exc)}
-            if pool not in admin.AdminStore(kv, decoder=DEFAULT).state().pools:
+            if pool not in AdminStore(kv, decoder=DEFAULT).state().pools:
                 return 404, {"error": f"pool {pool!r} does not exist"}
             key = request(kv, what, pool)
             detail = "the controller leader serves or refuses it; see /api/status or 'callpark dr status'"

@@ -20,12 +20,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from callpark.dr.leader import Leadership
-from callpark.errors import CallparkError, StoreError, ValidationError
+from callpark.errors import CallparkError, StoreError
 from callpark.model.pools import FailbackPolicy
-from callpark.store.etcd import Keys, encode
 from callpark.store.kv import KV, Compare, Delete, Op, Put, unchanged
-from callpark.store.ownership import DrSnapshot, Owner, Request, read_snapshot
-from callpark.store.records import RecordDecoder
+from callpark.store.ownership import DrSnapshot, read_snapshot
+from callpark.store.records import Owner, RecordDecoder, Request, encode, request_bytes
+from callpark.store.schema import Keys
+from callpark.store.session import check_controller_timings
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +43,14 @@ class ControllerConfig:
     request_timeout_s: float = 1.0
 
     def validate(self) -> ControllerConfig:
-        if self.loop_s <= 0 or self.grace_s < 0:
-            raise ValidationError("timing-positive", "controller loop must be > 0 and grace >= 0 seconds")
-        if self.ttl_s < 3:
-            raise ValidationError("timing-ttl", f"leader lease TTL {self.ttl_s}s is below the minimum of 3s")
-        if self.safety_s < self.request_timeout_s:
-            raise ValidationError("timing-safety", "the safety margin must cover one etcd request")
-        if 2 * self.loop_s + self.request_timeout_s + self.safety_s > self.ttl_s:
-            raise ValidationError(
-                "timing-loop",
-                f"two controller loops ({2 * self.loop_s}s) plus a request ({self.request_timeout_s}s) plus the "
-                f"safety margin ({self.safety_s}s) must fit inside the leader lease TTL ({self.ttl_s}s)",
-            )
+        """Raise :class:`ValidationError` (``timing-*``) unless the timings are safe."""
+        check_controller_timings(
+            loop_s=self.loop_s,
+            grace_s=self.grace_s,
+            ttl_s=self.ttl_s,
+            safety_s=self.safety_s,
+            request_timeout_s=self.request_timeout_s,
+        )
         return self
 
 
@@ -287,7 +284,7 @@ class Controller:
             "token": self.leadership.token,
             "request": req.key if req else None,
         }
-        ops.append(Put(f"{Keys.EVENTS}{time.time_ns():020d}-{uuid.uuid4().hex[:6]}", encode(event)))
+        ops.append(Put(_event_key(), encode(event)))
         if req is not None:
             compares.append(unchanged(req.key, req.mod_revision))
             ops.append(Delete(req.key))
@@ -309,7 +306,7 @@ class Controller:
         }
         self._commit(
             [self.leadership.guard(), unchanged(req.key, req.mod_revision)],
-            [Delete(req.key), Put(f"{Keys.EVENTS}{time.time_ns():020d}-{uuid.uuid4().hex[:6]}", encode(event))],
+            [Delete(req.key), Put(_event_key(), encode(event))],
         )
 
     def _commit(self, compares: list[Compare], ops: list[Op]) -> bool:
@@ -341,6 +338,10 @@ def request(kv: KV, action: str, pool: str) -> str:
     """Ask the leader for a planned failover or a failback; returns the request key."""
     if action not in ("failover", "failback"):
         raise CallparkError(f"unknown DR action {action!r}")
-    key = f"{Keys.REQUESTS}{time.time_ns():020d}-{action}-{pool}"
-    kv.txn([], [Put(key, encode({"action": action, "pool": pool, "at": time.time()}))])
+    key = Keys.request(time.time_ns(), action, pool)
+    kv.txn([], [Put(key, request_bytes(action, pool, time.time()))])
     return key
+
+
+def _event_key() -> str:
+    return Keys.event(time.time_ns(), uuid.uuid4().hex[:6])

@@ -10,16 +10,17 @@ import time
 from typing import Any
 
 from callpark.httpapi import Action
-from callpark.store.etcd import Keys, encode
 from callpark.store.kv import KV, Delete, Put
+from callpark.store.records import stamp_bytes
+from callpark.store.schema import Keys
 
 
 def drain_actions(kv: KV, pool: str, node: str) -> dict[tuple[str, str], Action]:
     """``POST /api/drain`` starts this node's drain, ``DELETE /api/drain`` cancels it."""
-    key = f"{Keys.DRAIN}{pool}/{node}"
+    key = Keys.drain(pool, node)
 
     def start(params: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        kv.txn([], [Put(key, encode({"at": time.time(), "via": "http"}))])
+        kv.txn([], [Put(key, stamp_bytes(time.time(), via="http"))])
         detail = "parks nothing new; peers take its parked calls over (watch /readyz and /api/parked)"
         return 202, {"node": f"{pool}/{node}", "draining": True, "detail": detail}
 

@@ -1,57 +1,29 @@
-"""The node's etcd lease and member key, with a local monotonic self-fencing deadline.
+"""The node's member key, bound to the node's etcd lease (a :class:`LeaseSession`).
 
-A node serves (parks, retrieves, writes) only while ``is_valid()``: the deadline is
-the send time of the last successful keepalive plus TTL minus a safety margin, so
-the node stops before etcd can expire its lease and hand its calls to another node.
+A node serves (parks, retrieves, writes) only while ``is_valid()``: the session's
+self-fencing deadline (:mod:`callpark.store.session`) makes the node stop before etcd can
+expire its lease and hand its calls to another node.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from callpark.errors import CallparkError, StoreError, ValidationError
-from callpark.store.etcd import Keys
+from callpark.errors import CallparkError, StoreError
 from callpark.store.kv import KV, Compare, Put, absent
+from callpark.store.records import member_bytes
+from callpark.store.schema import Keys
+from callpark.store.session import LeaseSession, LeaseTimings
 
 log = logging.getLogger(__name__)
 
 
 class DuplicateNode(CallparkError):
     """Another live process already registered this node name (split-brain guard)."""
-
-
-@dataclass(frozen=True)
-class LeaseTimings:
-    """Lease TTL, keepalive interval and safety margin, validated together."""
-
-    ttl_s: int = 10
-    keepalive_s: float = 2.0
-    safety_s: float = 2.0
-    request_timeout_s: float = 1.0
-
-    def validate(self) -> LeaseTimings:
-        if self.ttl_s < 3:
-            raise ValidationError("timing-ttl", f"lease TTL {self.ttl_s}s is below etcd's practical minimum of 3s")
-        if self.keepalive_s <= 0 or self.safety_s <= 0 or self.request_timeout_s <= 0:
-            raise ValidationError("timing-positive", "keepalive, safety margin and request timeout must be > 0")
-        if self.safety_s < self.request_timeout_s:
-            raise ValidationError(
-                "timing-safety",
-                f"safety margin {self.safety_s}s must cover one etcd request ({self.request_timeout_s}s)",
-            )
-        if 2 * self.keepalive_s + self.request_timeout_s + self.safety_s > self.ttl_s:
-            raise ValidationError(
-                "timing-keepalive",
-                f"two keepalives ({2 * self.keepalive_s}s) plus a request ({self.request_timeout_s}s) plus the "
-                f"safety margin ({self.safety_s}s) must fit inside the lease TTL ({self.ttl_s}s)",
-            )
-        return self
 
 
 class Membership:
@@ -72,44 +44,47 @@ class Membership:
         self.node = node
         self.timings = timings.validate()
         self.key = Keys.member(pool, node)
-        self.lease = 0
-        self._valid_until = 0.0
+        self.session = LeaseSession(kv, ttl_s=timings.ttl_s, safety_s=timings.safety_s)
         self._info: dict[str, Any] = {}
         self._published: dict[str, Any] | None = None  # what the member key holds, as far as we know
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._on_rejoin = on_rejoin
         self._on_renew = on_renew
         self.renewals = 0
         self.rejoins = 0
 
+    @property
+    def lease(self) -> int:
+        """The node's lease id (0 before :meth:`join`)."""
+        return self.session.lease
+
     def is_valid(self) -> bool:
-        return time.monotonic() < self._valid_until
+        """True while the node may serve (its self-fencing deadline has not passed)."""
+        return self.session.is_valid()
 
     def remaining_s(self) -> float:
-        return max(0.0, self._valid_until - time.monotonic())
+        """Seconds of validity left."""
+        return self.session.remaining_s()
 
     def join(self, info: dict[str, Any]) -> None:
         """Grant a lease and create the member key; refuse if the name is live elsewhere."""
         self._info = dict(info)
         sent = time.monotonic()
-        lease = self.kv.grant_lease(self.timings.ttl_s)
+        lease = self.session.grant()
         result = self.kv.txn([absent(self.key)], [Put(self.key, self._encode(), lease=lease)])
         if not result.succeeded:
-            self.kv.revoke_lease(lease)
+            self.session.revoke(lease)
             raise DuplicateNode(
                 f"node {self.node!r} is already registered in pool {self.pool!r} by a live process; "
                 "pick another --name or stop the other node"
             )
         with self._lock:
-            self.lease = lease
             self._published = dict(self._info)
-            self._valid_until = sent + self.timings.ttl_s - self.timings.safety_s
+        self.session.bind(lease, sent)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._keepalive_loop, name="lease-keepalive", daemon=True)
-        self._thread.start()
+        """Start keeping the lease alive (re-registering if it expires)."""
+        self.session.keep_alive(self.timings.keepalive_s, on_renewed=self._renewed, on_expired=self._rejoin)
 
     def update(self, **info: Any) -> None:
         """Change fields of the member key (slots, ready); a no-op when etcd already has them.
@@ -134,39 +109,28 @@ class Membership:
                 self._published = wanted
 
     def stop(self, *, revoke: bool = True) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.timings.request_timeout_s * 3)
+        """Stop the keepalive and (by default) revoke the lease, which deletes the member key."""
+        self.session.stop(self.timings.request_timeout_s * 3)
         if revoke and self.lease:
             try:
-                self.kv.revoke_lease(self.lease)
+                self.session.revoke()
             except StoreError as exc:
                 log.warning("could not revoke lease: %s", exc)
-        self._valid_until = 0.0
 
     def _encode(self) -> bytes:
-        return json.dumps({"v": 1, "node": self.node, "pool": self.pool, **self._info}).encode()
+        return member_bytes(self.pool, self.node, self._info)
 
-    def _keepalive_loop(self) -> None:
-        while not self._stop.wait(self.timings.keepalive_s):
-            sent = time.monotonic()
-            try:
-                ttl = self.kv.refresh_lease(self.lease)
-            except StoreError as exc:
-                log.warning("lease keepalive failed (%.1fs of validity left): %s", self.remaining_s(), exc)
-                continue
-            if ttl > 0:
-                with self._lock:
-                    self._valid_until = sent + self.timings.ttl_s - self.timings.safety_s
-                self.renewals += 1
-                if self._on_renew is not None:
-                    self._on_renew(time.monotonic() - sent)
-                continue
-            log.warning("lease %x expired; re-registering node %s", self.lease, self.node)
-            try:
-                self.join(self._info)
-                self.rejoins += 1
-                if self._on_rejoin is not None:
-                    self._on_rejoin()
-            except (StoreError, DuplicateNode) as exc:
-                log.warning("re-registration failed: %s", exc)
+    def _renewed(self, round_trip_s: float) -> None:
+        self.renewals += 1
+        if self._on_renew is not None:
+            self._on_renew(round_trip_s)
+
+    def _rejoin(self) -> None:
+        log.warning("lease %x expired; re-registering node %s", self.lease, self.node)
+        try:
+            self.join(self._info)
+            self.rejoins += 1
+            if self._on_rejoin is not None:
+                self._on_rejoin()
+        except (StoreError, DuplicateNode) as exc:
+            log.warning("re-registration failed: %s", exc)

@@ -22,24 +22,35 @@ from typing import Any
 from callpark.admintoken import AdminToken
 from callpark.errors import CallparkError, StoreDataError, StoreError
 from callpark.httpapi import NodeHttp
-from callpark.model import admin
 from callpark.model.orbits import OrbitRange, RangeType
 from callpark.model.settings import DEFAULTS, CpsSettings
 from callpark.netutil import free_port, free_port_block
 from callpark.node.adminapi import drain_actions
-from callpark.node.membership import LeaseTimings, Membership
+from callpark.node.membership import Membership
 from callpark.node.metrics import InstrumentedKV, NodeMetrics
 from callpark.node.protocol import REASON_FENCED, REASON_STATE_UNAVAILABLE, Channel, ChannelClosed, Message
 from callpark.peers import DEFAULT_TRUSTED_PEERS, TrustedPeers, host_of, is_ip
 from callpark.procs import ManagedProcess
 from callpark.ratelimit import ScanLimit, ScanLimiter
+from callpark.store import admin
 from callpark.store import music as mohstore
-from callpark.store.etcd import Keys
 from callpark.store.kv import KV
-from callpark.store.ownership import Owner, parse_members
-from callpark.store.parked import CallState, Dialog, Holder, Outcome, ParkedCall, ParkKind
 from callpark.store.parking import Fenced, Held, LostRace, NoFreeOrbit, OrbitTaken, OwnershipChanged, ParkTable
-from callpark.store.records import RecordDecoder, RecordKind, parse_stamp
+from callpark.store.records import (
+    CallState,
+    Dialog,
+    Holder,
+    Outcome,
+    Owner,
+    ParkedCall,
+    ParkKind,
+    RecordDecoder,
+    RecordKind,
+    parse_members,
+    parse_stamp,
+)
+from callpark.store.schema import Keys
+from callpark.store.session import LeaseTimings
 from callpark.waiting import wait_until
 
 log = logging.getLogger(__name__)

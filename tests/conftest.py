@@ -15,9 +15,10 @@ import pytest
 
 from callpark.cli import app as cli
 from callpark.lab.etcd import LocalEtcdCluster
-from callpark.model import admin
-from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.admin import AdminStore
+from callpark.store.etcd import EtcdStore
 from callpark.store.kv import Delete
+from callpark.store.schema import Keys
 
 REPO = Path(__file__).resolve().parent.parent
 CALLPARK_BIN = Path(sys.executable).parent / "callpark"
@@ -47,8 +48,8 @@ def etcd(etcd_cluster: LocalEtcdCluster) -> Iterator[EtcdStore]:
 
 
 @pytest.fixture
-def admin_store(etcd: EtcdStore) -> admin.AdminStore:
-    return admin.AdminStore(etcd)
+def admin_store(etcd: EtcdStore) -> AdminStore:
+    return AdminStore(etcd)
 
 
 @dataclass

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from callpark.model import admin
 from callpark.model.music import CHUNK_BYTES, default_music
 from callpark.store import music as mohstore
-from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.admin import AdminStore
+from callpark.store.etcd import EtcdStore
+from callpark.store.schema import Keys
 from tests.conftest import Cli
 from tests.test_cli_orbits import assert_refused
 from tests.wavs import pcm_wav, with_format_tag
@@ -84,7 +85,7 @@ def test_missing_file_and_unknown_pool(pool: Cli, etcd: EtcdStore, tmp_path: Pat
     assert result.code == 1 and "[not-found]" in result.err
 
 
-def test_corrupted_chunks_are_detected_by_checksum(pool: Cli, admin_store: admin.AdminStore, tmp_path: Path) -> None:
+def test_corrupted_chunks_are_detected_by_checksum(pool: Cli, admin_store: AdminStore, tmp_path: Path) -> None:
     f = tmp_path / "m.wav"
     f.write_bytes(pcm_wav(seconds=1))
     pool.ok("moh", "set", "--pool", "pool-a", str(f))

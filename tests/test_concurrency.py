@@ -9,6 +9,7 @@ from callpark.errors import ValidationError
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.model import admin
 from callpark.model.orbits import OrbitRange
+from callpark.store.admin import AdminStore
 from callpark.store.etcd import EtcdStore
 from tests.conftest import CALLPARK_BIN, Cli
 
@@ -33,7 +34,7 @@ def test_two_admins_racing_on_one_snapshot_yield_exactly_one_range(
             return new
 
         try:
-            admin.AdminStore(store).change(transition)
+            AdminStore(store).change(transition)
             outcomes[name] = "ok"
         except ValidationError as exc:
             outcomes[name] = exc.rule
@@ -49,7 +50,7 @@ def test_two_admins_racing_on_one_snapshot_yield_exactly_one_range(
     for t in threads:
         t.join(timeout=30)
     assert sorted(outcomes.values()) == ["ok", "range-overlap"], outcomes
-    stored = admin.AdminStore(EtcdStore.connect(etcd_cluster.endpoints)).state().ranges
+    stored = AdminStore(EtcdStore.connect(etcd_cluster.endpoints)).state().ranges
     assert len(stored) == 1
 
 

@@ -87,8 +87,8 @@ def test_bad_endpoint_text_is_refused() -> None:
 
 
 def test_malformed_record_in_etcd_names_the_key(run_cli: Cli, etcd: EtcdStore) -> None:
-    from callpark.store.etcd import Keys
     from callpark.store.kv import Put
+    from callpark.store.schema import Keys
 
     etcd.txn([], [Put(Keys.range("broken"), b'{"v": 1, "name": "broken"')])
     result = run_cli("orbit", "get")

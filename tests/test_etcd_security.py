@@ -21,8 +21,9 @@ from callpark.errors import StoreAuthError, StoreError, StoreUnavailable
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.lab.tls import make_pki
 from callpark.store.access import EtcdAccess, EtcdAccessError
-from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.etcd import EtcdStore
 from callpark.store.kv import Put
+from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 from tests.conftest import run_console
 

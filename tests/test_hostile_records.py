@@ -12,12 +12,13 @@ from callpark.dr.controller import Controller, ControllerConfig
 from callpark.errors import StoreDataError
 from callpark.model import admin
 from callpark.model.orbits import OrbitRange
-from callpark.store.etcd import Keys
+from callpark.store.admin import AdminStore
 from callpark.store.kv import Put
 from callpark.store.memkv import MemoryKV
 from callpark.store.ownership import read_snapshot
 from callpark.store.parking import ParkTable
 from callpark.store.records import RecordDecoder
+from callpark.store.schema import Keys
 
 GARBAGE = {
     "truncated": b'{"v": 1, "orbit": "70',
@@ -31,7 +32,7 @@ GARBAGE = {
 
 def configured() -> MemoryKV:
     kv = MemoryKV()
-    store = admin.AdminStore(kv)
+    store = AdminStore(kv)
     store.change(lambda s: admin.new_pool(s, "a", "site-a"))
     store.change(lambda s: admin.new_range(s, OrbitRange("a-park", "7000", "7009", "a")))
     return kv
@@ -48,10 +49,10 @@ def poison(kv: MemoryKV) -> None:
                 Put(Keys.member("a", f"ghost{i}"), raw),
                 Put(Keys.range(f"bad{i}"), raw),
                 Put(Keys.pool(f"bad{i}"), raw),
-                Put(Keys.REQUESTS + f"0-failover-{i}", raw),
-                Put(Keys.LRU + f"70{i:02d}", raw),
-                Put(Keys.HISTORY + f"h{i}", raw),
-                Put(Keys.EVENTS + f"0-{i}", raw),
+                Put(Keys.request(0, "failover", str(i)), raw),
+                Put(Keys.lru(f"70{i:02d}"), raw),
+                Put(Keys.history(f"h{i}"), raw),
+                Put(Keys.event(0, str(i)), raw),
             ],
         )
 
@@ -93,7 +94,7 @@ def test_the_park_table_skips_garbage_and_still_allocates() -> None:
     poison(kv)
     table = ParkTable(kv, node="n1", pool="a", member_key=Keys.member("a", "n1"), decoder=decoder)
     assert table.all_parked() == [] and table.get("7000") is None
-    rng = admin.AdminStore(kv, decoder=decoder).state().ranges["a-park"]
+    rng = AdminStore(kv, decoder=decoder).state().ranges["a-park"]
     assert table.candidates([rng]) == [f"70{i:02d}" for i in range(len(GARBAGE), 10)]  # garbage keys are "taken"
     assert table.prune_history(now=0.0) == len(GARBAGE)  # malformed history is reported, then pruned
     assert decoder.counts == {"parked": len(GARBAGE), "lru": len(GARBAGE), "history": len(GARBAGE), "config": 2 * 6}
@@ -103,9 +104,9 @@ def test_admin_commands_stay_strict_services_are_lenient() -> None:
     kv = configured()
     kv.txn([], [Put(Keys.range("bad"), b'{"v": 1, "name": "bad", "start": "x"}')])
     with pytest.raises(StoreDataError, match="config/ranges/bad"):
-        admin.AdminStore(kv).state()
+        AdminStore(kv).state()
     decoder = RecordDecoder()
-    assert list(admin.AdminStore(kv, decoder=decoder).state().ranges) == ["a-park"]
+    assert list(AdminStore(kv, decoder=decoder).state().ranges) == ["a-park"]
     assert decoder.counts == {"config": 1}
 
 

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from callpark.lab.etcd import LocalEtcdCluster
-from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.etcd import EtcdStore
 from callpark.store.kv import KV, Compare, Delete, Put, absent, prefix_end, unchanged
 from callpark.store.memkv import MemoryKV
+from callpark.store.schema import Keys
 
 
 @pytest.fixture(params=["etcd", "memory"])

@@ -22,11 +22,11 @@ from typing import Any, NoReturn
 
 from callpark import __version__, admintoken, tables
 from callpark.errors import CallparkError, NotFound, StoreError, ValidationError
-from callpark.model import admin
 from callpark.model.orbits import OrbitRange, RangeType
 from callpark.model.pools import FailbackPolicy
 from callpark.model.settings import GLOBAL_SCOPE, parse_scope
 from callpark.store import access as etcdaccess
+from callpark.store import admin
 
 log = logging.getLogger("callpark.cli")
 
@@ -589,8 +589,9 @@ def cmd_chaos_smoke(args: argparse.Namespace) -> int:
 
 def cmd_parked_list(args: argparse.Namespace) -> int:
     """Every parked call in the cluster, from etcd (any node's view is the same)."""
-    from callpark.store.etcd import EtcdStore, Keys
+    from callpark.store.etcd import EtcdStore
     from callpark.store.parking import ParkTable
+    from callpark.store.schema import Keys
 
     store = EtcdStore.connect(args.etcd)
     try:
@@ -799,9 +800,9 @@ def cmd_dr_status(args: argparse.Namespace) -> int:
 
 def _dr_request(args: argparse.Namespace, action: str) -> int:
     from callpark.dr.controller import request
-    from callpark.store.etcd import Keys
     from callpark.store.kv import Delete
     from callpark.store.ownership import events
+    from callpark.store.schema import Keys
     from callpark.waiting import WaitTimeout, wait_until
 
     store = _dr_store(args)
@@ -840,9 +841,9 @@ def cmd_dr_failback(args: argparse.Namespace) -> int:
 
 def cmd_dr_drain(args: argparse.Namespace) -> int:
     """Move a node's parked calls to its peers live (INVITE/Replaces), so it can be stopped."""
-    from callpark.store.etcd import Keys
     from callpark.store.kv import Delete, Put
     from callpark.store.parking import ParkTable
+    from callpark.store.schema import Keys
     from callpark.waiting import WaitTimeout, wait_until
 
     if "/" not in args.node:
@@ -891,11 +892,11 @@ def cmd_dr_drain(args: argparse.Namespace) -> int:
 
 def cmd_node(args: argparse.Namespace) -> int:
     """Run a park node (supervisor + pjsua2 workers) in the foreground until SIGTERM."""
-    from callpark.node.membership import LeaseTimings
     from callpark.node.supervisor import NodeConfig, Supervisor
     from callpark.peers import parse_peers
     from callpark.ratelimit import ScanLimit
     from callpark.store.etcd import EtcdStore
+    from callpark.store.session import LeaseTimings
 
     timings = LeaseTimings(
         ttl_s=args.lease_ttl, keepalive_s=args.keepalive, safety_s=args.safety, request_timeout_s=args.etcd_timeout

@@ -19,10 +19,11 @@ from callpark import audio, status, tables
 from callpark.deployment import Deployment
 from callpark.lab.localcluster import LocalCluster
 from callpark.lab.phone import Phone
-from callpark.model import admin
 from callpark.model.music import DEFAULT_NOTES_HZ
 from callpark.netutil import LOOPBACK
-from callpark.store.etcd import EtcdStore, Keys
+from callpark.store import admin
+from callpark.store.etcd import EtcdStore
+from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 
 

@@ -25,9 +25,9 @@ from callpark.lab.localcluster import LocalCluster
 from callpark.lab.phone import Phone
 from callpark.lab.phone.flows import connected_call, hears_music, park_probe, talking
 from callpark.netutil import LOOPBACK
-from callpark.store.etcd import Keys
 from callpark.store.kv import KV
 from callpark.store.ownership import events, read_snapshot
+from callpark.store.schema import Keys
 from callpark.waiting import WaitTimeout, wait_until
 
 FAULTS = ("pool-kill", "planned", "node-crash", "controller-crash")

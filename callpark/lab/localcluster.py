@@ -18,9 +18,9 @@ from callpark.edge import OrbitRange as EdgeRange
 from callpark.lab.controllerproc import ControllerProcess
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.lab.nodeproc import NodeProcess
-from callpark.model import admin
 from callpark.model.orbits import RangeType
 from callpark.netutil import LOOPBACK, free_port
+from callpark.store import admin
 from callpark.store.access import EtcdAccess
 from callpark.store.etcd import EtcdStore
 

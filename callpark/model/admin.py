@@ -1,30 +1,21 @@
 """Admin configuration: pools, the orbit table, Call Park settings and music metadata.
 
-Every command is a pure transition of an :class:`AdminState` (validated as a whole
-after the change) committed by :meth:`AdminStore.change` as one etcd transaction
-guarded by ``config/serial``: concurrent admins never check-then-write; the loser
-re-reads and re-validates, so two overlapping ``orbit new`` give exactly one success.
+Pure state and rules, no I/O: every command is a transition of an :class:`AdminState`
+(validated as a whole by :func:`validate_state` after the change). The store commits a
+transition atomically (:class:`callpark.store.admin.AdminStore`).
 """
 
 from __future__ import annotations
 
-import logging
-import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from callpark.errors import CallparkError, NotFound, StoreConflict, StoreDataError, StoreIndeterminate, ValidationError
+from callpark.errors import NotFound, ValidationError
 from callpark.model.music import MohMeta
 from callpark.model.orbits import OrbitRange, RangeType, find_overlap, validate_range_shape, validate_table
 from callpark.model.pools import FailbackPolicy, Pool, validate_name, validate_pools
 from callpark.model.settings import DEFAULTS, GLOBAL_SCOPE, CpsSettings, effective_settings, parse_scope
-from callpark.store.etcd import Keys, decode, encode
-from callpark.store.kv import KV, Compare, Delete, Op, Put, Snapshot, unchanged
-from callpark.store.records import RecordDecoder, RecordKind
-
-log = logging.getLogger(__name__)
 
 UNSET: Any = object()  # "not given" for optional changes where None means "clear"
 
@@ -249,167 +240,3 @@ def moh_set(state: AdminState, meta: MohMeta) -> AdminState:
 def moh_reset(state: AdminState, pool: str) -> AdminState:
     _pool(state, pool)
     return replace(state, moh={p: m for p, m in state.moh.items() if p != pool})
-
-
-# -- the store side ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReadResult:
-    state: AdminState
-    serial_mod_revision: int
-    revision: int
-
-
-def state_ops(old: AdminState, new: AdminState) -> list[Op]:
-    """The puts and deletes that turn ``old`` into ``new`` in etcd."""
-    ops: list[Op] = []
-    groups: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], Callable[[str], str]]] = (
-        (old.pools, new.pools, Keys.pool),
-        (old.ranges, new.ranges, Keys.range),
-        (old.cps, new.cps, Keys.cps),
-        (old.moh, new.moh, Keys.moh_meta),
-    )
-    for before, after, key_of in groups:
-        for name, value in after.items():
-            if before.get(name) != value:
-                ops.append(Put(key_of(name), encode(_to_json(value))))
-        for name in before:
-            if name not in after:
-                ops.append(Delete(key_of(name)))
-    return ops
-
-
-def _to_json(value: Any) -> dict[str, Any]:
-    result: dict[str, Any] = value.to_json()
-    return result
-
-
-def parse_state(
-    entries: Mapping[str, bytes], *, on_malformed: Callable[[str, StoreDataError], None] | None = None
-) -> AdminState:
-    """Decode ``config/`` keys; a malformed record raises :class:`StoreDataError` naming its key.
-
-    With ``on_malformed`` (nodes, controllers) a malformed record is handed to it and
-    left out instead, so one bad record never stops a service.
-    """
-    pools: dict[str, Pool] = {}
-    ranges: dict[str, OrbitRange] = {}
-    cps: dict[str, CpsSettings] = {}
-    moh: dict[str, MohMeta] = {}
-    for key, raw in entries.items():
-        if key == Keys.CONFIG_SERIAL:
-            continue
-        try:
-            _parse_record(key, raw, pools, ranges, cps, moh)
-        except StoreDataError as exc:
-            if on_malformed is None:
-                raise
-            on_malformed(key, exc)
-    return AdminState(pools, ranges, cps, moh)
-
-
-def _parse_record(
-    key: str,
-    raw: bytes,
-    pools: dict[str, Pool],
-    ranges: dict[str, OrbitRange],
-    cps: dict[str, CpsSettings],
-    moh: dict[str, MohMeta],
-) -> None:
-    data = decode(key, raw)
-    try:
-        if key.startswith(Keys.POOLS):
-            name = key[len(Keys.POOLS) :]
-            pool = Pool.from_json(data)
-            if pool.name != name:
-                raise ValueError(f"pool record names {pool.name!r}, not the pool of its key")
-            pools[name] = pool
-        elif key.startswith(Keys.RANGES):
-            name = key[len(Keys.RANGES) :]
-            rng = validate_range_shape(OrbitRange.from_json(data))
-            if rng.name != name:
-                raise ValueError(f"range record names {rng.name[:40]!r}, not the range of its key")
-            ranges[name] = rng
-        elif key.startswith(Keys.CPS):
-            scope = key[len(Keys.CPS) :]
-            if parse_scope(scope) != scope:
-                raise ValueError("settings scope in the key is not normalised")
-            cps[scope] = CpsSettings.from_json(data)
-        elif key.startswith(Keys.MOH):
-            moh[key[len(Keys.MOH) :]] = MohMeta.from_json(data)
-    except (KeyError, TypeError, ValueError, OverflowError, ValidationError) as exc:
-        raise StoreDataError(key, f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
-
-
-class AdminStore:
-    """Reads the admin configuration and commits changes to it atomically."""
-
-    def __init__(self, kv: KV, *, max_attempts: int = 50, decoder: RecordDecoder | None = None) -> None:
-        """With ``decoder`` (services), malformed records are reported and skipped, not raised."""
-        self.kv = kv
-        self.max_attempts = max_attempts
-        self.decoder = decoder
-
-    def read(self) -> ReadResult:
-        snap = self.kv.get_prefix(Keys.CONFIG)
-        serial = snap.entries.get(Keys.CONFIG_SERIAL)
-        state = parse_state({k: e.value for k, e in snap.entries.items()}, on_malformed=self._skipper(snap))
-        return ReadResult(state, serial.mod_revision if serial else 0, snap.revision)
-
-    def state(self) -> AdminState:
-        return self.read().state
-
-    def _skipper(self, snap: Snapshot) -> Callable[[str, StoreDataError], None] | None:
-        decoder = self.decoder
-        if decoder is None:
-            return None
-        return lambda key, exc: decoder.report(RecordKind.CONFIG, key, snap.entries[key].mod_revision, exc.problem)
-
-    def change(
-        self,
-        transition: Callable[[AdminState], AdminState],
-        *,
-        extra_compares: Sequence[Compare] = (),
-    ) -> AdminState:
-        """Apply ``transition`` to the current state and commit it in one guarded txn.
-
-        :raises ValidationError: the change breaks a rule (nothing is written).
-        :raises NotFound: the change names something that does not exist.
-        :raises StoreConflict: the txn lost ``max_attempts`` races in a row.
-        """
-        for _ in range(self.max_attempts):
-            current = self.read()
-            new = transition(current.state)
-            validate_state(new)
-            ops = state_ops(current.state, new)
-            if not ops:
-                return new
-            write_id = uuid.uuid4().hex
-            serial = Put(Keys.CONFIG_SERIAL, encode({"write_id": write_id, "at": time.time()}))
-            compares = [unchanged(Keys.CONFIG_SERIAL, current.serial_mod_revision), *extra_compares]
-            try:
-                result = self.kv.txn(compares, [*ops, serial])
-            except StoreIndeterminate:
-                if self._serial_write_id() == write_id:
-                    return new
-                continue
-            if result.succeeded:
-                log.info("admin change committed at revision %d (%d keys)", result.revision, len(ops))
-                return new
-            if extra_compares and self._extra_failed(extra_compares):
-                raise StoreConflict("a precondition of this change no longer holds (stored data changed)")
-        raise StoreConflict(f"admin change lost {self.max_attempts} races in a row; try again")
-
-    def _serial_write_id(self) -> str | None:
-        entry = self.kv.get(Keys.CONFIG_SERIAL)
-        if entry is None:
-            return None
-        try:
-            return str(decode(entry.key, entry.value).get("write_id"))
-        except CallparkError:
-            return None
-
-    def _extra_failed(self, compares: Sequence[Compare]) -> bool:
-        result = self.kv.txn(compares, [])
-        return not result.succeeded

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callpark.errors import ValidationError
+from callpark.model.fields import number, text, whole
 
 MAX_MOH_BYTES = 8 * 1024 * 1024
 CHUNK_BYTES = 256 * 1024  # well below etcd's 1.5 MiB request limit
@@ -153,8 +154,6 @@ class MohMeta:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MohMeta:
         """Strict: raises ``ValueError`` on a missing or mistyped field."""
-        from callpark.store.records import number, text, whole
-
         sha = text(data, "sha256")
         if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
             raise ValueError("sha256 must be 64 lower-case hex digits")

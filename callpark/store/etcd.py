@@ -1,7 +1,6 @@
 """The etcd store: the only module that imports the etcd client.
 
-It owns the key schema (:class:`Keys`, one versioned prefix), implements the
-:class:`~callpark.store.kv.KV` contract over gRPC, translates client errors into
+It implements the :class:`~callpark.store.kv.KV` contract over gRPC, translates client errors into
 :mod:`callpark.errors`, and retries transient failures with tenacity (bounded,
 exponential back-off with jitter, an overall deadline).
 """
@@ -31,109 +30,16 @@ from pyetcd import etcdrpc
 from pyetcd import exceptions as etcd_exc
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from callpark.errors import StoreAuthError, StoreDataError, StoreError, StoreIndeterminate, StoreUnavailable
+from callpark.errors import StoreAuthError, StoreError, StoreIndeterminate, StoreUnavailable
 from callpark.store.access import EtcdAccess
 from callpark.store.kv import Compare, Delete, Entry, Op, Put, Snapshot, TxnResult, prefix_end
+from callpark.store.schema import APP_PREFIX
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
 ENV_ENDPOINTS = "CALLPARK_ETCD"
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
-
-
-class Keys:
-    """The key schema. Every key lives under ``/callpark/v1/``.
-
-    Admin configuration (pools, ranges, settings, music metadata) sits under one
-    ``config/`` prefix so that one range read returns it at one revision; every
-    admin change also rewrites ``config/serial``, which the next change compares.
-    """
-
-    ROOT = f"/callpark/v{SCHEMA_VERSION}/"
-    SCHEMA = ROOT + "schema"
-    CONFIG = ROOT + "config/"
-    CONFIG_SERIAL = CONFIG + "serial"
-    POOLS = CONFIG + "pools/"
-    RANGES = CONFIG + "ranges/"
-    CPS = CONFIG + "cps/"
-    MOH = CONFIG + "moh/"
-    MOH_BLOBS = ROOT + "blobs/moh/"
-    OWNERS = ROOT + "owners/"
-    LEADER = ROOT + "controller/leader"
-    EVENTS = ROOT + "events/"
-    REQUESTS = ROOT + "requests/"
-    DRAIN = ROOT + "drain/"
-    MEMBERS = ROOT + "members/"
-    PARKED = ROOT + "parked/"
-    LRU = ROOT + "lru/"
-    HISTORY = ROOT + "history/"
-
-    @classmethod
-    def parked(cls, orbit: str) -> str:
-        return cls.PARKED + orbit
-
-    @classmethod
-    def owner(cls, range_name: str) -> str:
-        return cls.OWNERS + range_name
-
-    @classmethod
-    def member(cls, pool: str, node: str) -> str:
-        return f"{cls.MEMBERS}{pool}/{node}"
-
-    @classmethod
-    def pool(cls, name: str) -> str:
-        return cls.POOLS + name
-
-    @classmethod
-    def range(cls, name: str) -> str:
-        return cls.RANGES + name
-
-    @classmethod
-    def cps(cls, scope: str) -> str:
-        return cls.CPS + scope
-
-    @classmethod
-    def moh_meta(cls, pool: str) -> str:
-        return cls.MOH + pool
-
-    @classmethod
-    def moh_blob(cls, pool: str, sha256: str) -> str:
-        """Prefix of the chunks of one music file (content-addressed)."""
-        return f"{cls.MOH_BLOBS}{pool}/{sha256}/"
-
-    @classmethod
-    def moh_chunk(cls, pool: str, sha256: str, index: int) -> str:
-        return f"{cls.moh_blob(pool, sha256)}{index:05d}"
-
-
-def encode(record: dict[str, Any]) -> bytes:
-    """Serialise a record with the schema version."""
-    return json.dumps({"v": SCHEMA_VERSION, **record}, sort_keys=True, separators=(",", ":")).encode()
-
-
-MAX_RECORD_BYTES = 64 * 1024  # every JSON record is far smaller; music chunks are not JSON
-
-
-def decode(key: str, raw: bytes, *, legacy_unversioned: bool = False) -> dict[str, Any]:
-    """Parse a record, refusing huge values, malformed JSON, non-objects and unknown versions.
-
-    ``legacy_unversioned`` accepts a record without ``"v"`` (``lru/`` and ``drain/`` were
-    first written without one); a ``"v"`` other than the schema version is always refused.
-    """
-    if len(raw) > MAX_RECORD_BYTES:
-        raise StoreDataError(key, f"record of {len(raw)} bytes exceeds the {MAX_RECORD_BYTES}-byte limit")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise StoreDataError(key, f"not JSON ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise StoreDataError(key, "not a JSON object")
-    version = data.pop("v", None if legacy_unversioned else "missing")
-    if version is not None and (version != SCHEMA_VERSION or isinstance(version, bool)):
-        raise StoreDataError(key, f"unknown schema version {str(version)[:20]!r}")
-    return data
 
 
 @dataclass(frozen=True)
@@ -394,7 +300,7 @@ class EtcdStore:
         self.authentications += 1
         log.debug("etcd: authenticated as %s", self.user)
 
-    def enable_auth(self, *, root_password: str, user: str, password: str, prefix: str = "/callpark/") -> None:
+    def enable_auth(self, *, root_password: str, user: str, password: str, prefix: str = APP_PREFIX) -> None:
         """Create ``root`` and ``user`` with a role (named after the user) that may read and
         write keys under ``prefix`` only, then turn etcd authentication on.
 

@@ -14,8 +14,10 @@ from pathlib import Path
 from callpark.errors import NotFound, StoreConflict, StoreDataError, ValidationError
 from callpark.model import admin
 from callpark.model.music import CHUNK_BYTES, MohMeta, default_music, sha256_hex, split_chunks, validate_wav
-from callpark.store.etcd import Keys, decode
+from callpark.store.admin import AdminStore
 from callpark.store.kv import Compare, Delete, Put, unchanged
+from callpark.store.records import parse_moh_meta
+from callpark.store.schema import Keys
 
 DEFAULT_MUSIC_PATH = Path(__file__).resolve().parent.parent / "data" / "default-moh.wav"
 
@@ -28,7 +30,7 @@ def read_music_file(path: Path) -> bytes:
         raise ValidationError("moh-file", f"cannot read music file {str(path)!r}: {exc.strerror}") from None
 
 
-def upload(store: admin.AdminStore, pool: str, data: bytes, filename: str) -> MohMeta:
+def upload(store: AdminStore, pool: str, data: bytes, filename: str) -> MohMeta:
     """Validate and store ``data`` as ``pool``'s music; the old music stays until the commit."""
     info = validate_wav(data)
     if pool not in store.state().pools:
@@ -51,13 +53,13 @@ def upload(store: admin.AdminStore, pool: str, data: bytes, filename: str) -> Mo
     return meta
 
 
-def reset(store: admin.AdminStore, pool: str) -> None:
+def reset(store: AdminStore, pool: str) -> None:
     """Go back to the default music for ``pool``."""
     store.change(lambda s: admin.moh_reset(s, pool))
     collect_garbage(store, pool)
 
 
-def collect_garbage(store: admin.AdminStore, pool: str) -> int:
+def collect_garbage(store: AdminStore, pool: str) -> int:
     """Delete chunks of ``pool`` that the current metadata does not reference.
 
     Each delete is guarded by the metadata key being unchanged since it was read, so
@@ -67,11 +69,11 @@ def collect_garbage(store: admin.AdminStore, pool: str) -> int:
     keep = None
     if meta_entry is not None:
         try:
-            keep = Keys.moh_blob(pool, MohMeta.from_json(decode(meta_entry.key, meta_entry.value)).sha256)
-        except (StoreDataError, ValueError):
+            keep = Keys.moh_blob(pool, parse_moh_meta(meta_entry.key, meta_entry.value).sha256)
+        except StoreDataError:
             return 0  # malformed metadata: delete nothing, the next upload rewrites it
     meta_rev = meta_entry.mod_revision if meta_entry else 0
-    prefix = f"{Keys.MOH_BLOBS}{pool}/"
+    prefix = Keys.moh_pool_blobs(pool)
     stale = sorted({k.rsplit("/", 1)[0] + "/" for k in store.kv.get_prefix(prefix).entries} - {keep})
     removed = 0
     for blob in stale:
@@ -81,7 +83,7 @@ def collect_garbage(store: admin.AdminStore, pool: str) -> int:
     return removed
 
 
-def fetch(store: admin.AdminStore, pool: str) -> tuple[MohMeta | None, bytes]:
+def fetch(store: AdminStore, pool: str) -> tuple[MohMeta | None, bytes]:
     """The pool's music bytes (checksum verified) or the default music when none is set."""
     for _ in range(3):
         meta = store.state().moh.get(pool)

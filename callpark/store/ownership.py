@@ -1,6 +1,7 @@
 """Range ownership (``owners/<range>``), members, requests and events: the DR view of etcd.
 
-:func:`read_snapshot` reads everything the controller decides on at one etcd revision.
+:func:`read_snapshot` reads everything the controller decides on at one etcd revision (the
+records and their parsers live in :mod:`callpark.store.records`).
 Owner records are written only by the controller leader, in transactions guarded by
 its leadership; nodes compare an owner key's mod revision (the epoch's fencing token)
 in every write that depends on owning the range.
@@ -10,71 +11,28 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from callpark.errors import StoreDataError
-from callpark.model import admin
-from callpark.model.pools import validate_name
-from callpark.store.etcd import Keys, decode, encode
-from callpark.store.kv import KV, Entry
-from callpark.store.parked import ParkedCall
-from callpark.store.records import DEFAULT, RecordDecoder, RecordKind, flag, number, strict, text, whole
+from callpark.model.admin import AdminState
+from callpark.store.kv import KV
+from callpark.store.records import (
+    DEFAULT,
+    Member,
+    Owner,
+    ParkedCall,
+    RecordDecoder,
+    RecordKind,
+    Request,
+    parse_event,
+    parse_leader,
+    parse_members,
+    parse_request,
+    parse_state,
+)
+from callpark.store.schema import Keys
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Which pool serves a range, since which epoch; ``mod_revision`` is the fencing token."""
-
-    range: str
-    pool: str
-    epoch: int
-    mod_revision: int = 0
-    reason: str = ""
-
-    def to_bytes(self) -> bytes:
-        return encode({"range": self.range, "pool": self.pool, "epoch": self.epoch, "reason": self.reason})
-
-    @classmethod
-    def from_entry(cls, key: str, raw: bytes, mod_revision: int) -> Owner:
-        """Parse ``owners/<range>``; anything malformed raises :class:`StoreDataError`."""
-        data = decode(key, raw)
-        owner = strict(
-            key,
-            lambda: cls(
-                text(data, "range"),
-                validate_name("pool", text(data, "pool")),
-                whole(data, "epoch", minimum=1),
-                mod_revision,
-                str(data.get("reason", ""))[:500],
-            ),
-        )
-        if key.startswith(Keys.OWNERS) and key[len(Keys.OWNERS) :] != owner.range:
-            raise StoreDataError(key, "record names another range than its key")
-        return owner
-
-
-@dataclass(frozen=True)
-class Member:
-    """A live park node (its member key exists only while its lease is alive)."""
-
-    pool: str
-    node: str
-    ready: bool
-    draining: bool
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Request:
-    """An operator's request to the controller (``requests/<id>``)."""
-
-    key: str
-    action: str  # failover | failback
-    pool: str
-    mod_revision: int
 
 
 @dataclass(frozen=True)
@@ -82,7 +40,7 @@ class DrSnapshot:
     """Everything the controller decides on, read at one etcd revision."""
 
     revision: int
-    config: admin.AdminState
+    config: AdminState
     owners: dict[str, Owner]
     members: dict[str, list[Member]]
     parked: list[ParkedCall]
@@ -104,66 +62,6 @@ class DrSnapshot:
         return sorted(r for r in self.config.ranges if self.owner_of(r) == pool)
 
 
-def parse_member(key: str, raw: bytes) -> Member:
-    """Parse ``members/<pool>/<node>``: ready and draining flags, worker addresses."""
-    rest = key[len(Keys.MEMBERS) :] if key.startswith(Keys.MEMBERS) else key
-    pool, slash, node = rest.partition("/")
-    if not slash or not pool or not node:
-        raise StoreDataError(key, "member key is not members/<pool>/<node>")
-    data = decode(key, raw)
-
-    def build() -> Member:
-        workers = data.get("workers", [])
-        if not isinstance(workers, list) or not all(isinstance(w, dict) for w in workers):
-            raise ValueError("workers must be a list of objects")
-        for worker in workers:
-            text(worker, "sip")
-            whole(worker, "free", minimum=-(2**31))
-        return Member(pool, node, flag(data, "ready"), flag(data, "draining"), data)
-
-    return strict(key, build)
-
-
-def member_placeholder(entry: Entry) -> Member | None:
-    """A member whose record is malformed: its key exists, so its lease (liveness) is real,
-    but nothing it says is trusted: not ready, not draining, no workers."""
-    pool, slash, node = entry.key[len(Keys.MEMBERS) :].partition("/")
-    return Member(pool, node, False, False, {}) if slash and pool and node else None
-
-
-def parse_members(entries: dict[str, Entry], decoder: RecordDecoder = DEFAULT) -> dict[str, list[Member]]:
-    """Members by pool; a malformed record is reported and kept as a not-ready placeholder."""
-    members: dict[str, list[Member]] = {}
-    for _key, entry in sorted(entries.items()):
-        member = decoder.decode(RecordKind.MEMBER, entry, parse_member) or member_placeholder(entry)
-        if member is not None:
-            members.setdefault(member.pool, []).append(member)
-    return members
-
-
-def parse_request(key: str, raw: bytes, mod_revision: int = 0) -> Request:
-    data = decode(key, raw)
-    return strict(key, lambda: Request(key, text(data, "action"), text(data, "pool"), mod_revision))
-
-
-def parse_leader(key: str, raw: bytes) -> dict[str, Any]:
-    data = decode(key, raw, legacy_unversioned=True)
-
-    def build() -> dict[str, Any]:
-        info: dict[str, Any] = {"name": text(data, "name")[:128], "pid": whole(data, "pid", default=0)}
-        if "since" in data:
-            info["since"] = number(data, "since")
-        return info
-
-    return strict(key, build)
-
-
-def parse_event(key: str, raw: bytes) -> dict[str, Any]:
-    data = decode(key, raw)
-    strict(key, lambda: number(data, "at"))
-    return data
-
-
 def read_snapshot(kv: KV, decoder: RecordDecoder = DEFAULT) -> DrSnapshot:
     """Read config, owners, members, parked calls, requests and the leader at one revision.
 
@@ -171,7 +69,7 @@ def read_snapshot(kv: KV, decoder: RecordDecoder = DEFAULT) -> DrSnapshot:
     """
     config_snap = kv.get_prefix(Keys.CONFIG)
     rev = config_snap.revision
-    config = admin.parse_state(
+    config = parse_state(
         {k: e.value for k, e in config_snap.entries.items()},
         on_malformed=lambda key, exc: decoder.report(
             RecordKind.CONFIG, key, config_snap.entries[key].mod_revision, exc.problem

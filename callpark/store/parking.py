@@ -11,14 +11,28 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from callpark.model.orbits import OrbitRange
-from callpark.store.etcd import Keys, decode, encode
 from callpark.store.kv import KV, Compare, Delete, Entry, Put, absent, unchanged
-from callpark.store.parked import CallState, Dialog, Holder, Outcome, ParkedCall, ParkKind
-from callpark.store.records import DEFAULT, RecordDecoder, RecordKind, parse_history, parse_stamp
+from callpark.store.records import (
+    DEFAULT,
+    CallState,
+    Dialog,
+    Holder,
+    Outcome,
+    ParkedCall,
+    ParkKind,
+    RecordDecoder,
+    RecordKind,
+    decode,
+    history_bytes,
+    parse_history,
+    parse_stamp,
+    stamp_bytes,
+)
+from callpark.store.schema import Keys
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +45,6 @@ class NoFreeOrbit(Exception):
 
 class OrbitTaken(Exception):
     """A directed park named an orbit that is in use."""
-
-
-class NotParked(Exception):
-    """The orbit holds no parked call (Lync 35000)."""
 
 
 class LostRace(Exception):
@@ -220,24 +230,12 @@ class ParkTable:
         """Delete the record, stamp the orbit's LRU time and record the outcome, in one txn."""
         now = time.time() if now is None else now
         call = held.call
-        history = encode(
-            {
-                "park_id": call.park_id,
-                "orbit": call.orbit,
-                "outcome": outcome.value,
-                "detail": detail,
-                "parked_at": call.parked_at,
-                "ended_at": now,
-                "attempts": call.attempts,
-                "node": self.node,
-            }
-        )
         result = self.kv.txn(
             [unchanged(Keys.parked(call.orbit), held.mod_revision), self._alive()],
             [
                 Delete(Keys.parked(call.orbit)),
-                Put(Keys.LRU + call.orbit, encode({"at": now})),
-                Put(Keys.HISTORY + call.park_id, history),
+                Put(Keys.lru(call.orbit), stamp_bytes(now)),
+                Put(Keys.history(call.park_id), history_bytes(call, outcome, detail, now, self.node)),
             ],
         )
         if not result.succeeded:
@@ -263,7 +261,7 @@ class ParkTable:
         return len(dead)
 
     def history(self, park_id: str) -> dict[str, object] | None:
-        entry = self.kv.get(Keys.HISTORY + park_id)
+        entry = self.kv.get(Keys.history(park_id))
         if entry is None or self.decoder.decode(RecordKind.HISTORY, entry, parse_history) is None:
             return None
         return dict(decode(entry.key, entry.value))
@@ -272,11 +270,3 @@ class ParkTable:
         entry = self.kv.get(self.member_key)
         if entry is None or entry.lease != self.lease:
             raise Fenced(f"node {self.node}: member key lost its lease; refusing to write")
-
-
-def with_holder(call: ParkedCall, holder: Holder, dialog: Dialog) -> ParkedCall:
-    return replace(call, holder=holder, dialog=dialog, state=CallState.PARKED)
-
-
-def orbits_of(ranges: Iterable[OrbitRange]) -> set[str]:
-    return {o for r in ranges for o in r.orbits()}

@@ -10,8 +10,9 @@ from typing import Any
 
 from callpark.chaos import checker
 from callpark.chaos.history import History, Op
-from callpark.store.etcd import Change, Keys
+from callpark.store.etcd import Change
 from callpark.store.kv import Entry
+from callpark.store.schema import Keys
 
 
 class EtcdLog:

@@ -19,7 +19,7 @@ import pytest
 
 from callpark.cli import app as cli
 from callpark.dr.controller import ControllerConfig
-from callpark.node.membership import LeaseTimings
+from callpark.store.session import LeaseTimings
 from tests.deploy.promql import REPO
 
 SYSTEMD_DIR = REPO / "deploy" / "systemd"

@@ -14,7 +14,7 @@ from callpark import deployment
 from callpark.lab.drill import park_through_edge
 from callpark.lab.localcluster import ClusterTimings, LocalCluster
 from callpark.lab.phone import Phone
-from callpark.store.etcd import Keys
+from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 
 DEPLOYMENT = """
@@ -98,7 +98,7 @@ class DrLab:
 
     def history(self, park_id: str) -> dict[str, Any] | None:
         assert self.c.store is not None
-        entry = self.c.store.get(Keys.HISTORY + park_id)
+        entry = self.c.store.get(Keys.history(park_id))
         return None if entry is None else dict(json.loads(entry.value))
 
     def park(self, parker: Phone, caller: Phone, target: str = "park") -> dict[str, Any]:

@@ -13,14 +13,16 @@ from callpark.lab.controllerproc import ControllerProcess
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.model import admin
 from callpark.model.orbits import OrbitRange
-from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.admin import AdminStore
+from callpark.store.etcd import EtcdStore
 from callpark.store.kv import Put
+from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 from tests.node.test_admin_api import TOKEN, request, write_token
 
 
 def configure(store: EtcdStore) -> None:
-    a = admin.AdminStore(store)
+    a = AdminStore(store)
     a.change(lambda s: admin.new_pool(s, "pool-b", "site-b"))
     a.change(lambda s: admin.new_pool(s, "pool-a", "site-a", backup="pool-b"))
     a.change(lambda s: admin.new_range(s, OrbitRange("a-park", "7000", "7019", "pool-a")))

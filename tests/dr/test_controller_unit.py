@@ -11,10 +11,11 @@ from callpark.errors import ValidationError
 from callpark.model import admin
 from callpark.model.orbits import OrbitRange
 from callpark.model.pools import FailbackPolicy
-from callpark.store.etcd import Keys
+from callpark.store.admin import AdminStore
 from callpark.store.kv import Delete, Put
 from callpark.store.memkv import MemoryKV
 from callpark.store.ownership import events, read_snapshot
+from callpark.store.schema import Keys
 
 
 class Clock:
@@ -27,7 +28,7 @@ class Clock:
 
 def setup_kv(*, failback: FailbackPolicy = FailbackPolicy.MANUAL) -> MemoryKV:
     kv = MemoryKV()
-    store = admin.AdminStore(kv)
+    store = AdminStore(kv)
     store.change(lambda s: admin.new_pool(s, "a", "site-a", failback=failback, failback_hold_down_s=30))
     store.change(lambda s: admin.new_pool(s, "b", "site-b", backup="a"))
     store.change(lambda s: admin.new_range(s, OrbitRange("a-park", "7000", "7099", "a")))
@@ -99,7 +100,7 @@ def test_a_standby_does_not_act_and_takes_over_when_the_leader_key_goes() -> Non
     said = standby.run_cycle()
     assert said.startswith("leader c2")
     # the deposed leader's writes are fenced by its token
-    leader.leadership._valid_until = float("inf")  # it still believes it leads
+    leader.leadership.session.deadline = float("inf")  # it still believes it leads
     assert not leader._commit([], [Put(Keys.owner("a-park"), b"{}")])
 
 
@@ -150,7 +151,7 @@ def test_owner_records_follow_range_removal() -> None:
     member(kv, "a", "n1")
     c = controller(kv, clock)
     c.run_cycle()
-    admin.AdminStore(kv).change(lambda s: admin.remove_range(s, "a-star"))
+    AdminStore(kv).change(lambda s: admin.remove_range(s, "a-star"))
     assert "dropped owners of removed range(s) a-star" in c.run_cycle()
     assert "a-star" not in owners(kv)
 

@@ -15,7 +15,8 @@ from callpark.errors import StoreAuthError, StoreUnavailable
 from callpark.lab.localcluster import ClusterTimings, LocalCluster
 from callpark.lab.tls import make_pki
 from callpark.store.access import EtcdAccess
-from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.etcd import EtcdStore
+from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 from tests.conftest import run_console
 from tests.dr.conftest import DrLab

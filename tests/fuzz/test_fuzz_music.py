@@ -11,6 +11,7 @@ from callpark.errors import ValidationError
 from callpark.model import admin
 from callpark.model.music import MAX_RATE, MIN_RATE, default_music, validate_wav
 from callpark.store import music as mohstore
+from callpark.store.admin import AdminStore
 from callpark.store.memkv import MemoryKV
 from tests.fuzz.budget import FUZZ
 
@@ -47,7 +48,7 @@ def test_the_reference_wav_is_valid() -> None:
 @FUZZ
 @given(wavs(), st.text(max_size=20))
 def test_upload_stores_exactly_the_valid_files(data: bytes, filename: str) -> None:
-    store = admin.AdminStore(MemoryKV())
+    store = AdminStore(MemoryKV())
     store.change(lambda s: admin.new_pool(s, "pool-a", "site-a"))
     try:
         meta = mohstore.upload(store, "pool-a", data, filename)

@@ -13,12 +13,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from callpark.errors import StoreDataError
-from callpark.model import admin
-from callpark.store.etcd import Keys, decode
 from callpark.store.kv import Entry
-from callpark.store.ownership import Owner, parse_event, parse_leader, parse_member, parse_request
-from callpark.store.parked import CallState, Dialog, Holder, ParkedCall, ParkKind
-from callpark.store.records import RecordDecoder, RecordKind, parse_history, parse_stamp
+from callpark.store.records import (
+    CallState,
+    Dialog,
+    Holder,
+    Owner,
+    ParkedCall,
+    ParkKind,
+    RecordDecoder,
+    RecordKind,
+    decode,
+    parse_event,
+    parse_history,
+    parse_leader,
+    parse_member,
+    parse_request,
+    parse_stamp,
+    parse_state,
+)
+from callpark.store.schema import Keys
 from tests.fuzz.budget import FUZZ, raw_values
 
 CALL = ParkedCall(
@@ -159,11 +173,11 @@ def test_config_records_give_a_state_or_store_data_error(case: tuple[str, bytes]
     key, raw = case
     entries = {k: json.dumps(v).encode() for k, v in CONFIG.items()} | {key: raw}
     try:
-        state = admin.parse_state(entries)
+        state = parse_state(entries)
     except StoreDataError as exc:
         assert exc.key == key
         skipped: list[str] = []
-        lenient = admin.parse_state(entries, on_malformed=lambda k, e: skipped.append(k))
+        lenient = parse_state(entries, on_malformed=lambda k, e: skipped.append(k))
         assert skipped == [key] and len(lenient.pools) + len(lenient.ranges) + len(lenient.cps) + len(lenient.moh) == 3
         return
     for rng in state.ranges.values():  # what nodes compute from a range that parsed

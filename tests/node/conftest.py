@@ -17,8 +17,10 @@ from callpark.lab.phone import Phone
 from callpark.model import admin
 from callpark.model.orbits import OrbitRange
 from callpark.netutil import LOOPBACK, free_port
-from callpark.store.etcd import EtcdStore, Keys
+from callpark.store.admin import AdminStore
+from callpark.store.etcd import EtcdStore
 from callpark.store.kv import Put
+from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 
 POOL = "pool-a"
@@ -31,7 +33,7 @@ class ParkLab:
         self.root = root
         self.store = store
         self.endpoints = endpoints
-        self.admin = admin.AdminStore(store)
+        self.admin = AdminStore(store)
         self.nodes: list[NodeProcess] = []
         self.phones: list[Phone] = []
         self.edge_port = free_port(udp_too=True)
@@ -121,7 +123,7 @@ class ParkLab:
         return wait_until(find, timeout=timeout, what=f"{caller_user} parked")
 
     def history(self, park_id: str) -> dict[str, Any] | None:
-        entry = self.store.get(Keys.HISTORY + park_id)
+        entry = self.store.get(Keys.history(park_id))
         return None if entry is None else dict(json.loads(entry.value))
 
     def wait_outcome(self, park_id: str, timeout: float = 10.0) -> str:

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from callpark.lab.nodeproc import NodeProcess
-from callpark.store.etcd import Keys
+from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 from tests.conftest import run_console
 from tests.node.conftest import POOL, ParkLab
@@ -51,7 +51,7 @@ def test_without_a_token_every_write_is_405_and_reads_stay_open(lab: ParkLab) ->
         assert (code, headers.get("Allow")) == (405, "GET"), (method, path)
         assert body == "read-only API: no admin token is configured\n"
     assert node.get("/api/node")[0] == 200 and node.get("/readyz")[0] == 200
-    assert lab.store.get(f"{Keys.DRAIN}{POOL}/n1") is None
+    assert lab.store.get(Keys.drain(POOL, "n1")) is None
 
 
 def test_with_a_token_drain_needs_it_and_works(lab: ParkLab, tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_with_a_token_drain_needs_it_and_works(lab: ParkLab, tmp_path: Path) -> 
     assert request(port, "POST", "/api/nothing", token=TOKEN)[0] == 404
     code, _, headers = request(port, "PUT", "/api/drain", token=TOKEN)
     assert code == 405 and headers["Allow"] == "DELETE, POST"
-    assert lab.store.get(f"{Keys.DRAIN}{POOL}/n1") is None, "refused writes change nothing"
+    assert lab.store.get(Keys.drain(POOL, "n1")) is None, "refused writes change nothing"
     assert node.get("/readyz")[0] == 200
 
     code, body, _ = request(port, "POST", "/api/drain", token=TOKEN)

@@ -8,8 +8,9 @@ from typing import Any
 
 from callpark.lab.controllerproc import ControllerProcess
 from callpark.model.orbits import OrbitRange
-from callpark.store.etcd import Keys, encode
 from callpark.store.kv import Put
+from callpark.store.records import encode
+from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 from tests.node.conftest import POOL, ParkLab
 from tests.node.flows import blind_park, connected_call
@@ -22,10 +23,10 @@ GARBAGE: dict[str, bytes] = {
     Keys.range("bad"): b'{"v": 99, "name": "bad"}',  # unknown schema version
     Keys.pool("bad"): json.dumps({"v": 1, "name": ["bad"], "site": 7}).encode(),  # wrong types
     Keys.cps("site:zz"): json.dumps({"v": 1, "MaxCallPickupAttempts": 1e400}).encode(),
-    Keys.REQUESTS + "0-failover-x": b"[]",
-    Keys.DRAIN + f"{POOL}/n1": b"{{{{",  # a malformed drain record does not drain the node
-    Keys.LRU + "7000": b"null",
-    Keys.HISTORY + "zz": b"\x00",
+    Keys.request(0, "failover", "x"): b"[]",
+    Keys.drain(POOL, "n1"): b"{{{{",  # a malformed drain record does not drain the node
+    Keys.lru("7000"): b"null",
+    Keys.history("zz"): b"\x00",
 }
 
 

@@ -340,7 +340,7 @@ def test_a_takeover_the_caller_refuses_is_recorded_as_lost_with_its_status(lab: 
     record = lab.wait_parked("alice")
     record["dialog"]["remote_tag"] = "no-such-tag"
     raw = {k: v for k, v in record.items()}
-    from callpark.store.etcd import encode
+    from callpark.store.records import encode
 
     corrupt(lab.store, record["orbit"], encode({k: v for k, v in raw.items() if k != "v"}))
     pid = int(json.loads(node.get("/api/node")[1])["workers"][0]["pid"])

@@ -10,11 +10,13 @@ import pytest
 
 from callpark.errors import ValidationError
 from callpark.model.orbits import OrbitRange
-from callpark.node.membership import DuplicateNode, LeaseTimings, Membership
-from callpark.store.etcd import EtcdStore, Keys
+from callpark.node.membership import DuplicateNode, Membership
+from callpark.store.etcd import EtcdStore
 from callpark.store.kv import KV
-from callpark.store.parked import CallState, Dialog, Holder, Outcome, ParkKind
 from callpark.store.parking import Fenced, LostRace, NoFreeOrbit, OrbitTaken, ParkTable
+from callpark.store.records import CallState, Dialog, Holder, Outcome, ParkKind
+from callpark.store.schema import Keys
+from callpark.store.session import LeaseTimings
 from callpark.waiting import wait_until
 
 RANGES = [OrbitRange("r", "7000", "7002", "pool-a")]
@@ -121,7 +123,7 @@ def test_free_records_outcome_and_lru_in_one_txn(etcd: EtcdStore, member: Member
     assert t.get(held.call.orbit) is None
     hist = t.history(held.call.park_id)
     assert hist is not None and hist["outcome"] == "abandoned"
-    assert etcd.get(Keys.LRU + held.call.orbit) is not None
+    assert etcd.get(Keys.lru(held.call.orbit)) is not None
     with pytest.raises(LostRace):
         t.free(held, Outcome.ABANDONED)  # freed exactly once
 
@@ -182,7 +184,7 @@ def test_self_fencing_deadline_passes_before_the_lease_can_expire(etcd_cluster, 
             etcd_cluster.resume(0)
         # The node stops serving at least safety_s before etcd could expire its lease:
         # the deadline is set from the send time of a renewal made before the pause.
-        assert m._valid_until <= paused_at + FAST.ttl_s - FAST.safety_s
+        assert m.session.deadline <= paused_at + FAST.ttl_s - FAST.safety_s
         wait_until(m.is_valid, timeout=10, what="validity back after etcd resumes")
     finally:
         m.stop()
