@@ -88,7 +88,12 @@ class Keys:
     @classmethod
     def member(cls, pool: str, node: str) -> str:
         """``members/<pool>/<node>``: a live node, bound to its lease."""
-        return f"{cls.MEMBERS}{pool}/{node}"
+        return f"{cls.pool_members(pool)}{node}"
+
+    @classmethod
+    def pool_members(cls, pool: str) -> str:
+        """Prefix of the member keys of one pool."""
+        return f"{cls.MEMBERS}{pool}/"
 
     @classmethod
     def event(cls, time_ns: int, event_id: str) -> str:
