@@ -21,7 +21,7 @@ from callpark.model.pools import FailbackPolicy
 from callpark.model.settings import GLOBAL_SCOPE, parse_scope
 from callpark.store.access import EtcdAccess
 from callpark.store.admin import AdminStore
-from callpark.store.session import LeaseTimings, check_controller_timings
+from callpark.store.session import ControllerTimings, LeaseTimings
 
 TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh", "timings", "edge", "security"}
 DEFAULT_LOCAL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "local-cluster.toml"
@@ -105,13 +105,7 @@ class Timings:
     def validate(self) -> Timings:
         """Node lease rules and controller rules (``timing-*``), as the processes check them."""
         LeaseTimings(self.lease_ttl_s, self.keepalive_s, self.safety_s, self.etcd_timeout_s).validate()
-        check_controller_timings(
-            loop_s=self.controller_loop_s,
-            grace_s=self.controller_grace_s,
-            ttl_s=self.controller_ttl_s,
-            safety_s=1.0,
-            request_timeout_s=0.5,
-        )
+        ControllerTimings(self.controller_loop_s, self.controller_grace_s, self.controller_ttl_s, 1.0, 0.5).validate()
         if not 1.0 <= self.ring_time_s <= 300.0:
             raise ValidationError("timing-ring", f"ring_time_s must be 1 to 300 seconds, not {self.ring_time_s}")
         if not 0 <= self.controllers <= 5:

@@ -26,32 +26,16 @@ from callpark.store.kv import KV, Compare, Delete, Op, Put, unchanged
 from callpark.store.ownership import DrSnapshot, read_snapshot
 from callpark.store.records import Owner, RecordDecoder, Request, encode, request_bytes
 from callpark.store.schema import Keys
-from callpark.store.session import check_controller_timings
+from callpark.store.session import ControllerTimings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ControllerConfig:
-    """Timings of the controller, validated together at start-up."""
+@dataclass(frozen=True, kw_only=True)
+class ControllerConfig(ControllerTimings):
+    """A named controller's timings (:class:`ControllerTimings`), validated together at start-up."""
 
     name: str
-    loop_s: float = 1.0
-    grace_s: float = 2.0
-    ttl_s: int = 6
-    safety_s: float = 1.5
-    request_timeout_s: float = 1.0
-
-    def validate(self) -> ControllerConfig:
-        """Raise :class:`ValidationError` (``timing-*``) unless the timings are safe."""
-        check_controller_timings(
-            loop_s=self.loop_s,
-            grace_s=self.grace_s,
-            ttl_s=self.ttl_s,
-            safety_s=self.safety_s,
-            request_timeout_s=self.request_timeout_s,
-        )
-        return self
 
 
 class ControllerMetrics:

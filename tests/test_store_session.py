@@ -9,7 +9,7 @@ import pytest
 
 from callpark.errors import StoreError, ValidationError
 from callpark.store.memkv import MemoryKV
-from callpark.store.session import LeaseSession, LeaseTimings, check_controller_timings
+from callpark.store.session import ControllerTimings, LeaseSession, LeaseTimings
 from callpark.waiting import wait_until
 
 
@@ -79,12 +79,12 @@ def test_the_keepalive_renews_skips_failures_and_reports_expiry() -> None:
 
 
 def test_a_negative_controller_grace_is_refused() -> None:
-    """The other controller rules are held by tests/dr/test_controller_unit.py through ControllerConfig."""
+    """The other controller rules are held by tests/dr/test_controller_unit.py."""
     with pytest.raises(ValidationError) as info:
-        check_controller_timings(loop_s=1.0, grace_s=-1.0, ttl_s=6, safety_s=1.5, request_timeout_s=1.0)
+        ControllerTimings(grace_s=-1.0).validate()
     assert info.value.rule == "timing-positive"
 
 
 def test_the_default_timings_are_valid() -> None:
     assert LeaseTimings().validate() == LeaseTimings()
-    check_controller_timings(loop_s=1.0, grace_s=2.0, ttl_s=6, safety_s=1.5, request_timeout_s=1.0)
+    assert ControllerTimings().validate() == ControllerTimings()

@@ -6,7 +6,7 @@ the last confirmed grant or keepalive plus the TTL minus a safety margin, so the
 before etcd can expire the lease and hand what it held to another process.
 
 The timing rules of both users live here too (:class:`LeaseTimings` for nodes,
-:func:`check_controller_timings` for controllers), so a deployment file is checked by the same
+:class:`ControllerTimings` for controllers), so a deployment file is checked by the same
 code as the processes it starts.
 """
 
@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 from callpark.errors import StoreError, ValidationError
 from callpark.store.kv import KV
@@ -86,20 +87,32 @@ class LeaseTimings:
         return self
 
 
-def check_controller_timings(
-    *, loop_s: float, grace_s: float, ttl_s: int, safety_s: float, request_timeout_s: float
-) -> None:
-    """A controller's rules: the leader renews its lease once per loop (``timing-loop``)."""
-    check_lease_timings(
-        lease="leader lease",
-        ttl_s=ttl_s,
-        renew_s=loop_s,
-        renewal="controller loops",
-        rule="timing-loop",
-        safety_s=safety_s,
-        request_timeout_s=request_timeout_s,
-        positive=(loop_s > 0 and grace_s >= 0, "controller loop must be > 0 and grace >= 0 seconds"),
-    )
+@dataclass(frozen=True)
+class ControllerTimings:
+    """A controller's loop, failover grace and leader lease, validated together.
+
+    The leader renews its lease once per loop, so two loops must fit the TTL (``timing-loop``).
+    """
+
+    loop_s: float = 1.0
+    grace_s: float = 2.0
+    ttl_s: int = 6
+    safety_s: float = 1.5
+    request_timeout_s: float = 1.0
+
+    def validate(self) -> Self:
+        """Raise :class:`ValidationError` (``timing-*``) unless the timings are safe."""
+        check_lease_timings(
+            lease="leader lease",
+            ttl_s=self.ttl_s,
+            renew_s=self.loop_s,
+            renewal="controller loops",
+            rule="timing-loop",
+            safety_s=self.safety_s,
+            request_timeout_s=self.request_timeout_s,
+            positive=(self.loop_s > 0 and self.grace_s >= 0, "controller loop must be > 0 and grace >= 0 seconds"),
+        )
+        return self
 
 
 class LeaseSession:
