@@ -27,38 +27,49 @@ log = logging.getLogger(__name__)
 MIN_TTL_S = 3  # etcd's practical minimum lease TTL
 
 
+@dataclass(frozen=True)
+class LeaseHolder:
+    """How the timing rules name one kind of lease holder in their messages and rule codes."""
+
+    lease: str  # "lease", "leader lease"
+    renewal: str  # what renews it: "keepalives", "controller loops"
+    rule: str  # the rule code when two renewals do not fit the TTL
+    positive: str  # the message when the holder's intervals are not positive
+
+
+NODE = LeaseHolder(
+    "lease", "keepalives", "timing-keepalive", "keepalive, safety margin and request timeout must be > 0"
+)
+CONTROLLER = LeaseHolder(
+    "leader lease", "controller loops", "timing-loop", "controller loop must be > 0 and grace >= 0 seconds"
+)
+
+
 def check_lease_timings(
-    *,
-    lease: str,
-    ttl_s: int,
-    renew_s: float,
-    renewal: str,
-    rule: str,
-    safety_s: float,
-    request_timeout_s: float,
-    positive: tuple[bool, str],
+    holder: LeaseHolder, ttl_s: int, renew_s: float, safety_s: float, request_timeout_s: float, *, positive: bool
 ) -> None:
     """The rules every lease holder obeys, in order (raises :class:`ValidationError`).
 
     The TTL is at least :data:`MIN_TTL_S` (``timing-ttl``); ``positive`` is the holder's own
-    "are the intervals positive" check and its message (``timing-positive``); the safety margin
-    covers one etcd request (``timing-safety``); two renewals (every ``renew_s``, called
-    ``renewal``) plus a request plus the safety margin fit inside the TTL (``rule``), so one
-    lost renewal never loses the lease.
+    "are its intervals positive" check (``timing-positive``); the safety margin covers one etcd
+    request (``timing-safety``); two renewals (every ``renew_s``) plus a request plus the safety
+    margin fit inside the TTL (``holder.rule``), so one lost renewal never loses the lease.
     """
     if ttl_s < MIN_TTL_S:
-        raise ValidationError("timing-ttl", f"{lease} TTL {ttl_s}s is below etcd's practical minimum of {MIN_TTL_S}s")
-    if not positive[0]:
-        raise ValidationError("timing-positive", positive[1])
+        raise ValidationError(
+            "timing-ttl", f"{holder.lease} TTL {ttl_s}s is below etcd's practical minimum of {MIN_TTL_S}s"
+        )
+    if not positive:
+        raise ValidationError("timing-positive", holder.positive)
     if safety_s < request_timeout_s:
         raise ValidationError(
             "timing-safety", f"safety margin {safety_s}s must cover one etcd request ({request_timeout_s}s)"
         )
     if 2 * renew_s + request_timeout_s + safety_s > ttl_s:
         raise ValidationError(
-            rule,
-            f"two {renewal} ({2 * renew_s}s) plus a request ({request_timeout_s}s) plus the "
-            f"safety margin ({safety_s}s) must fit inside the {lease} TTL ({ttl_s}s)",
+            holder.rule,
+            f"two {holder.renewal} ({2 * renew_s}s) plus a request ({request_timeout_s}s) plus the "
+            f"safety margin ({safety_s}s) must fit inside the {holder.lease} TTL ({ttl_s}s)",
         )
 
 
@@ -75,14 +86,7 @@ class LeaseTimings:
         """Raise :class:`ValidationError` (``timing-*``) unless the timings are safe."""
         positive = self.keepalive_s > 0 and self.safety_s > 0 and self.request_timeout_s > 0
         check_lease_timings(
-            lease="lease",
-            ttl_s=self.ttl_s,
-            renew_s=self.keepalive_s,
-            renewal="keepalives",
-            rule="timing-keepalive",
-            safety_s=self.safety_s,
-            request_timeout_s=self.request_timeout_s,
-            positive=(positive, "keepalive, safety margin and request timeout must be > 0"),
+            NODE, self.ttl_s, self.keepalive_s, self.safety_s, self.request_timeout_s, positive=positive
         )
         return self
 
@@ -102,15 +106,9 @@ class ControllerTimings:
 
     def validate(self) -> Self:
         """Raise :class:`ValidationError` (``timing-*``) unless the timings are safe."""
+        positive = self.loop_s > 0 and self.grace_s >= 0
         check_lease_timings(
-            lease="leader lease",
-            ttl_s=self.ttl_s,
-            renew_s=self.loop_s,
-            renewal="controller loops",
-            rule="timing-loop",
-            safety_s=self.safety_s,
-            request_timeout_s=self.request_timeout_s,
-            positive=(self.loop_s > 0 and self.grace_s >= 0, "controller loop must be > 0 and grace >= 0 seconds"),
+            CONTROLLER, self.ttl_s, self.loop_s, self.safety_s, self.request_timeout_s, positive=positive
         )
         return self
 
