@@ -67,12 +67,14 @@ class AdminStore:
         self.decoder = decoder
 
     def read(self) -> ReadResult:
+        """The configuration at one revision, with the guard of the next change."""
         snap = self.kv.get_prefix(Keys.CONFIG)
         serial = snap.entries.get(Keys.CONFIG_SERIAL)
         state = parse_state({k: e.value for k, e in snap.entries.items()}, on_malformed=self._skipper(snap))
         return ReadResult(state, serial.mod_revision if serial else 0, snap.revision)
 
     def state(self) -> AdminState:
+        """The current configuration."""
         return self.read().state
 
     def _skipper(self, snap: Snapshot) -> Callable[[str, StoreDataError], None] | None:

@@ -48,6 +48,7 @@ class DrSnapshot:
     leader: dict[str, Any] | None
 
     def ready_members(self, pool: str) -> list[Member]:
+        """Members of ``pool`` that are ready and not draining."""
         return [m for m in self.members.get(pool, []) if m.ready and not m.draining]
 
     def owner_of(self, range_name: str) -> str:
@@ -59,6 +60,7 @@ class DrSnapshot:
         return "" if rng is None else rng.pool  # a parked record may name a range that is gone
 
     def ranges_owned_by(self, pool: str) -> list[str]:
+        """The ranges ``pool`` serves now, by name."""
         return sorted(r for r in self.config.ranges if self.owner_of(r) == pool)
 
 

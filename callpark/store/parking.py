@@ -90,6 +90,7 @@ class ParkTable:
         self.owners: dict[str, tuple[int, int, str]] = {}
 
     def owner_epoch(self, range_name: str) -> int:
+        """The epoch of the range's owner as this node last read it (1 before any owner key)."""
         return self.owners.get(range_name, (0, 1, self.pool))[1]
 
     def _owns(self, range_name: str) -> Compare:
@@ -250,6 +251,7 @@ class ParkTable:
         return current
 
     def prune_history(self, now: float | None = None) -> int:
+        """Delete history records older than HISTORY_KEEP_S (and malformed ones); returns how many."""
         now = time.time() if now is None else now
         dead = []
         for key, entry in self.kv.get_prefix(Keys.HISTORY).entries.items():
@@ -261,6 +263,7 @@ class ParkTable:
         return len(dead)
 
     def history(self, park_id: str) -> dict[str, object] | None:
+        """The history record of ``park_id`` as a dict, None when absent or malformed."""
         entry = self.kv.get(Keys.history(park_id))
         if entry is None or self.decoder.decode(RecordKind.HISTORY, entry, parse_history) is None:
             return None

@@ -197,12 +197,16 @@ def parse_history(key: str, raw: bytes) -> History:
 
 
 class ParkKind(enum.StrEnum):
+    """How the call was parked (blind or directed transfer, or attended)."""
+
     BLIND = "blind"
     DIRECTED = "directed"
     ATTENDED = "attended"
 
 
 class CallState(enum.StrEnum):
+    """Where a parked call is in its life: parked, or on its way out."""
+
     PARKED = "parked"
     RETRIEVING = "retrieving"
     RINGING = "ringing"
@@ -277,6 +281,7 @@ class ParkedCall:
     owner_epoch: int = 0
 
     def to_bytes(self) -> bytes:
+        """Encode ``parked/<orbit>``."""
         data = asdict(self)
         data["kind"] = self.kind.value
         data["state"] = self.state.value
@@ -316,6 +321,7 @@ class ParkedCall:
         )
 
     def with_state(self, state: CallState) -> ParkedCall:
+        """The same call in ``state``."""
         return replace(self, state=state)
 
     def summary(self, now: float) -> dict[str, Any]:
@@ -364,6 +370,7 @@ class Owner:
     reason: str = ""
 
     def to_bytes(self) -> bytes:
+        """Encode ``owners/<range>`` (``mod_revision`` is etcd's, not stored)."""
         return encode({"range": self.range, "pool": self.pool, "epoch": self.epoch, "reason": self.reason})
 
     @classmethod
