@@ -41,7 +41,8 @@ import contextlib
 import json
 import socket
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 Message = dict[str, Any]
 
@@ -52,6 +53,51 @@ MAX_LINE = 64 * 1024
 REASON_FENCED = "Park node fenced"
 REASON_STATE_UNAVAILABLE = "Park state unavailable"
 ETCD_TROUBLE_REASONS = (REASON_FENCED, REASON_STATE_UNAVAILABLE)
+
+
+class DialogFields(Protocol):
+    """The six fields of a SIP dialog that cross the channel (``callpark.store.parked.Dialog`` has them)."""
+
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def local_tag(self) -> str: ...
+    @property
+    def remote_tag(self) -> str: ...
+    @property
+    def remote_contact(self) -> str: ...
+    @property
+    def remote_uri(self) -> str: ...
+    @property
+    def supports_replaces(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class WireDialog:
+    """A dialog as a worker reads it off a pjsua2 call, ready for :func:`dialog_json`."""
+
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    remote_contact: str
+    remote_uri: str
+    supports_replaces: bool
+
+
+def dialog_json(dialog: DialogFields) -> Message:
+    """The ``dialog`` object of ``answered``, ``redialog``, ``takeover`` and ``takeover_result``.
+
+    The one place a dialog becomes JSON, on both sides of the channel; the supervisor reads
+    it back strictly with ``Dialog.from_json``.
+    """
+    return {
+        "call_id": dialog.call_id,
+        "local_tag": dialog.local_tag,
+        "remote_tag": dialog.remote_tag,
+        "remote_contact": dialog.remote_contact,
+        "remote_uri": dialog.remote_uri,
+        "supports_replaces": dialog.supports_replaces,
+    }
 
 
 class ChannelClosed(Exception):
