@@ -85,7 +85,8 @@ def make_node(tmp_path: Path, kv: CutKV | None = None, name: str = "n1", edge: s
     table.lease = member.lease
     valid = [True]
     calls = HeldCalls(table, kv, metrics, node=name, pool=POOL, is_valid=lambda: valid[0])
-    workers = WorkerPool(config, TrustedPeers.parse(config.trusted_peers), metrics, on_message=lambda w, m: None, music_path=lambda: None)
+    trusted = TrustedPeers.parse(config.trusted_peers)
+    workers = WorkerPool(config, trusted, metrics, on_message=lambda w, m: None, music_path=lambda: None)
     for index in range(2):
         handle = WorkerHandle(index, 5070 + index, 0, free_slots=3)
         handle.ready.set()
