@@ -15,26 +15,20 @@ import threading
 from collections.abc import Callable
 
 from callpark.errors import StoreError
-from callpark.node.metrics import NodeMetrics
-from callpark.store.kv import KV
+from callpark.node.context import NodeContext, NodePart
 from callpark.store.parked import Outcome, ParkedCall
-from callpark.store.parking import Fenced, Held, LostRace, ParkTable
+from callpark.store.parking import Fenced, Held, LostRace
 
 log = logging.getLogger(__name__)
 
 
-class HeldCalls:
+class HeldCalls(NodePart):
     """The node's parked calls (``held``, by orbit) and the writes that change them."""
 
-    def __init__(
-        self, table: ParkTable, kv: KV, metrics: NodeMetrics, *, node: str, pool: str, is_valid: Callable[[], bool]
-    ) -> None:
-        self.table = table
-        self.kv = kv
-        self.metrics = metrics
-        self.node = node
-        self.pool = pool
-        self.is_valid = is_valid
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__(ctx)
+        self.node = ctx.config.name
+        self.pool = ctx.config.pool
         self.lock = threading.RLock()
         self.held: dict[str, Held] = {}
         self.pending_free: dict[str, tuple[str, Outcome, str]] = {}  # orbit -> (park id, outcome, detail)

@@ -22,14 +22,13 @@ from callpark.errors import StoreError
 from callpark.model.orbits import OrbitRange
 from callpark.model.settings import CpsSettings
 from callpark.node.calls import HeldCalls
-from callpark.node.config import NodeConfig
+from callpark.node.context import NodeContext, NodePart
 from callpark.node.protocol import REASON_FENCED, REASON_STATE_UNAVAILABLE, Message
 from callpark.node.workers import WorkerHandle
 from callpark.peers import host_of, is_ip
 from callpark.ratelimit import ScanLimiter
-from callpark.store.kv import KV
 from callpark.store.parked import CallState, Dialog, Holder, ParkKind
-from callpark.store.parking import Fenced, Held, LostRace, NoFreeOrbit, OrbitTaken, OwnershipChanged, ParkTable
+from callpark.store.parking import Fenced, Held, LostRace, NoFreeOrbit, OrbitTaken, OwnershipChanged
 
 PARKS = "parks"  # the NodeMetrics counter a reply's result is counted in
 RETRIEVALS = "retrievals"
@@ -77,29 +76,26 @@ class NodeFacts(Protocol):
     def refresh_config(self, force: bool = False) -> None: ...
 
 
-class Decisions:
-    """Decides parks and retrievals for the workers of one node (thread-safe)."""
+class Decisions(NodePart):
+    """Decides parks and retrievals for the workers of one node (thread-safe).
+
+    ``pick_worker(need, exclude)`` is :meth:`~callpark.node.workers.WorkerPool.pick`.
+    """
 
     def __init__(
         self,
-        config: NodeConfig,
+        ctx: NodeContext,
         *,
-        kv: KV,
-        table: ParkTable,
         calls: HeldCalls,
         facts: NodeFacts,
         pick_worker: Callable[[int, int | None], WorkerHandle | None],
         scan: ScanLimiter,
-        is_valid: Callable[[], bool],
     ) -> None:
-        self.config = config
-        self.kv = kv
-        self.table = table
+        super().__init__(ctx)
         self.calls = calls
         self.facts = facts
         self.pick_worker = pick_worker
         self.scan = scan
-        self.is_valid = is_valid
         # One allocation at a time: concurrent parks would all try the same least recently
         # freed orbit, and every loser pays a failed txn plus a liveness read, then retries.
         self.alloc_lock = threading.Lock()

@@ -13,9 +13,8 @@ import time
 from dataclasses import replace
 
 from callpark.node.calls import HeldCalls
-from callpark.node.config import NodeConfig
+from callpark.node.context import NodeContext, NodePart
 from callpark.node.decisions import PARKS, Decisions, Reply
-from callpark.node.metrics import NodeMetrics
 from callpark.node.protocol import Message
 from callpark.node.ringback import Ringback
 from callpark.node.takeover import Takeovers
@@ -34,21 +33,13 @@ END_REASONS = {
 }
 
 
-class Dispatcher:
+class Dispatcher(NodePart):
     """Handles every worker message but ``ready`` and ``slots`` (see :class:`~callpark.node.workers.WorkerPool`)."""
 
     def __init__(
-        self,
-        config: NodeConfig,
-        metrics: NodeMetrics,
-        *,
-        calls: HeldCalls,
-        decisions: Decisions,
-        ringback: Ringback,
-        takeovers: Takeovers,
+        self, ctx: NodeContext, *, calls: HeldCalls, decisions: Decisions, ringback: Ringback, takeovers: Takeovers
     ) -> None:
-        self.config = config
-        self.metrics = metrics
+        super().__init__(ctx)
         self.calls = calls
         self.decisions = decisions
         self.ringback = ringback

@@ -42,7 +42,10 @@ import json
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the worker never imports the store (nor its etcd client)
+    from callpark.store.parked import Dialog
 
 Message = dict[str, Any]
 
@@ -55,26 +58,12 @@ REASON_STATE_UNAVAILABLE = "Park state unavailable"
 ETCD_TROUBLE_REASONS = (REASON_FENCED, REASON_STATE_UNAVAILABLE)
 
 
-class DialogFields(Protocol):
-    """The six fields of a SIP dialog that cross the channel (``callpark.store.parked.Dialog`` has them)."""
-
-    @property
-    def call_id(self) -> str: ...
-    @property
-    def local_tag(self) -> str: ...
-    @property
-    def remote_tag(self) -> str: ...
-    @property
-    def remote_contact(self) -> str: ...
-    @property
-    def remote_uri(self) -> str: ...
-    @property
-    def supports_replaces(self) -> bool: ...
-
-
 @dataclass(frozen=True)
 class WireDialog:
-    """A dialog as a worker reads it off a pjsua2 call, ready for :func:`dialog_json`."""
+    """A dialog as a worker sees it: the fields of ``callpark.store.parked.Dialog``.
+
+    The worker process stays free of the store and its etcd client, hence this mirror.
+    """
 
     call_id: str
     local_tag: str
@@ -84,7 +73,7 @@ class WireDialog:
     supports_replaces: bool
 
 
-def dialog_json(dialog: DialogFields) -> Message:
+def dialog_json(dialog: Dialog | WireDialog) -> Message:
     """The ``dialog`` object of ``answered``, ``redialog``, ``takeover`` and ``takeover_result``.
 
     The one place a dialog becomes JSON, on both sides of the channel; the supervisor reads

@@ -17,8 +17,7 @@ from dataclasses import replace
 from callpark.errors import StoreError
 from callpark.model.settings import CpsSettings
 from callpark.node.calls import HeldCalls
-from callpark.node.config import NodeConfig
-from callpark.node.metrics import NodeMetrics
+from callpark.node.context import NodeContext, NodePart
 from callpark.node.protocol import Message
 from callpark.node.workers import WorkerHandle, WorkerPool
 from callpark.store.parked import CallState
@@ -27,25 +26,16 @@ from callpark.store.parking import Fenced, LostRace
 log = logging.getLogger(__name__)
 
 
-class Ringback:
-    """Fires due ringbacks and acts on their results."""
+class Ringback(NodePart):
+    """Fires due ringbacks and acts on their results (``settings``: the pool's current CPS)."""
 
     def __init__(
-        self,
-        config: NodeConfig,
-        calls: HeldCalls,
-        workers: WorkerPool,
-        metrics: NodeMetrics,
-        *,
-        settings: Callable[[], CpsSettings],
-        is_valid: Callable[[], bool],
+        self, ctx: NodeContext, calls: HeldCalls, workers: WorkerPool, *, settings: Callable[[], CpsSettings]
     ) -> None:
-        self.config = config
+        super().__init__(ctx)
         self.calls = calls
         self.workers = workers
-        self.metrics = metrics
         self.settings = settings
-        self.is_valid = is_valid
 
     def fire_deadlines(self) -> None:
         """Ring back the parker of every parked call whose deadline passed."""
@@ -67,7 +57,7 @@ class Ringback:
                 continue
             try:
                 with self.calls.lock:
-                    claimed = self.calls.table.claim(held, CallState.RINGING)
+                    claimed = self.table.claim(held, CallState.RINGING)
                     self.calls.held[held.call.orbit] = claimed
             except (LostRace, Fenced, StoreError) as exc:
                 log.info("ringback for orbit %s skipped: %s", held.call.orbit, exc)

@@ -31,6 +31,7 @@ from callpark.model.orbits import OrbitRange
 from callpark.node.adminapi import drain_actions
 from callpark.node.calls import HeldCalls
 from callpark.node.config import NodeConfig
+from callpark.node.context import NodeContext
 from callpark.node.decisions import Decisions
 from callpark.node.dispatch import Dispatcher
 from callpark.node.membership import Membership
@@ -81,49 +82,23 @@ class Supervisor:
         self._compose()
 
     def _compose(self) -> None:
-        config, valid = self.config, self.membership.is_valid
-        self.calls = HeldCalls(self.table, self.kv, self.metrics, node=config.name, pool=config.pool, is_valid=valid)
+        """Build the node's parts; the workers reach the dispatcher and the view late, by lambda."""
+        ctx = NodeContext(self.config, self.kv, self.table, self.metrics, self.decoder, self.membership.is_valid)
+        self.calls = HeldCalls(ctx)
         self.workers = WorkerPool(
-            config,
+            ctx,
             self.trusted,
-            self.metrics,
             on_message=lambda w, msg: self.dispatcher.on_message(w, msg),
             music_path=lambda: self.view.music_path,
         )
-        self.view = ClusterView(
-            config, self.kv, self.admin, self.table, self.decoder, self.metrics, self.workers, self.calls
-        )
+        self.view = ClusterView(ctx, self.admin, self.workers, self.calls)
         self.decisions = Decisions(
-            config,
-            kv=self.kv,
-            table=self.table,
-            calls=self.calls,
-            facts=self.view,
-            pick_worker=lambda need, exclude: self.workers.pick(need, exclude),
-            scan=self.scan,
-            is_valid=valid,
+            ctx, calls=self.calls, facts=self.view, pick_worker=self.workers.pick, scan=self.scan
         )
-        self.ringback = Ringback(
-            config, self.calls, self.workers, self.metrics, settings=lambda: self.view.settings, is_valid=valid
-        )
-        self.takeovers = Takeovers(
-            config,
-            kv=self.kv,
-            table=self.table,
-            calls=self.calls,
-            view=self.view,
-            workers=self.workers,
-            metrics=self.metrics,
-            decoder=self.decoder,
-            is_valid=valid,
-        )
+        self.ringback = Ringback(ctx, self.calls, self.workers, settings=lambda: self.view.settings)
+        self.takeovers = Takeovers(ctx, calls=self.calls, view=self.view, workers=self.workers)
         self.dispatcher = Dispatcher(
-            config,
-            self.metrics,
-            calls=self.calls,
-            decisions=self.decisions,
-            ringback=self.ringback,
-            takeovers=self.takeovers,
+            ctx, calls=self.calls, decisions=self.decisions, ringback=self.ringback, takeovers=self.takeovers
         )
 
     # -- life cycle ----------------------------------------------------------------------

@@ -14,53 +14,33 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import replace
 
 from callpark.errors import StoreError
 from callpark.node.calls import HeldCalls
-from callpark.node.config import NodeConfig
-from callpark.node.metrics import NodeMetrics
+from callpark.node.context import NodeContext, NodePart
 from callpark.node.protocol import Message, dialog_json
 from callpark.node.views import ClusterView
 from callpark.node.workers import WorkerHandle, WorkerPool
 from callpark.store.etcd import Keys
-from callpark.store.kv import KV
 from callpark.store.ownership import parse_members
 from callpark.store.parked import CallState, Dialog, Holder, ParkedCall
-from callpark.store.parking import Fenced, Held, LostRace, ParkTable
-from callpark.store.records import RecordDecoder, RecordKind, parse_stamp
+from callpark.store.parking import Fenced, Held, LostRace
+from callpark.store.records import RecordKind, parse_stamp
 
 log = logging.getLogger(__name__)
 
 SCAN_S = 0.5
 
 
-class Takeovers:
+class Takeovers(NodePart):
     """Moves calls to our workers: after a worker or node restart, and from gone or draining nodes."""
 
-    def __init__(
-        self,
-        config: NodeConfig,
-        *,
-        kv: KV,
-        table: ParkTable,
-        calls: HeldCalls,
-        view: ClusterView,
-        workers: WorkerPool,
-        metrics: NodeMetrics,
-        decoder: RecordDecoder,
-        is_valid: Callable[[], bool],
-    ) -> None:
-        self.config = config
-        self.kv = kv
-        self.table = table
+    def __init__(self, ctx: NodeContext, *, calls: HeldCalls, view: ClusterView, workers: WorkerPool) -> None:
+        super().__init__(ctx)
         self.calls = calls
         self.view = view
         self.workers = workers
-        self.metrics = metrics
-        self.decoder = decoder
-        self.is_valid = is_valid
         self.last_scan = 0.0
 
     def _send(self, target: WorkerHandle, call: ParkedCall) -> None:

@@ -23,41 +23,24 @@ from callpark.model import admin
 from callpark.model.orbits import OrbitRange, RangeType
 from callpark.model.settings import DEFAULTS, CpsSettings
 from callpark.node.calls import HeldCalls
-from callpark.node.config import NodeConfig
-from callpark.node.metrics import NodeMetrics
+from callpark.node.context import NodeContext, NodePart
 from callpark.node.workers import WorkerPool
 from callpark.store import music as mohstore
 from callpark.store.etcd import Keys
-from callpark.store.kv import KV
 from callpark.store.ownership import Owner, parse_members
-from callpark.store.parking import ParkTable
-from callpark.store.records import RecordDecoder, RecordKind
+from callpark.store.records import RecordKind
 
 log = logging.getLogger(__name__)
 
 CONFIG_REFRESH_S = 2.0
 
 
-class ClusterView:
+class ClusterView(NodePart):
     """Ranges this node serves (``ranges``), every CallPark range, owners, settings, music."""
 
-    def __init__(
-        self,
-        config: NodeConfig,
-        kv: KV,
-        admin_store: admin.AdminStore,
-        table: ParkTable,
-        decoder: RecordDecoder,
-        metrics: NodeMetrics,
-        workers: WorkerPool,
-        calls: HeldCalls,
-    ) -> None:
-        self.config = config
-        self.kv = kv
+    def __init__(self, ctx: NodeContext, admin_store: admin.AdminStore, workers: WorkerPool, calls: HeldCalls) -> None:
+        super().__init__(ctx)
         self.admin = admin_store
-        self.table = table
-        self.decoder = decoder
-        self.metrics = metrics
         self.workers = workers
         self.calls = calls
         self.config_lock = threading.Lock()

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from callpark.netutil import free_port, free_port_block
-from callpark.node.config import MAX_CALLS_PER_WORKER, RTP_PORTS_PER_WORKER, NodeConfig
-from callpark.node.metrics import NodeMetrics
+from callpark.node.config import MAX_CALLS_PER_WORKER, RTP_PORTS_PER_WORKER
+from callpark.node.context import NodeContext, NodePart
 from callpark.node.protocol import Channel, ChannelClosed, Message
 from callpark.peers import TrustedPeers
 from callpark.procs import ManagedProcess
@@ -64,7 +64,7 @@ class WorkerHandle:
             return False
 
 
-class WorkerPool:
+class WorkerPool(NodePart):
     """Spawns, reads, restarts and picks the node's workers.
 
     ``on_message`` gets every message but ``ready`` and ``slots`` (handled here), on the
@@ -73,16 +73,14 @@ class WorkerPool:
 
     def __init__(
         self,
-        config: NodeConfig,
+        ctx: NodeContext,
         trusted: TrustedPeers,
-        metrics: NodeMetrics,
         *,
         on_message: Callable[[WorkerHandle, Message], None],
         music_path: Callable[[], Path | None],
     ) -> None:
-        self.config = config
+        super().__init__(ctx)
         self.trusted = trusted
-        self.metrics = metrics
         self.on_message = on_message
         self.music_path = music_path
         self.handles: list[WorkerHandle] = []

@@ -12,6 +12,7 @@ from callpark.model.orbits import OrbitRange
 from callpark.model.settings import DEFAULTS, CpsSettings
 from callpark.node.calls import HeldCalls
 from callpark.node.config import NodeConfig
+from callpark.node.context import NodeContext
 from callpark.node.decisions import PARKS, RETRIEVALS, Decisions
 from callpark.node.membership import LeaseTimings, Membership
 from callpark.node.metrics import NodeMetrics
@@ -22,6 +23,7 @@ from callpark.ratelimit import ScanLimit, ScanLimiter
 from callpark.store.memkv import MemoryKV
 from callpark.store.parked import CallState, Dialog, Holder, ParkKind
 from callpark.store.parking import ParkTable
+from callpark.store.records import RecordDecoder
 
 POOL = "pool-a"
 RANGES = [OrbitRange("r", "7000", "7001", POOL)]
@@ -84,24 +86,17 @@ def make_node(tmp_path: Path, kv: CutKV | None = None, name: str = "n1", edge: s
     table = ParkTable(kv, node=name, pool=POOL, member_key=member.key)
     table.lease = member.lease
     valid = [True]
-    calls = HeldCalls(table, kv, metrics, node=name, pool=POOL, is_valid=lambda: valid[0])
+    ctx = NodeContext(config, kv, table, metrics, RecordDecoder(metrics.registry), lambda: valid[0])
+    calls = HeldCalls(ctx)
     trusted = TrustedPeers.parse(config.trusted_peers)
-    workers = WorkerPool(config, trusted, metrics, on_message=lambda w, m: None, music_path=lambda: None)
+    workers = WorkerPool(ctx, trusted, on_message=lambda w, m: None, music_path=lambda: None)
     for index in range(2):
         handle = WorkerHandle(index, 5070 + index, 0, free_slots=3)
         handle.ready.set()
         workers.handles.append(handle)
     facts = Facts()
-    decisions = Decisions(
-        config,
-        kv=kv,
-        table=table,
-        calls=calls,
-        facts=facts,
-        pick_worker=workers.pick,
-        scan=ScanLimiter(ScanLimit(burst=2, per_minute=1.0)),
-        is_valid=lambda: valid[0],
-    )
+    scan = ScanLimiter(ScanLimit(burst=2, per_minute=1.0))
+    decisions = Decisions(ctx, calls=calls, facts=facts, pick_worker=workers.pick, scan=scan)
     return Node(kv, member, calls, facts, workers, decisions, valid)
 
 
