@@ -64,16 +64,15 @@ class ClusterView(NodePart):
         if not force and now - self.last_refresh < CONFIG_REFRESH_S:
             return
         self.last_refresh = now
-        starting = force and not self.workers.handles
         try:
             state = self.admin.state()
         except (StoreError, CallparkError) as exc:
-            if starting:
+            if self._starting(force):
                 raise
             log.warning("configuration refresh failed: %s", exc)
             return
         if self.config.pool not in state.pools:
-            if starting:
+            if self._starting(force):
                 raise CallparkError(f"pool {self.config.pool!r} does not exist (create it with 'callpark pool new')")
             log.error("pool %s no longer exists", self.config.pool)
             self.ranges = []
@@ -91,6 +90,10 @@ class ClusterView(NodePart):
         self.settings = state.effective(self.config.pool)[1]
         self._refresh_music(state)
         self._count_free_orbits()
+
+    def _starting(self, force: bool) -> bool:
+        """The forced refresh of :meth:`Supervisor.start`: before any worker, errors stop the start."""
+        return force and not self.workers.handles
 
     def _refresh_music(self, state: admin.AdminState) -> None:
         meta = state.moh.get(self.config.pool)
