@@ -72,6 +72,18 @@ class WireDialog:
     remote_uri: str
     supports_replaces: bool
 
+    @classmethod
+    def from_json(cls, data: Message) -> WireDialog:
+        """The ``dialog`` of a ``takeover``; raises ``KeyError`` when a field is missing."""
+        return cls(
+            call_id=str(data["call_id"]),
+            local_tag=str(data["local_tag"]),
+            remote_tag=str(data["remote_tag"]),
+            remote_contact=str(data["remote_contact"]),
+            remote_uri=str(data["remote_uri"]),
+            supports_replaces=bool(data["supports_replaces"]),
+        )
+
 
 def dialog_json(dialog: Dialog | WireDialog) -> Message:
     """The ``dialog`` object of ``answered``, ``redialog``, ``takeover`` and ``takeover_result``.

@@ -308,3 +308,6 @@ def test_dialog_json_round_trips_the_stored_dialog_and_the_wire_dialog() -> None
     assert Dialog.from_json(dialog_json(dialog)) == dialog
     wire = WireDialog("cid@h", "lt", "rt", "sip:a@10.0.0.5:5062", "sip:a@example.test", True)
     assert dialog_json(wire) == dialog_json(dialog)
+    assert WireDialog.from_json(dialog_json(dialog)) == wire
+    with pytest.raises(KeyError):
+        WireDialog.from_json({"call_id": "cid@h"})
