@@ -1,11 +1,13 @@
 """The calls this node holds: their records as last written, and the ends still to record.
 
-Lock: :attr:`HeldCalls.lock` (re-entrant) guards ``held``, ``pending_free`` and
-``started``. Claims, updates and frees keep it across their etcd transaction, so the
-record cached in ``held`` is always the one the last write returned; reads that only
-pick calls to act on take it briefly. The node's three locks (this one, the allocation
-lock of :mod:`~callpark.node.decisions` and the config lock of :mod:`~callpark.node.views`)
-never nest.
+Lock: :attr:`HeldCalls.lock` (re-entrant) guards ``held`` and ``pending_free``. Updates
+and frees of a held call, retrieval and ringback claims, and the takeover of our own calls
+keep it across their etcd transaction, so no two threads write one record from stale
+revisions; an allocation (under its own lock) and the takeover of another node's call
+write first and take it only to store the result. Reads that pick calls to act on take
+it briefly. ``started`` is written under it and popped without it (one key per call).
+The node's three locks (this one, the allocation lock of :mod:`~callpark.node.decisions`
+and the config lock of :mod:`~callpark.node.views`) never nest.
 """
 
 from __future__ import annotations
