@@ -22,9 +22,15 @@ class NodeMetrics:
 
     def __init__(self, pool: str, node: str) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
         self.pool = pool
         self.node = node
+        self._call_metrics(self.registry)
+        self._node_metrics(self.registry)
+        self._etcd_metrics(self.registry)
+        self._security_metrics(self.registry)
+
+    def _call_metrics(self, r: CollectorRegistry) -> None:
+        """Parks, retrievals, ringbacks and ends, per pool."""
         self.parked_calls = Gauge("callpark_parked_calls", "Calls parked on this node", ["pool", "node"], registry=r)
         self.parks = Counter("callpark_parks_total", "Park requests by result", ["pool", "result"], registry=r)
         self.retrievals = Counter(
@@ -58,6 +64,9 @@ class NodeMetrics:
             "callpark_free_orbits", "Free orbits per CallPark range", ["pool", "range"], registry=r
         )
         self.range_orbits = Gauge("callpark_range_orbits", "Orbits per CallPark range", ["pool", "range"], registry=r)
+
+    def _node_metrics(self, r: CollectorRegistry) -> None:
+        """Workers, takeovers and lost calls."""
         self.slots_free = Gauge(
             "callpark_worker_slots_free", "Free call slots per worker", ["node", "worker"], registry=r
         )
@@ -69,6 +78,9 @@ class NodeMetrics:
             "callpark_takeovers_total", "Takeovers of parked calls by result", ["pool", "result"], registry=r
         )
         self.lost = Counter("callpark_lost_calls_total", "Parked calls lost, by reason", ["pool", "reason"], registry=r)
+
+    def _etcd_metrics(self, r: CollectorRegistry) -> None:
+        """etcd requests, the lease and readiness."""
         self.etcd_latency = Histogram(
             "callpark_etcd_request_seconds", "etcd request latency", ["op"], buckets=LATENCY_BUCKETS, registry=r
         )
@@ -80,6 +92,9 @@ class NodeMetrics:
             "callpark_lease_renew_seconds", "Lease keepalive round trip", ["node"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.ready = Gauge("callpark_node_ready", "1 when the node parks and retrieves", ["pool", "node"], registry=r)
+
+    def _security_metrics(self, r: CollectorRegistry) -> None:
+        """Untrusted peers, orbit scans and worker callback errors."""
         self.untrusted_rejected = Counter(
             "callpark_untrusted_rejected_total",
             "SIP requests refused with 403 because the sending peer is not trusted",

@@ -41,7 +41,11 @@ import contextlib
 import json
 import socket
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the worker never imports the store (nor its etcd client)
+    from callpark.store.records import Dialog
 
 Message = dict[str, Any]
 
@@ -52,6 +56,49 @@ MAX_LINE = 64 * 1024
 REASON_FENCED = "Park node fenced"
 REASON_STATE_UNAVAILABLE = "Park state unavailable"
 ETCD_TROUBLE_REASONS = (REASON_FENCED, REASON_STATE_UNAVAILABLE)
+
+
+@dataclass(frozen=True)
+class WireDialog:
+    """A dialog as a worker sees it: the fields of ``callpark.store.records.Dialog``.
+
+    The worker process stays free of the store and its etcd client, hence this mirror.
+    """
+
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    remote_contact: str
+    remote_uri: str
+    supports_replaces: bool
+
+    @classmethod
+    def from_json(cls, data: Message) -> WireDialog:
+        """The ``dialog`` of a ``takeover``; raises ``KeyError`` when a field is missing."""
+        return cls(
+            call_id=str(data["call_id"]),
+            local_tag=str(data["local_tag"]),
+            remote_tag=str(data["remote_tag"]),
+            remote_contact=str(data["remote_contact"]),
+            remote_uri=str(data["remote_uri"]),
+            supports_replaces=bool(data["supports_replaces"]),
+        )
+
+
+def dialog_json(dialog: Dialog | WireDialog) -> Message:
+    """The ``dialog`` object of ``answered``, ``redialog``, ``takeover`` and ``takeover_result``.
+
+    The one place a dialog becomes JSON, on both sides of the channel; the supervisor reads
+    it back strictly with ``Dialog.from_json``.
+    """
+    return {
+        "call_id": dialog.call_id,
+        "local_tag": dialog.local_tag,
+        "remote_tag": dialog.remote_tag,
+        "remote_contact": dialog.remote_contact,
+        "remote_uri": dialog.remote_uri,
+        "supports_replaces": dialog.supports_replaces,
+    }
 
 
 class ChannelClosed(Exception):

@@ -1,0 +1,119 @@
+"""Worker messages to the node's parts: decisions, call records, ringbacks, takeovers.
+
+:class:`Dispatcher` runs on each worker's reader thread (one message at a time per
+worker). It sends the replies of :mod:`~callpark.node.decisions`, counts their results,
+and records what workers report (answered, re-dialogued, ended). It holds no state but
+the per-call start times in ``HeldCalls.started`` (guarded by ``HeldCalls.lock``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from callpark.node.calls import HeldCalls
+from callpark.node.context import NodeContext, NodePart
+from callpark.node.decisions import PARKS, Decisions, Reply
+from callpark.node.protocol import Message
+from callpark.node.ringback import Ringback
+from callpark.node.takeover import Takeovers
+from callpark.node.workers import WorkerHandle
+from callpark.store.records import Dialog, Outcome, ParkKind
+
+log = logging.getLogger(__name__)
+
+END_REASONS = {
+    "caller-hangup": Outcome.ABANDONED,
+    "retrieved": Outcome.RETRIEVED,
+    "rang-back": Outcome.RANG_BACK,
+    "forwarded": Outcome.FORWARDED,
+    "disconnected": Outcome.DISCONNECTED,
+    "failed": Outcome.ABANDONED,
+}
+
+
+class Dispatcher(NodePart):
+    """Handles every worker message but ``ready`` and ``slots`` (see :class:`~callpark.node.workers.WorkerPool`)."""
+
+    def __init__(
+        self, ctx: NodeContext, *, calls: HeldCalls, decisions: Decisions, ringback: Ringback, takeovers: Takeovers
+    ) -> None:
+        super().__init__(ctx)
+        self.calls = calls
+        self.decisions = decisions
+        self.ringback = ringback
+        self.takeovers = takeovers
+
+    def on_message(self, w: WorkerHandle, msg: Message) -> None:
+        op = msg["op"]
+        if op == "park":
+            self.reply(w, msg["req"], self.decisions.park(w, msg))
+        elif op == "retrieve":
+            self.reply(w, msg["req"], self.decisions.retrieve(w, msg))
+        elif op == "answered":
+            self._answered(w, msg)
+        elif op == "redialog":
+            self._redialog(w, msg)
+        elif op == "ended":
+            self._ended(w, msg)
+        elif op == "ringback_result":
+            self.ringback.handle_result(w, msg)
+        elif op == "takeover_result":
+            self.takeovers.handle_result(w, msg)
+        elif op == "untrusted":
+            self.metrics.untrusted_rejected.labels(self.config.pool).inc()
+            log.debug("worker %d refused %s from untrusted peer %s", w.index, msg.get("what"), msg.get("peer"))
+        elif op == "callback_error":
+            self.metrics.callback_errors.labels(self.config.name).inc()
+            log.error("worker %d callback error: %s", w.index, msg.get("error"))
+        elif op == "log":
+            log.log(int(msg.get("level", logging.INFO)), "worker %d: %s", w.index, msg.get("message"))
+        else:
+            log.warning("worker %d sent unknown op %r", w.index, op)
+
+    def reply(self, w: WorkerHandle, req: object, reply: Reply) -> None:
+        """Count ``reply``'s result and send it to the worker as the answer to request ``req``."""
+        if reply.counter is not None and reply.result is not None:
+            counter = self.metrics.parks if reply.counter == PARKS else self.metrics.retrievals
+            counter.labels(self.config.pool, reply.result).inc()
+            if reply.result == "scan-limited":
+                self.metrics.orbit_scan_rejected.labels(self.config.pool).inc()
+        w.send("reply", req=req, action=reply.action, **reply.fields)
+
+    def _answered(self, w: WorkerHandle, msg: Message) -> None:
+        orbit = str(msg["orbit"])
+        dialog = Dialog.from_json(msg["dialog"])
+        started = self.calls.started.pop((w.index, str(msg.get("call"))), None)
+        held = self.calls.mutate(orbit, lambda c: replace(c, dialog=dialog))
+        if started is not None:
+            self.metrics.park_latency.labels(self.config.pool).observe(time.perf_counter() - started)
+        self.metrics.parks.labels(self.config.pool, "ok").inc()
+        if held is not None and held.call.kind != ParkKind.ATTENDED and held.call.parker_uri:
+            w.send(
+                "notify",
+                uri=held.call.parker_uri,
+                orbit=orbit,
+                park_id=held.call.park_id,
+                retrieve_uri=self.decisions.retrieve_uri(orbit, held.call.park_id, w),
+                text=f"Parked {held.call.caller_uri} on orbit {orbit} (park id {held.call.park_id})",
+            )
+
+    def _redialog(self, w: WorkerHandle, msg: Message) -> None:
+        """An attended park completed: the caller replaced the parker's dialog."""
+        dialog = Dialog.from_json(msg["dialog"])
+        self.calls.mutate(str(msg["orbit"]), lambda c: replace(c, dialog=dialog, caller_uri=dialog.remote_uri))
+
+    def _ended(self, w: WorkerHandle, msg: Message) -> None:
+        orbit = msg.get("orbit")
+        reason = str(msg.get("reason", "failed"))
+        started = self.calls.started.pop((w.index, str(msg.get("call"))), None)
+        if reason == "retrieved" and started is not None:
+            self.metrics.retrieve_latency.labels(self.config.pool).observe(time.perf_counter() - started)
+        if orbit is None:
+            return
+        held = self.calls.get(str(orbit))
+        if held is None or held.call.holder.worker != w.index:
+            return
+        outcome = END_REASONS.get(reason, Outcome.ABANDONED)
+        self.calls.free(held, outcome, reason)

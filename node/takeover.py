@@ -1,0 +1,202 @@
+"""Takeovers: parked calls moved to a live worker of this node, and the drain scan.
+
+A call is taken over (INVITE with Replaces from one of our workers) when its worker died
+and was restarted, when this node restarted and finds records that still name it, or when
+the takeover scan (every ``SCAN_S``) finds a call on a range our pool owns whose holder
+node is gone or draining. The scan also reads this node's drain key and the live members.
+
+Locks: claims and record changes hold ``HeldCalls.lock`` (see :mod:`~callpark.node.calls`);
+the scan writes ``draining``, ``live_nodes`` and ``last_refresh`` of the
+:class:`~callpark.node.views.ClusterView` without a lock, on the loop thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from callpark.errors import StoreError
+from callpark.node.calls import HeldCalls
+from callpark.node.context import NodeContext, NodePart
+from callpark.node.protocol import Message, dialog_json
+from callpark.node.views import ClusterView
+from callpark.node.workers import WorkerHandle, WorkerPool
+from callpark.store.parking import Fenced, Held, LostRace
+from callpark.store.records import CallState, Dialog, Holder, ParkedCall, RecordKind, parse_members, parse_stamp
+from callpark.store.schema import Keys
+
+log = logging.getLogger(__name__)
+
+SCAN_S = 0.5
+
+
+class Takeovers(NodePart):
+    """Moves calls to our workers: after a worker or node restart, and from gone or draining nodes."""
+
+    def __init__(self, ctx: NodeContext, *, calls: HeldCalls, view: ClusterView, workers: WorkerPool) -> None:
+        super().__init__(ctx)
+        self.calls = calls
+        self.view = view
+        self.workers = workers
+        self.last_scan = 0.0
+
+    def _send(self, target: WorkerHandle, call: ParkedCall) -> None:
+        """Ask ``target`` to INVITE the caller with Replaces (answered by ``takeover_result``)."""
+        target.send(
+            "takeover",
+            orbit=call.orbit,
+            park_id=call.park_id,
+            dialog=dialog_json(call.dialog),
+            music=self.view.settings.enable_music_on_hold,
+        )
+
+    # -- our own calls ------------------------------------------------------------------------------
+
+    def take_over(self, held: Held) -> None:
+        """Move one of our own calls (its worker or this node restarted) to a worker with room."""
+        if not held.call.dialog.supports_replaces:
+            # INVITE/Replaces to a UA without it would ring it as a new call: never do that
+            self.calls.lose(held, "caller without Replaces support")
+            return
+        target = self.workers.pick(need=1)
+        if target is None:
+            self.calls.lose(held, "no free worker slot for takeover")
+            return
+        with self.calls.lock:
+            for attempt in range(2):
+                try:
+                    held = self.table.update(held, held.call.with_state(CallState.PARKED))
+                    break
+                except LostRace:
+                    fresh = self.table.refresh(held) if attempt == 0 else None
+                    if fresh is None or fresh.call.holder.node != self.config.name:
+                        log.warning("orbit %s is no longer ours to take over", held.call.orbit)
+                        self.calls.held.pop(held.call.orbit, None)
+                        return
+                    held = fresh
+                except (Fenced, StoreError) as exc:
+                    log.warning("cannot claim orbit %s for takeover: %s", held.call.orbit, exc)
+                    return
+            self.calls.held[held.call.orbit] = held
+        self._send(target, held.call)
+
+    def worker_restarted(self, handle: WorkerHandle) -> None:
+        """A dead worker is back (without its calls): take each of them over."""
+        orphans = [h for h in list(self.calls.held.values()) if h.call.holder.worker == handle.index]
+        for held in orphans:
+            self.take_over(held)
+
+    def recover_own_calls(self) -> None:
+        """After a restart: records that still name this node are ours to take over."""
+        try:
+            mine = [h for h in self.table.all_parked() if h.call.holder.node == self.config.name]
+        except StoreError as exc:
+            log.warning("could not read parked calls: %s", exc)
+            return
+        for held in mine:
+            with self.calls.lock:
+                self.calls.held[held.call.orbit] = held
+            self.take_over(held)
+
+    def release_moved(self) -> None:
+        """After a rejoin: drop (and have the worker forget) calls that now name another holder."""
+        with self.calls.lock:
+            for orbit, held in list(self.calls.held.items()):
+                try:
+                    current = self.table.refresh(held)
+                except StoreError:
+                    continue
+                if current is None or current.call.holder != held.call.holder:
+                    log.warning("orbit %s now belongs to another holder; releasing it locally", orbit)
+                    self.calls.held.pop(orbit, None)
+                    if 0 <= held.call.holder.worker < len(self.workers.handles):
+                        self.workers.handles[held.call.holder.worker].send("release", orbit=orbit)
+
+    def handle_result(self, w: WorkerHandle, msg: Message) -> None:
+        """``takeover_result``: the call is ours on worker ``w`` now, or it is lost."""
+        orbit = str(msg["orbit"])
+        held = self.calls.get(orbit)
+        if held is None:
+            return
+        if msg.get("ok"):
+            dialog = Dialog.from_json(msg["dialog"])
+            holder = Holder(self.config.name, w.index, w.sip(self.config.host))
+            self.calls.mutate(orbit, lambda c: replace(c, holder=holder, dialog=dialog, state=CallState.PARKED))
+            self.metrics.takeovers.labels(self.config.pool, "ok").inc()
+        else:
+            self.metrics.takeovers.labels(self.config.pool, "failed").inc()
+            self.calls.lose(held, str(msg.get("reason", "takeover failed")))
+
+    # -- other nodes' calls -------------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Take over calls whose holder is gone or draining, on ranges our pool owns; drain."""
+        now = time.monotonic()
+        if now - self.last_scan < SCAN_S:
+            return
+        self.last_scan = now
+        try:
+            members = self.kv.get_prefix(Keys.MEMBERS).entries
+            drain = self.kv.get(Keys.drain(self.config.pool, self.config.name))
+            parked = self.table.all_parked()
+        except StoreError as exc:
+            log.debug("takeover scan skipped: %s", exc)
+            return
+        view = self.view
+        view.draining = drain is not None and self.decoder.decode(RecordKind.DRAIN, drain, parse_stamp) is not None
+        if view.refresh_owners():
+            view.last_refresh = 0.0  # ownership moved: recompute our ranges now
+        live = {m.node: m.draining for ms in parse_members(members, self.decoder).values() for m in ms}
+        view.live_nodes = live
+        if view.draining or not self.is_valid():
+            return
+        owned = {r.name for r in view.ranges}
+        for held in parked:
+            call = held.call
+            if call.holder.node == self.config.name or call.range not in owned:
+                continue
+            if not self._take_over_from(held, live):
+                return
+
+    def _take_over_from(self, held: Held, live: dict[str, bool]) -> bool:
+        """Take over one call of another node if it is gone or draining; False: stop the scan."""
+        call = held.call
+        holder = call.holder.node
+        if holder in live and not live[holder]:
+            return True  # alive and not draining: it keeps its calls
+        if not call.dialog.supports_replaces:
+            self._lose_orphan(held, "caller without Replaces support")
+            return True
+        target = self.workers.pick(need=1)
+        if target is None:
+            log.warning("cannot take over orbit %s: no free worker slot", call.orbit)
+            return False
+        try:
+            claimed = self.table.take_over(
+                held,
+                Holder(self.config.name, target.index, target.sip(self.config.host)),
+                timeout_s=self.view.settings.call_pickup_timeout_s,
+            )
+        except (LostRace, Fenced, StoreError) as exc:
+            log.info("orbit %s not taken over here: %s", call.orbit, exc)
+            return True
+        why = "draining" if holder in live else "gone"
+        log.warning("taking over orbit %s from %s (%s) on worker %d", call.orbit, holder, why, target.index)
+        with self.calls.lock:
+            self.calls.held[call.orbit] = claimed
+        target.free_slots -= 1
+        self._send(target, call)
+        return True
+
+    def _lose_orphan(self, held: Held, reason: str) -> None:
+        """Record an orphan we cannot take over as lost: claim it first, so exactly one node does."""
+        handles = self.workers.handles
+        me = Holder(self.config.name, 0, handles[0].sip(self.config.host) if handles else "")
+        try:
+            claimed = self.table.take_over(held, me, timeout_s=self.view.settings.call_pickup_timeout_s)
+        except (LostRace, Fenced, StoreError):
+            return
+        with self.calls.lock:
+            self.calls.held[claimed.call.orbit] = claimed
+        self.calls.lose(claimed, reason)
