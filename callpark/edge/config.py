@@ -41,17 +41,20 @@ Security (see docs/ARCHITECTURE.md, "Security: SIP"):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
-import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from callpark.edge.credentials import DigestAuth
 from callpark.errors import ValidationError
-from callpark.node.protocol import ETCD_TROUBLE_REASONS
+from callpark.model import orbits
+from callpark.model.pools import validate_name
 from callpark.peers import parse_peers
+from callpark.sip.reasons import ETCD_TROUBLE_REASONS
 
 __all__ = [
     "DISPATCH_ROUND_ROBIN",
@@ -69,14 +72,21 @@ __all__ = [
 DISPATCH_ROUND_ROBIN = 4
 """Kamailio dispatcher algorithm 4: round robin over the set's active destinations."""
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # as callpark.model.pools
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _USER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
-_ORBIT_RE = re.compile(r"^([*#]?)([0-9]{1,9})$")
 
 
 class ConfigError(ValueError):
     """The edge description is inconsistent (reported before anything is rendered)."""
+
+
+@contextlib.contextmanager
+def _model_rules() -> Iterator[None]:
+    """Report a shared rule's :class:`~callpark.errors.ValidationError` as a :class:`ConfigError`."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ConfigError(exc.message) from None
 
 
 def _split_hostport(address: str) -> tuple[str, int]:
@@ -89,17 +99,21 @@ def _split_hostport(address: str) -> tuple[str, int]:
     return host, port
 
 
+def _unescape_orbit(orbit: str) -> str:
+    """``orbit`` with the URI escapes ``%2A`` / ``%23`` of its prefix turned back into ``*`` / ``#``."""
+    return orbit.replace("%2A", "*").replace("%2a", "*").replace("%23", "#")
+
+
 def parse_orbit(orbit: str) -> tuple[str, str]:
     """Split an orbit number into (prefix, digits); the prefix is ``""``, ``"*"`` or ``"#"``.
 
+    The Lync grammar of :func:`callpark.model.orbits.parse_orbit` (no leading zero, ...);
     URI escapes ``%2A`` and ``%23`` are accepted for the prefix.
     :raises ConfigError: when ``orbit`` is not an orbit number.
     """
-    text = orbit.replace("%2A", "*").replace("%2a", "*").replace("%23", "#")
-    match = _ORBIT_RE.match(text)
-    if match is None:
-        raise ConfigError(f"{orbit!r} is not an orbit number ([*#]? then 1-9 digits)")
-    return match.group(1), match.group(2)
+    with _model_rules():
+        parsed = orbits.parse_orbit(_unescape_orbit(orbit))
+    return parsed.prefix, parsed.digits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,8 +125,8 @@ class PoolSpec:
     backup: str | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
-            raise ConfigError(f"pool name {self.name!r} must match {_NAME_RE.pattern}")
+        with _model_rules():
+            validate_name("pool", self.name)
         if len(set(self.nodes)) != len(self.nodes):
             raise ConfigError(f"pool {self.name!r} lists a node twice")
         for node in self.nodes:
@@ -123,7 +137,8 @@ class PoolSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class OrbitRange:
-    """Orbits ``start``..``end`` (same prefix, same digit count, Lync style) homed on ``pool``."""
+    """Orbits ``start``..``end`` homed on ``pool``, shaped as the admin model requires
+    (:func:`callpark.model.orbits.validate_range_shape`: same prefix and length, Lync style)."""
 
     start: str
     end: str
@@ -131,36 +146,33 @@ class OrbitRange:
     name: str = ""
 
     def __post_init__(self) -> None:
-        p1, d1 = parse_orbit(self.start)
-        p2, d2 = parse_orbit(self.end)
-        if p1 != p2 or len(d1) != len(d2):
-            raise ConfigError(f"orbit range {self.start}..{self.end}: start and end need the same prefix and length")
-        if int(d1) > int(d2):
-            raise ConfigError(f"orbit range {self.start}..{self.end}: start is after end")
+        with _model_rules():
+            orbits.validate_range_shape(self.model)
+
+    @property
+    def model(self) -> orbits.OrbitRange:
+        """This range as the admin model's range (named ``<start>-<end>`` when unnamed)."""
+        return orbits.OrbitRange(self.name or f"{self.start}-{self.end}", self.start, self.end, self.pool)
 
     @property
     def prefix(self) -> str:
-        return parse_orbit(self.start)[0]
+        return self.model.prefix
 
     @property
     def digits(self) -> int:
-        return len(parse_orbit(self.start)[1])
+        return self.model.width
 
     @property
     def low(self) -> int:
-        return int(parse_orbit(self.start)[1])
+        return self.model.first.value
 
     @property
     def high(self) -> int:
-        return int(parse_orbit(self.end)[1])
+        return self.model.last.value
 
     def contains(self, orbit: str) -> bool:
         """True when ``orbit`` (possibly URI-escaped) is in this range."""
-        try:
-            prefix, digits = parse_orbit(orbit)
-        except ConfigError:
-            return False
-        return prefix == self.prefix and len(digits) == self.digits and self.low <= int(digits) <= self.high
+        return self.model.contains(_unescape_orbit(orbit))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,10 +241,8 @@ class EdgeConfig:
 
     def __post_init__(self) -> None:
         if self.trusted_peers:
-            try:
+            with _model_rules():
                 parse_peers(self.trusted_peers, where="edge trusted_peers")
-            except ValidationError as exc:
-                raise ConfigError(exc.message) from None
         try:
             ipaddress.IPv4Address(self.host)
         except ValueError as exc:
@@ -257,13 +267,8 @@ class EdgeConfig:
                 raise ConfigError(f"pool {pool.name!r}: unknown backup pool {pool.backup!r}")
         if self.default_pool is not None and self.default_pool not in names:
             raise ConfigError(f"unknown default pool {self.default_pool!r}")
-        for rng in self.ranges:
-            if rng.pool not in names:
-                raise ConfigError(f"orbit range {rng.start}..{rng.end}: unknown pool {rng.pool!r}")
-        ordered = sorted(self.ranges, key=lambda r: (r.prefix, r.digits, r.low))
-        for a, b in itertools.pairwise(ordered):
-            if (a.prefix, a.digits) == (b.prefix, b.digits) and b.low <= a.high:
-                raise ConfigError(f"orbit ranges {a.start}..{a.end} and {b.start}..{b.end} overlap")
+        with _model_rules():
+            orbits.validate_table([r.model for r in self.ranges], names)
         if not 1 <= self.children <= 64:
             raise ConfigError("children must be 1..64")
         if not -5 <= self.log_level <= 3:

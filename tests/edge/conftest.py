@@ -84,7 +84,7 @@ def two_pool_config(
     extra_ranges: tuple[OrbitRange, ...] = (),
 ) -> EdgeConfig:
     """Pool "a" (set 1, backup "b") and pool "b" (set 2, backup "a"); orbits 7000-7999 on a,
-    *100-*199 on b."""
+    *101-*199 on b."""
     return EdgeConfig(
         port=free_port(udp_too=True),
         domain=DOMAIN,
@@ -95,7 +95,7 @@ def two_pool_config(
         ),
         ranges=(
             OrbitRange(start="7000", end="7999", pool="a", name="park-a"),
-            OrbitRange(start="*100", end="*199", pool="b", name="park-b"),
+            OrbitRange(start="*101", end="*199", pool="b", name="park-b"),
             *extra_ranges,
         ),
     )
