@@ -475,6 +475,99 @@ def _auth_route(cfg: EdgeConfig) -> str:
 """
 
 
+def _check_render_args(
+    cfg: EdgeConfig, instance: str, dispatcher_list: Path, rpc_socket: str | None, credentials_file: Path | None
+) -> None:
+    """Refuse arguments of :func:`render_kamailio_cfg` that would make a broken config."""
+    if not re.match(r"^[A-Za-z0-9_.-]*$", instance):
+        raise ConfigError(f"instance token {instance!r} must match [A-Za-z0-9_.-]*")
+    if not dispatcher_list.is_absolute():
+        raise ConfigError("dispatcher_list must be an absolute path")
+    if rpc_socket is not None and not (rpc_socket.startswith("/") or rpc_socket.startswith("udp:")):
+        raise ConfigError("rpc_socket must be an absolute path or udp:<ip>:<port>")
+    if cfg.auth is not None and (credentials_file is None or not credentials_file.is_absolute()):
+        raise ConfigError("an edge with auth needs an absolute credentials_file path")
+
+
+def _security_fields(cfg: EdgeConfig, credentials_file: Path | None) -> dict[str, str]:
+    """Template fields of the ACL and digest authentication (modules, parameters, routes)."""
+    modules = 'loadmodule "ipops.so"\n' if cfg.trusted_peers else ""
+    params = ""
+    if cfg.auth is not None:
+        assert credentials_file is not None
+        modules += 'loadmodule "auth.so"\nloadmodule "htable.so"\n'
+        params = (
+            "# ----- digest authentication: HA1 per user in an htable, filled from the credentials file\n"
+            f'modparam("htable", "htable", "{AUTH_HTABLE}=>size=10;")\n'
+            'modparam("auth", "nonce_expire", 300)\n'
+            f"import_file {_q(str(credentials_file))}\n"
+        )
+    return {
+        "security_modules": modules,
+        "security_params": params,
+        "acl_block": _acl_block(cfg).replace("{", "{{").replace("}", "}}"),
+        "auth_route": _auth_route(cfg).replace("{", "{{").replace("}", "}}"),
+    }
+
+
+def _rpc_fields(rpc_socket: str | None) -> dict[str, str]:
+    """Template fields of the jsonrpcs interface (empty module, a comment, when disabled)."""
+    if rpc_socket is None:
+        return {"rpc_modules": "", "rpc_params": "# jsonrpcs disabled\n"}
+    return {
+        "rpc_modules": 'loadmodule "jsonrpcs.so"\n',
+        "rpc_params": (
+            "# ----- jsonrpcs: JSON-RPC over a datagram socket (dispatcher.list, dispatcher.reload, ul.dump)\n"
+            'modparam("jsonrpcs", "transport", 4)\n'
+            f'modparam("jsonrpcs", "dgram_socket", {_q(rpc_socket)})\n'
+            'modparam("jsonrpcs", "pretty_format", 0)\n'
+            'modparam("jsonrpcs", "dgram_mode", 0600)\n'
+        ),
+    }
+
+
+def _listen_fields(cfg: EdgeConfig, instance: str) -> dict[str, object]:
+    """Template fields of the global section: sockets, processes, logging, identity headers."""
+    listen = [f"listen=udp:{cfg.host}:{cfg.port}"]
+    if cfg.tcp:
+        listen.append(f"listen=tcp:{cfg.host}:{cfg.port}")
+    return {
+        "pools_comment": _pool_comment(cfg),
+        "agent": _q(("Server: callpark-edge " + instance).strip()),
+        "ua": _q(("User-Agent: callpark-edge " + instance).strip()),
+        "log_level": cfg.log_level,
+        "children": cfg.children,
+        "listen": "\n".join(listen),
+        "tcp_line": "disable_tcp=no" if cfg.tcp else "disable_tcp=yes",
+    }
+
+
+def _routing_fields(cfg: EdgeConfig, dispatcher_list: Path) -> dict[str, object]:
+    """Template fields of the timers, the dispatcher and the routes."""
+    t = cfg.timers
+    return {
+        "node_timeout_ms": t.node_timeout_ms,
+        "silent_before_backup": t.silent_before_backup,
+        "etcd_trouble": " || ".join(f"$T_reply_reason == {_q(r)}" for r in ETCD_TROUBLE_REASONS),
+        "user_timeout_ms": t.user_timeout_ms,
+        "invite_timeout_ms": t.invite_timeout_ms,
+        "dispatcher_list": _q(str(dispatcher_list)),
+        "ping_from": _q(f"sip:{cfg.ping_from_user}@{cfg.domain}"),
+        "ping_interval": t.ping_interval_s,
+        "probing_threshold": t.probing_threshold,
+        "inactive_threshold": t.inactive_threshold,
+        "ping_reply_codes": _q(cfg.ping_reply_codes),
+        "allow": ALLOWED_METHODS,
+        "domain": _q(cfg.domain),
+        "host": _q(cfg.host),
+        "port_str": _q(str(cfg.port)),
+        "park_block": _park_block(cfg),
+        "orbit_block": _orbit_block(cfg),
+        "algorithm": DISPATCH_ROUND_ROBIN,
+        "park_prefix": _q(f"^{cfg.park_user}(-|$)"),
+    }
+
+
 def render_kamailio_cfg(
     cfg: EdgeConfig,
     *,
@@ -493,80 +586,14 @@ def render_kamailio_cfg(
     :param credentials_file: absolute path of the file written from :func:`render_credentials_cfg`;
         required when ``cfg.auth`` is set.
     """
-    if not re.match(r"^[A-Za-z0-9_.-]*$", instance):
-        raise ConfigError(f"instance token {instance!r} must match [A-Za-z0-9_.-]*")
-    if not dispatcher_list.is_absolute():
-        raise ConfigError("dispatcher_list must be an absolute path")
-    if rpc_socket is not None and not (rpc_socket.startswith("/") or rpc_socket.startswith("udp:")):
-        raise ConfigError("rpc_socket must be an absolute path or udp:<ip>:<port>")
-    if cfg.auth is not None and (credentials_file is None or not credentials_file.is_absolute()):
-        raise ConfigError("an edge with auth needs an absolute credentials_file path")
-    security_modules = ""
-    security_params = ""
-    if cfg.trusted_peers:
-        security_modules += 'loadmodule "ipops.so"\n'
-    if cfg.auth is not None:
-        assert credentials_file is not None
-        security_modules += 'loadmodule "auth.so"\nloadmodule "htable.so"\n'
-        security_params = (
-            "# ----- digest authentication: HA1 per user in an htable, filled from the credentials file\n"
-            f'modparam("htable", "htable", "{AUTH_HTABLE}=>size=10;")\n'
-            'modparam("auth", "nonce_expire", 300)\n'
-            f"import_file {_q(str(credentials_file))}\n"
-        )
-    t = cfg.timers
-    listen = [f"listen=udp:{cfg.host}:{cfg.port}"]
-    if cfg.tcp:
-        listen.append(f"listen=tcp:{cfg.host}:{cfg.port}")
-    tcp_line = "disable_tcp=no" if cfg.tcp else "disable_tcp=yes"
-    rpc_modules = 'loadmodule "jsonrpcs.so"\n' if rpc_socket is not None else ""
-    rpc_params = (
-        "# ----- jsonrpcs: JSON-RPC over a datagram socket (dispatcher.list, dispatcher.reload, ul.dump)\n"
-        'modparam("jsonrpcs", "transport", 4)\n'
-        f'modparam("jsonrpcs", "dgram_socket", {_q(rpc_socket)})\n'
-        'modparam("jsonrpcs", "pretty_format", 0)\n'
-        'modparam("jsonrpcs", "dgram_mode", 0600)\n'
-        if rpc_socket is not None
-        else "# jsonrpcs disabled\n"
-    )
-    return (
-        _TEMPLATE.format(
-            pools_comment=_pool_comment(cfg),
-            agent=_q(("Server: callpark-edge " + instance).strip()),
-            ua=_q(("User-Agent: callpark-edge " + instance).strip()),
-            log_level=cfg.log_level,
-            children=cfg.children,
-            listen="\n".join(listen),
-            tcp_line=tcp_line,
-            rpc_modules=rpc_modules,
-            rpc_params=rpc_params,
-            security_modules=security_modules,
-            security_params=security_params,
-            acl_block=_acl_block(cfg).replace("{", "{{").replace("}", "}}"),
-            auth_route=_auth_route(cfg).replace("{", "{{").replace("}", "}}"),
-            node_timeout_ms=t.node_timeout_ms,
-            silent_before_backup=t.silent_before_backup,
-            etcd_trouble=" || ".join(f"$T_reply_reason == {_q(r)}" for r in ETCD_TROUBLE_REASONS),
-            user_timeout_ms=t.user_timeout_ms,
-            invite_timeout_ms=t.invite_timeout_ms,
-            dispatcher_list=_q(str(dispatcher_list)),
-            ping_from=_q(f"sip:{cfg.ping_from_user}@{cfg.domain}"),
-            ping_interval=t.ping_interval_s,
-            probing_threshold=t.probing_threshold,
-            inactive_threshold=t.inactive_threshold,
-            ping_reply_codes=_q(cfg.ping_reply_codes),
-            allow=ALLOWED_METHODS,
-            domain=_q(cfg.domain),
-            host=_q(cfg.host),
-            port_str=_q(str(cfg.port)),
-            park_block=_park_block(cfg),
-            orbit_block=_orbit_block(cfg),
-            algorithm=DISPATCH_ROUND_ROBIN,
-            park_prefix=_q(f"^{cfg.park_user}(-|$)"),
-        )
-        .replace("{{", "{")
-        .replace("}}", "}")
-    )
+    _check_render_args(cfg, instance, dispatcher_list, rpc_socket, credentials_file)
+    fields = {
+        **_listen_fields(cfg, instance),
+        **_rpc_fields(rpc_socket),
+        **_security_fields(cfg, credentials_file),
+        **_routing_fields(cfg, dispatcher_list),
+    }
+    return _TEMPLATE.format(**fields).replace("{{", "{").replace("}}", "}")
 
 
 # The template is filled with str.format: braces of the kamailio language are doubled.
