@@ -229,7 +229,7 @@ class Edge:
             assert self._proc is not None
             self._proc.check_running()
             reply = options_probe(host, port, timeout=0.05)
-            return reply is not None and reply.status == 200 and self.instance in (reply.header("Server") or "")
+            return reply is not None and reply.status_code == 200 and self.instance in (reply.header("Server") or "")
 
         try:
             wait_until(answered, timeout=timeout, what=f"kamailio edge on {host}:{port} to answer OPTIONS")

@@ -78,6 +78,21 @@ class SipMessage:
         return not self.start_line.startswith("SIP/")
 
     @property
+    def is_response(self) -> bool:
+        return not self.is_request
+
+    @property
+    def request_uri(self) -> str | None:
+        """Request-URI of a request, or None for a response."""
+        return self.start_line.split(" ", 2)[1] if self.is_request else None
+
+    @property
+    def reason(self) -> str:
+        """Reason phrase of a response (``""`` for a request or a response without one)."""
+        parts = self.start_line.split(" ", 2)
+        return parts[2] if self.is_response and len(parts) > 2 else ""
+
+    @property
     def method(self) -> str | None:
         """Request method (``INVITE``), or None for a response."""
         return self.start_line.split(" ", 1)[0].upper() if self.is_request else None
@@ -148,6 +163,11 @@ def parse_message(raw: str) -> SipMessage:
             raise SipParseError(f"malformed header line: {line!r}")
         headers.append((name.strip(), value.strip()))
     return SipMessage(start_line=start, headers=tuple(headers), body=body)
+
+
+def parse_datagram(data: bytes) -> SipMessage:
+    """Parse one SIP message received as a datagram (UTF-8; undecodable bytes replaced)."""
+    return parse_message(data.decode("utf-8", errors="replace"))
 
 
 def header_values(raw: str, name: str) -> list[str]:

@@ -7,8 +7,9 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from callpark.edge.sipping import SipMessage, build_request, new_branch, new_tag, parse_message
+from callpark.edge.sipping import build_request, new_branch, new_tag
 from callpark.netutil import LOOPBACK
+from callpark.sip.message import SipMessage, SipParseError, parse_datagram
 
 
 @dataclass
@@ -22,7 +23,7 @@ class CallResult:
 
     @property
     def status(self) -> int | None:
-        return None if self.final is None else self.final.status
+        return None if self.final is None else self.final.status_code
 
     @property
     def answered_by(self) -> str | None:
@@ -64,8 +65,8 @@ class Uac:
             except TimeoutError:
                 return None
             try:
-                msg = parse_message(data)
-            except ValueError:
+                msg = parse_datagram(data)
+            except SipParseError:
                 continue
             if msg.header("Call-ID") == call_id:
                 return msg
@@ -87,10 +88,10 @@ class Uac:
                     self.sock.sendto(request, self.proxy)
                     resend_at = now + 0.5
                 continue
-            if not msg.is_response or msg.method != cseq_method:
+            if not msg.is_response or msg.cseq_method != cseq_method:
                 continue
             result.responses.append(msg)
-            if msg.status < 200:
+            if (msg.status_code or 0) < 200:
                 resend_at = None
                 continue
             result.final = msg
@@ -127,7 +128,7 @@ class Uac:
             return result
         to_header = final.header("To") or ""
         to_tag = to_header.split("tag=", 1)[1].split(";", 1)[0] if "tag=" in to_header else None
-        if final.status >= 300:
+        if (final.status_code or 0) >= 300:
             ack = build_request(
                 "ACK",
                 uri,
@@ -144,7 +145,7 @@ class Uac:
             return result
         remote_target = (final.header("Contact") or "").strip()
         remote_target = remote_target.split("<", 1)[-1].split(">", 1)[0]
-        route_set = list(reversed(final.header_all("Record-Route")))
+        route_set = list(reversed(final.header_values("Record-Route")))
         routes = [("Route", r) for r in route_set]
         ack = build_request(
             "ACK",
