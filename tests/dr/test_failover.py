@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 from callpark.lab.phone import Phone
+from callpark.lab.phone.flows import connected_call, hears_music, park_probe
 from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
 from tests.dr.conftest import DrLab
-from tests.node.flows import connected_call, hears_music, park_probe
 
 POOL_B_NODES = ("pool-b-n1", "pool-b-n2")
 

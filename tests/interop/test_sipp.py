@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import pytest
 
+from callpark.lab.phone.flows import connected_call
 from callpark.waiting import wait_until
 from tests.interop.sipp import SIPP, SippRun
 from tests.node.conftest import ParkLab
-from tests.node.flows import connected_call
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 

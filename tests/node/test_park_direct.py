@@ -13,11 +13,11 @@ import socket
 
 import pytest
 
+from callpark.lab.phone.flows import blind_park, call_and_answer, connected_call, hears_music, talking
 from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
 from tests.conftest import Cli
 from tests.node.conftest import ParkLab, corrupt
-from tests.node.flows import blind_park, call_and_answer, connected_call, hears_music, talking
 
 
 def test_blind_park_then_retrieve_connects_the_caller_with_audio(lab: ParkLab) -> None:

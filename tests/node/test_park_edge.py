@@ -8,10 +8,10 @@ ringback test waits at least that long.
 
 from __future__ import annotations
 
+from callpark.lab.phone.flows import blind_park, connected_call, hears_music, talking
 from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
 from tests.node.conftest import ParkLab
-from tests.node.flows import blind_park, connected_call, hears_music, talking
 
 DOMAIN_URI = "sip:{user}@" + LOOPBACK
 

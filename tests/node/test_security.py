@@ -11,10 +11,10 @@ from typing import Any
 
 from callpark.edge.credentials import DigestAuth, ha1
 from callpark.lab.phone import Phone
+from callpark.lab.phone.flows import blind_park, connected_call, hears_music, talking
 from callpark.netutil import LOOPBACK
 from tests.edge.uac import Uac
 from tests.node.conftest import ParkLab
-from tests.node.flows import blind_park, connected_call, hears_music, talking
 
 
 def uri(user: str) -> str:
