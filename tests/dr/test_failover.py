@@ -27,6 +27,12 @@ def same_call(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return all(before[k] == after[k] for k in keys)
 
 
+def callers_parked(dr: DrLab, parker: Phone, count: int) -> tuple[list[Phone], list[dict[str, Any]]]:
+    """``count`` callers (answering by themselves), each parked by ``parker``; and their records."""
+    callers = [dr.phone(f"caller{i}", auto_answer=True) for i in range(count)]
+    return callers, [dr.park(parker, c) for c in callers]
+
+
 def test_whole_primary_pool_killed_backup_parks_and_keeps_every_call(dr: DrLab) -> None:
     cluster = dr.start()
     parker, retriever, probe = dr.phone("parker"), dr.phone("carol"), dr.phone("probe")
@@ -68,9 +74,7 @@ def test_whole_primary_pool_killed_backup_parks_and_keeps_every_call(dr: DrLab) 
 
 def test_node_killed_inside_a_pool_its_sibling_takes_the_calls(dr: DrLab) -> None:
     cluster = dr.start()
-    parker = dr.phone("parker")
-    callers = [dr.phone(f"caller{i}", auto_answer=True) for i in range(3)]
-    before = [dr.park(parker, c) for c in callers]
+    callers, before = callers_parked(dr, dr.phone("parker"), 3)
     victim_name = before[0]["holder"]["node"]
     victim = next(n for n in cluster.nodes["pool-a"] if n.name == victim_name)
     sibling = next(n.name for n in cluster.nodes["pool-a"] if n.name != victim_name)
@@ -159,9 +163,7 @@ def test_drain_moves_a_nodes_calls_to_its_peer_live(dr: DrLab) -> None:
     from tests.conftest import Cli
 
     cluster = dr.start()
-    parker = dr.phone("parker")
-    callers = [dr.phone(f"caller{i}", auto_answer=True) for i in range(2)]
-    records = [dr.park(parker, c) for c in callers]
+    callers, records = callers_parked(dr, dr.phone("parker"), 2)
     node = records[0]["holder"]["node"]
     out = Cli(cluster.endpoints).ok("dr", "drain", "--node", f"pool-a/{node}")
     assert "drained" in out
