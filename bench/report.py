@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,6 @@ def _latency_table(latency: Mapping[str, Any], levels: list[str]) -> list[str]:
     """One row per latency (phone-side, then the server's histograms), one column per level."""
     width = _LABEL_WIDTH
     lines = [
-        "",
         "Latency, ms, phone-side timestamps: p50 / p99 / max (n)",
         f"  {'':{width}}" + "".join(f"{f'{lv} parked in background':>34}" for lv in levels) + "   target",
     ]
@@ -108,12 +107,9 @@ def _latency_table(latency: Mapping[str, Any], levels: list[str]) -> list[str]:
     return lines
 
 
-def _latency_lines(result: Mapping[str, Any]) -> list[str]:
+def _latency_lines(latency: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
     """The latency table, the node's counters per level and the verdicts against the targets."""
-    latency: Mapping[str, Any] = result.get("latency", {})
     levels = list(latency)
-    if not levels:
-        return []
     lines = _latency_table(latency, levels)
     for lv in levels:
         data = latency[lv]
@@ -136,21 +132,14 @@ def _latency_lines(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _harness_lines(result: Mapping[str, Any]) -> list[str]:
-    harness = result.get("harness")
-    if not harness:
-        return []
-    lines = ["", "Harness overhead, ms: p50 / p99 / max (n)"]
+def _harness_lines(harness: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
+    lines = ["Harness overhead, ms: p50 / p99 / max (n)"]
     lines.extend(f"  {label:52}{_dist(harness.get(key)):>34}" for key, label in _HARNESS_ROWS)
     return lines
 
 
-def _throughput_lines(result: Mapping[str, Any]) -> list[str]:
-    tp = result.get("throughput")
-    if not tp:
-        return []
+def _throughput_lines(tp: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
     lines = [
-        "",
         f"Sustained parks: {_num(tp.get('parks_per_s'))} parks/s over {_num(tp.get('seconds'))} s "
         f"({tp.get('completions')} completed, {tp.get('error_count')} errors, {tp.get('lanes')} lanes "
         f"offering at most {tp.get('offered_cap_per_s')}/s, "
@@ -198,12 +187,8 @@ def _cost_per_call_line(row: Mapping[str, Any]) -> str:
     )
 
 
-def _cost_lines(result: Mapping[str, Any]) -> list[str]:
-    cost = result.get("cost")
-    if not cost:
-        return []
+def _cost_lines(cost: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
     lines = [
-        "",
         f"Cost of the node's processes (supervisor + workers; phones and etcd shown apart), "
         f"window {cost['levels'][0]['window_s'] if cost.get('levels') else '?'} s",
         f"  {'parked':>7}{'node CPU %core':>16}{'node PSS MB':>13}{'USS MB':>9}{'busy wkrs':>11}"
@@ -235,9 +220,21 @@ def _closing_lines(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+_SECTIONS: tuple[tuple[str, Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]]], ...] = (
+    ("latency", _latency_lines),
+    ("harness", _harness_lines),
+    ("throughput", _throughput_lines),
+    ("cost", _cost_lines),
+)
+"""Result keys with a section of their own, in print order; a missing or empty one is left out."""
+
+
 def render(result: Mapping[str, Any]) -> str:
     """A plain-text table of the main numbers."""
     lines = _header_lines(result)
-    for section in (_latency_lines, _harness_lines, _throughput_lines, _cost_lines, _closing_lines):
-        lines.extend(section(result))
+    for key, section in _SECTIONS:
+        part = result.get(key)
+        if part:
+            lines += ["", *section(part, result)]
+    lines += _closing_lines(result)
     return "\n".join(lines)
