@@ -6,7 +6,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from callpark.edge.sipping import build_request, new_branch, new_tag
 from callpark.netutil import LOOPBACK
@@ -31,8 +31,7 @@ class CallResult:
         return None if self.final is None else self.final.header("X-Answered-By")
 
 
-@dataclass(frozen=True)
-class _Dialog:
+class _Dialog(TypedDict):
     """What every request of one call (or one MESSAGE) shares."""
 
     to_uri: str
@@ -110,17 +109,7 @@ class Uac:
 
     def _request(self, method: str, uri: str, dialog: _Dialog, *, cseq: int = 1, **fields: Any) -> bytes:
         """A request of ``dialog`` from this caller; ``fields`` go to :func:`build_request`."""
-        return build_request(
-            method,
-            uri,
-            local=self.local,
-            from_uri=self.from_uri,
-            to_uri=dialog.to_uri,
-            call_id=dialog.call_id,
-            cseq=cseq,
-            from_tag=dialog.from_tag,
-            **fields,
-        )
+        return build_request(method, uri, local=self.local, from_uri=self.from_uri, cseq=cseq, **dialog, **fields)
 
     def invite(
         self, uri: str, *, timeout: float = 10.0, hang_up: bool = True, headers: list[tuple[str, str]] | None = None
@@ -134,7 +123,7 @@ class Uac:
         contact = f"<sip:{self.user}@{self.local[0]}:{self.local[1]}>"
         invite = self._request("INVITE", uri, dialog, branch=branch, headers=[("Contact", contact), *(headers or [])])
         result = CallResult()
-        self._transaction(invite, dialog.call_id, timeout, result, "INVITE")
+        self._transaction(invite, dialog["call_id"], timeout, result, "INVITE")
         final = result.final
         if final is None:
             return result
@@ -149,7 +138,7 @@ class Uac:
         if hang_up:
             bye = self._request("BYE", remote_target, dialog, cseq=2, to_tag=to_tag, headers=routes)
             bye_result = CallResult()
-            self._transaction(bye, dialog.call_id, timeout, bye_result, "BYE")
+            self._transaction(bye, dialog["call_id"], timeout, bye_result, "BYE")
             result.bye_status = bye_result.status
         return result
 
@@ -158,5 +147,5 @@ class Uac:
         dialog = _Dialog(to_uri=uri, call_id=secrets.token_hex(8) + "@edge-test", from_tag=new_tag())
         request = self._request("MESSAGE", uri, dialog, headers=[("Content-Type", "text/plain")], body=text.encode())
         result = CallResult()
-        self._transaction(request, dialog.call_id, timeout, result, "MESSAGE")
+        self._transaction(request, dialog["call_id"], timeout, result, "MESSAGE")
         return result
