@@ -54,6 +54,7 @@ from callpark.errors import ValidationError
 from callpark.model import orbits
 from callpark.model.pools import validate_name
 from callpark.peers import parse_peers
+from callpark.sip.message import unescape_orbit_user
 from callpark.sip.reasons import ETCD_TROUBLE_REASONS
 
 __all__ = [
@@ -99,11 +100,6 @@ def _split_hostport(address: str) -> tuple[str, int]:
     return host, port
 
 
-def _unescape_orbit(orbit: str) -> str:
-    """``orbit`` with the URI escapes ``%2A`` / ``%23`` of its prefix turned back into ``*`` / ``#``."""
-    return orbit.replace("%2A", "*").replace("%2a", "*").replace("%23", "#")
-
-
 def parse_orbit(orbit: str) -> tuple[str, str]:
     """Split an orbit number into (prefix, digits); the prefix is ``""``, ``"*"`` or ``"#"``.
 
@@ -112,7 +108,7 @@ def parse_orbit(orbit: str) -> tuple[str, str]:
     :raises ConfigError: when ``orbit`` is not an orbit number.
     """
     with _model_rules():
-        parsed = orbits.parse_orbit(_unescape_orbit(orbit))
+        parsed = orbits.parse_orbit(unescape_orbit_user(orbit))
     return parsed.prefix, parsed.digits
 
 
@@ -172,7 +168,7 @@ class OrbitRange:
 
     def contains(self, orbit: str) -> bool:
         """True when ``orbit`` (possibly URI-escaped) is in this range."""
-        return self.model.contains(_unescape_orbit(orbit))
+        return self.model.contains(unescape_orbit_user(orbit))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -217,6 +217,12 @@ def split_list(value: str) -> list[str]:
 # --------------------------------------------------------------------------- URIs
 
 
+def unescape_orbit_user(user: str) -> str:
+    """A request-user with the URI escapes of an orbit prefix decoded (``%2A`` -> ``*``,
+    ``%23`` -> ``#``); phones escape ``*`` and ``#`` in user parts, Lync orbits start with them."""
+    return user.replace("%2A", "*").replace("%2a", "*").replace("%23", "#")
+
+
 @dataclass(frozen=True)
 class SipUri:
     """A sip:/sips: URI. ``params`` and ``headers`` keep order; values are None for flags."""

@@ -33,6 +33,7 @@ from callpark.sip.message import (
     supports_replaces,
     tag_of,
     to_tag,
+    unescape_orbit_user,
 )
 
 # Captured from pjsua2 2.15.1 (callpark phones on loopback).
@@ -163,6 +164,13 @@ def test_parse_datagram_rejects_what_is_not_sip(data: bytes) -> None:
 def test_parse_datagram_replaces_undecodable_bytes() -> None:
     msg = parse_datagram(b"MESSAGE sip:a@h SIP/2.0\r\nX-Bin: \xff\r\n\r\n")
     assert msg.request_uri == "sip:a@h" and msg.header("X-Bin") == "\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("user", "orbit"), [("%2A150", "*150"), ("%2a150", "*150"), ("%23150", "#150"), ("7001", "7001"), ("park", "park")]
+)
+def test_unescape_orbit_user(user: str, orbit: str) -> None:
+    assert unescape_orbit_user(user) == orbit
 
 
 def test_name_addr_variants() -> None:
