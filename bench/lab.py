@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from bench.phones import BenchPhone
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.lab.nodeproc import NodeProcess
 from callpark.model.orbits import OrbitRange
-from callpark.netutil import LOOPBACK
+from callpark.netutil import port_bindable
 from callpark.store import admin
 from callpark.store.etcd import EtcdStore
 from callpark.store.schema import Keys
@@ -38,13 +37,7 @@ T = TypeVar("T")
 
 def port_is_free(port: int) -> bool:
     """Whether ``port`` can be bound on loopback for UDP and TCP right now."""
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind((LOOPBACK, port))
-            except OSError:
-                return False
-    return True
+    return port_bindable(port)
 
 
 def parallel(fns: Sequence[Callable[[], T]], workers: int = 8) -> list[T]:

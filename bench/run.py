@@ -24,12 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench import report
 from bench.lab import BenchLab, port_is_free
+from bench.phones import BenchPhone
 from bench.scenarios import (
     CALLS_PER_PHONE,
     PARKED_PER_WORKER,
@@ -113,24 +115,29 @@ def _phase(name: str, began: float) -> None:
     log.info("[%6.1fs] %s", time.monotonic() - began, name)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    started = time.monotonic()
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+def _topology(args: argparse.Namespace) -> Topology:
+    """The node's shape for these levels and lanes; exits when it needs more workers than a node takes."""
     topo = Topology(max_background=max(args.level_list), lanes=args.lanes)
     if topo.workers > MAX_WORKERS:
         raise SystemExit(
             f"{topo.workers} workers needed ({max(args.level_list)} background calls at {PARKED_PER_WORKER} per "
             f"worker, plus lanes and a measuring worker), but a node takes at most {MAX_WORKERS}"
         )
+    return topo
+
+
+def _parker_port(args: argparse.Namespace) -> tuple[int, bool]:
+    """The parker's SIP port (0: any) and whether 'parker told the orbit' can be measured."""
     parker_port = args.parker_port
-    told = True
     if parker_port and not port_is_free(parker_port):
         log.warning("port %d is busy: 'parker told the orbit' will not be measured", parker_port)
-        parker_port, told = 0, False
-    elif not parker_port:
-        told = False
-    root = Path(tempfile.mkdtemp(prefix="callpark-bench-"))
-    result: dict[str, Any] = {
+        return 0, False
+    return parker_port, bool(parker_port)
+
+
+def _preamble(args: argparse.Namespace, topo: Topology, root: Path, parker_port: int, told: bool) -> dict[str, Any]:
+    """The result's first keys: meta, config, topology and targets."""
+    return {
         "meta": {
             "started": dt.datetime.now().isoformat(timespec="seconds"),
             "commit": _git_commit(),
@@ -163,74 +170,135 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "targets": report.TARGETS,
     }
+
+
+@dataclass
+class _Phones:
+    """The run's phones by role."""
+
+    parker: BenchPhone
+    caller: BenchPhone
+    retriever: BenchPhone
+    lanes: list[BenchPhone]
+    background: list[BenchPhone]
+
+    @property
+    def all(self) -> list[BenchPhone]:
+        return [self.parker, self.caller, self.retriever, *self.lanes, *self.background]
+
+
+@dataclass
+class _Run:
+    """One run's settings, lab and result (filled phase by phase)."""
+
+    args: argparse.Namespace
+    topo: Topology
+    lab: BenchLab
+    parker_port: int
+    told: bool
+    started: float
+    result: dict[str, Any]
+
+    def phase(self, name: str) -> None:
+        _phase(name, self.started)
+
+
+def _start(r: _Run) -> _Phones:
+    """Start etcd, the node and every phone."""
+    r.phase("etcd")
+    r.lab.start_etcd()
+    r.phase(f"node with {r.topo.workers} workers")
+    r.lab.start_node(r.topo.workers)
+    r.phase("phones")
+    parker = r.lab.phone("parker", sip_port=r.parker_port or None)
+    caller, retriever = r.lab.phones_named(["caller", "retriever"], auto_answer=False)
+    caller.set_auto_answer(200)
+    lanes = r.lab.phones_named([f"lane{i}" for i in range(r.args.lanes)])
+    bg_phones = r.lab.phones_named([f"bg{i}" for i in range(r.topo.background_phones)])
+    return _Phones(parker, caller, retriever, lanes, bg_phones)
+
+
+def _capacity(per_call: list[dict[str, Any]]) -> dict[str, Any]:
+    """Calls a 2-core node holds: by the worker cap, and by CPU at the largest level."""
+    capacity: dict[str, Any] = {"by_worker_cap": MAX_WORKERS * PARKED_PER_WORKER}
+    if per_call:
+        top = per_call[-1]
+        cpu = top.get("amortised_busy_cpu_pct_per_call")
+        if cpu:
+            capacity["by_cpu"] = int(200.0 / cpu)
+            capacity["note"] = "2 cores (200 % of a core) / amortised CPU per call at the largest level"
+    return capacity
+
+
+def _levels(r: _Run, phones: _Phones) -> Background:
+    """Cost at 0 parked, then per level: fill, cost, park/retrieve latency and slots."""
+    args, lab, result = r.args, r.lab, r.result
+    levels: list[dict[str, Any]] = []
+    time.sleep(1.0)
+    r.phase("cost, 0 parked")
+    levels.append(cost_sample(lab, 0, args.cost_window, phones.all))
+    background = Background(phones.background)
+    result["fill_s"] = {}
+    result["latency"] = {}
+    for level in args.level_list:
+        r.phase(f"fill to {level} parked")
+        result["fill_s"][str(level)] = round(background.fill(lab, level), 2)
+        time.sleep(1.5)
+        r.phase(f"cost, {level} parked")
+        levels.append(cost_sample(lab, level, args.cost_window, phones.all))
+        r.phase(f"park/retrieve latency, {level} parked")
+        result["latency"][str(level)] = latency_run(
+            lab,
+            phones.parker,
+            phones.caller,
+            phones.retriever,
+            r.topo.measure_workers,
+            samples=args.samples,
+            told=r.told,
+            deadline_s=max(30.0, args.samples * 1.0),
+        )
+        time.sleep(0.5)
+        result["latency"][str(level)]["slots_after"] = slot_check(lab, r.topo, level)
+    per_call = cost_per_call(levels)
+    result["cost"] = {"levels": levels, "per_call": per_call, "capacity": _capacity(per_call)}
+    return background
+
+
+def _measure(r: _Run) -> None:
+    """Every phase after the preamble, results into ``r.result``."""
+    args, result = r.args, r.result
+    phones = _start(r)
+    result["setup_s"] = round(time.monotonic() - r.started, 2)
+    r.phase("harness overhead")
+    result["harness"] = harness_overhead(phones.retriever, phones.caller, args.harness_samples)
+    background = _levels(r, phones)
+    r.phase("music check")
+    try:
+        result["music"] = background.music_check()
+    except (OSError, ValueError, EOFError) as exc:
+        result["music"] = {"checked": False, "error": str(exc)}
+    r.phase(f"sustained parks for {args.throughput_seconds:.0f}s")
+    result["throughput_background"] = max(args.level_list)
+    result["throughput"] = throughput_run(
+        r.lab, phones.lanes, r.topo.lane_workers, args.throughput_seconds, args.lane_rate, others=phones.all
+    )
+    time.sleep(0.5)
+    result["throughput"]["slots_after"] = slot_check(r.lab, r.topo, max(args.level_list))
+    r.phase("stopping")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One benchmark run: the result as written to JSON."""
+    started = time.monotonic()
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    topo = _topology(args)
+    parker_port, told = _parker_port(args)
+    root = Path(tempfile.mkdtemp(prefix="callpark-bench-"))
+    result = _preamble(args, topo, root, parker_port, told)
     lab = BenchLab(root)
     problems: list[str] = []
     try:
-        _phase("etcd", started)
-        lab.start_etcd()
-        _phase(f"node with {topo.workers} workers", started)
-        lab.start_node(topo.workers)
-        _phase("phones", started)
-        parker = lab.phone("parker", sip_port=parker_port or None)
-        caller, retriever = lab.phones_named(["caller", "retriever"], auto_answer=False)
-        caller.set_auto_answer(200)
-        lanes = lab.phones_named([f"lane{i}" for i in range(args.lanes)])
-        bg_phones = lab.phones_named([f"bg{i}" for i in range(topo.background_phones)])
-        all_phones = [parker, caller, retriever, *lanes, *bg_phones]
-        result["setup_s"] = round(time.monotonic() - started, 2)
-
-        _phase("harness overhead", started)
-        result["harness"] = harness_overhead(retriever, caller, args.harness_samples)
-
-        levels: list[dict[str, Any]] = []
-        time.sleep(1.0)
-        _phase("cost, 0 parked", started)
-        levels.append(cost_sample(lab, 0, args.cost_window, all_phones))
-        background = Background(bg_phones)
-        result["fill_s"] = {}
-        result["latency"] = {}
-        for level in args.level_list:
-            _phase(f"fill to {level} parked", started)
-            result["fill_s"][str(level)] = round(background.fill(lab, level), 2)
-            time.sleep(1.5)
-            _phase(f"cost, {level} parked", started)
-            levels.append(cost_sample(lab, level, args.cost_window, all_phones))
-            _phase(f"park/retrieve latency, {level} parked", started)
-            result["latency"][str(level)] = latency_run(
-                lab,
-                parker,
-                caller,
-                retriever,
-                topo.measure_workers,
-                samples=args.samples,
-                told=told,
-                deadline_s=max(30.0, args.samples * 1.0),
-            )
-            time.sleep(0.5)
-            result["latency"][str(level)]["slots_after"] = slot_check(lab, topo, level)
-        per_call = cost_per_call(levels)
-        capacity: dict[str, Any] = {"by_worker_cap": MAX_WORKERS * PARKED_PER_WORKER}
-        if per_call:
-            top = per_call[-1]
-            cpu = top.get("amortised_busy_cpu_pct_per_call")
-            if cpu:
-                capacity["by_cpu"] = int(200.0 / cpu)
-                capacity["note"] = "2 cores (200 % of a core) / amortised CPU per call at the largest level"
-        result["cost"] = {"levels": levels, "per_call": per_call, "capacity": capacity}
-        _phase("music check", started)
-        try:
-            result["music"] = background.music_check()
-        except (OSError, ValueError, EOFError) as exc:
-            result["music"] = {"checked": False, "error": str(exc)}
-
-        _phase(f"sustained parks for {args.throughput_seconds:.0f}s", started)
-        result["throughput_background"] = max(args.level_list)
-        result["throughput"] = throughput_run(
-            lab, lanes, topo.lane_workers, args.throughput_seconds, args.lane_rate, others=all_phones
-        )
-        time.sleep(0.5)
-        result["throughput"]["slots_after"] = slot_check(lab, topo, max(args.level_list))
-        _phase("stopping", started)
+        _measure(_Run(args, topo, lab, parker_port, told, started, result))
     except Exception as exc:
         problems.append(f"run failed: {exc.__class__.__name__}: {str(exc)[:500]}")
         log.exception("run failed")

@@ -290,19 +290,29 @@ class LatencySample:
     retrieve_command_to_connected: float
 
 
-def park_and_retrieve(
-    lab: BenchLab, parker: BenchPhone, caller: BenchPhone, retriever: BenchPhone, worker: int, *, told: bool
-) -> LatencySample:
-    """One blind park and one retrieval on ``worker``; everything hung up afterwards."""
+@dataclass
+class _Parked:
+    """A blind park as the phones saw it (the parker already hung up)."""
+
+    sent: float  # when the benchmark told the parker to transfer (its own clock)
+    refer: Event
+    invite: Event
+    answered: Event
+    told: Event | None
+    orbit: str
+    park_call: str
+    since: int  # the caller's event mark before the REFER
+
+
+def _blind_park(lab: BenchLab, parker: BenchPhone, caller: BenchPhone, worker: int, *, told: bool) -> _Parked:
+    """P calls A (A answers by itself), then REFERs A to the park URI of ``worker``."""
     node = lab.node
     assert node is not None
-    # P talks to A (A answers by itself)
     p0, a0 = parker.mark(), caller.mark()
     to_caller = parker.call(caller.uri)
     _wait_final(parker, to_caller, p0, "parker calls caller")
     a_from_parker = str(caller.wait_event(is_event("incoming"), since=a0, timeout=STEP_TIMEOUT_S)["call"])
     _wait_final(caller, a_from_parker, a0, "caller answers parker")
-    # P REFERs A to the park URI
     p1, a1 = parker.mark(), caller.mark()
     sent = time.time()
     parker.blind_transfer(to_caller, node.park_uri(worker))
@@ -325,28 +335,41 @@ def park_and_retrieve(
         )
     _wait_ended(parker, to_caller, p1)
     _wait_ended(caller, a_from_parker, a1)
+    return _Parked(sent, refer, invite, answered, told_event, orbit, park_call, a1)
+
+
+def park_and_retrieve(
+    lab: BenchLab, parker: BenchPhone, caller: BenchPhone, retriever: BenchPhone, worker: int, *, told: bool
+) -> LatencySample:
+    """One blind park and one retrieval on ``worker``; everything hung up afterwards."""
+    node = lab.node
+    assert node is not None
+    parked = _blind_park(lab, parker, caller, worker, told=told)
     # R dials the orbit on the holding worker; the node REFERs A to R with Replaces
     r0, a2 = retriever.mark(), caller.mark()
     r_sent = time.time()
-    to_orbit = retriever.call(node.orbit_uri(orbit, worker))
+    to_orbit = retriever.call(node.orbit_uri(parked.orbit, worker))
     r_invite = retriever.wait_event(is_state(to_orbit, "CALLING"), since=r0, timeout=STEP_TIMEOUT_S)
     r_answered = _wait_final(retriever, to_orbit, r0, "retrieval answered")
     replaced = retriever.wait_event(is_event("replaced", call=to_orbit), since=r0, timeout=STEP_TIMEOUT_S)
     r_call = str(replaced["new_call"])
     connected = _wait_final(retriever, r_call, r0, "retriever connected to the caller")
     # everything down again
-    a_to_r = str(caller.wait_event(is_event("transfer_request", call=park_call), since=a2, timeout=5)["new_call"])
+    a_to_r = str(
+        caller.wait_event(is_event("transfer_request", call=parked.park_call), since=a2, timeout=5)["new_call"]
+    )
     retriever.hangup(r_call)
     _wait_ended(retriever, r_call, r0)
     _wait_ended(retriever, to_orbit, r0)
-    _wait_ended(caller, park_call, a1)
+    _wait_ended(caller, parked.park_call, parked.since)
     _wait_ended(caller, a_to_r, a2)
+    refer, told_event = parked.refer, parked.told
     return LatencySample(
         refer_to_told=_ts(told_event) - _ts(refer) if told_event else None,
-        refer_to_answered=_ts(answered) - _ts(refer),
-        caller_refer_to_invite=_ts(invite) - _ts(refer),
-        invite_to_answered=_ts(answered) - _ts(invite),
-        command_to_told=_ts(told_event) - sent if told_event else None,
+        refer_to_answered=_ts(parked.answered) - _ts(refer),
+        caller_refer_to_invite=_ts(parked.invite) - _ts(refer),
+        invite_to_answered=_ts(parked.answered) - _ts(parked.invite),
+        command_to_told=_ts(told_event) - parked.sent if told_event else None,
         retrieve_to_answered=_ts(r_answered) - _ts(r_invite),
         retrieve_to_connected=_ts(connected) - _ts(r_invite),
         retrieve_command_to_connected=_ts(connected) - r_sent,
@@ -415,6 +438,54 @@ def latency_run(
 # --------------------------------------------------------------------------- sustained parks
 
 
+@dataclass
+class _Lanes:
+    """Parking lanes: each its own phone and worker, at most ``lane_rate`` parks per second."""
+
+    phones: Sequence[BenchPhone]
+    uris: Sequence[str]
+    lane_rate: float
+    stop_at: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ok_latency: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    completions: int = 0
+
+    def run(self, index: int) -> None:
+        """Lane ``index``: park, wait for the answer, hang up, repeat until ``stop_at``."""
+        phone, uri = self.phones[index], self.uris[index]
+        period = 1.0 / self.lane_rate
+        next_start = time.monotonic() + period * index / len(self.phones)  # stagger the lanes
+        while True:
+            now = time.monotonic()
+            if next_start > now:
+                time.sleep(next_start - now)
+            if time.monotonic() >= self.stop_at:
+                return
+            next_start = max(next_start + period, time.monotonic())
+            self._park_once(phone, uri)
+
+    def _park_once(self, phone: BenchPhone, uri: str) -> None:
+        since = phone.mark()
+        try:
+            call = phone.call(uri)
+            invite = phone.wait_event(is_state(call, "CALLING"), since=since, timeout=STEP_TIMEOUT_S)
+            final = phone.wait_event(is_state(call, "CONFIRMED", "DISCONNECTED"), since=since, timeout=STEP_TIMEOUT_S)
+            if final["state"] == "CONFIRMED" and final.get("x_headers", {}).get(ORBIT_HEADER):
+                with self.lock:
+                    self.completions += 1
+                    self.ok_latency.append(_ts(final) - _ts(invite))
+                phone.hangup(call)
+            else:
+                with self.lock:
+                    self.errors[f"{final.get('code')} {final.get('reason')}"] += 1
+            _wait_ended(phone, call, since)
+        except (WaitTimeout, PhoneError) as exc:
+            with self.lock:
+                self.errors[str(exc).split("\n", 1)[0][:120]] += 1
+            reset_phones(phone)
+
+
 def throughput_run(
     lab: BenchLab,
     lanes: Sequence[BenchPhone],
@@ -437,52 +508,15 @@ def throughput_run(
     hist_before = scrape(lab)
     parks_before = counters(lab, "callpark_parks_total")
     ended_before = counters(lab, "callpark_parked_calls_ended_total")
-    stop_at = time.monotonic() + seconds
-    lock = threading.Lock()
-    ok_latency: list[float] = []
-    errors: Counter[str] = Counter()
-    completions = 0
-
-    def lane(index: int) -> None:
-        nonlocal completions
-        phone = lanes[index]
-        uri = node.park_uri(workers[index % len(workers)])
-        period = 1.0 / lane_rate
-        next_start = time.monotonic() + period * index / len(lanes)  # stagger the lanes
-        while True:
-            now = time.monotonic()
-            if next_start > now:
-                time.sleep(next_start - now)
-            if time.monotonic() >= stop_at:
-                return
-            next_start = max(next_start + period, time.monotonic())
-            since = phone.mark()
-            try:
-                call = phone.call(uri)
-                invite = phone.wait_event(is_state(call, "CALLING"), since=since, timeout=STEP_TIMEOUT_S)
-                final = phone.wait_event(
-                    is_state(call, "CONFIRMED", "DISCONNECTED"), since=since, timeout=STEP_TIMEOUT_S
-                )
-                if final["state"] == "CONFIRMED" and final.get("x_headers", {}).get(ORBIT_HEADER):
-                    with lock:
-                        completions += 1
-                        ok_latency.append(_ts(final) - _ts(invite))
-                    phone.hangup(call)
-                else:
-                    with lock:
-                        errors[f"{final.get('code')} {final.get('reason')}"] += 1
-                _wait_ended(phone, call, since)
-            except (WaitTimeout, PhoneError) as exc:
-                with lock:
-                    errors[str(exc).split("\n", 1)[0][:120]] += 1
-                reset_phones(phone)
-
+    uris = [node.park_uri(workers[index % len(workers)]) for index in range(len(lanes))]
+    state = _Lanes(lanes, uris, lane_rate, stop_at=time.monotonic() + seconds)
     window = procstat.Window(process_groups(lab, others)[0]).begin()
     began = time.monotonic()
-    parallel([functools.partial(lane, i) for i in range(len(lanes))], workers=len(lanes))
+    parallel([functools.partial(state.run, i) for i in range(len(lanes))], workers=len(lanes))
     elapsed = time.monotonic() - began
     cpu = {name: round(u.cpu_pct_of_core, 1) for name, u in window.end().items() if name != "busy_workers"}
     settled = lab.wait_parked_count(baseline, timeout_s=15.0)
+    completions, errors = state.completions, state.errors
     return {
         "lanes": len(lanes),
         "lane_rate_cap_per_s": lane_rate,
@@ -493,7 +527,7 @@ def throughput_run(
         "parks_per_s": round(completions / elapsed, 2) if elapsed > 0 else 0.0,
         "errors": dict(errors),
         "error_count": sum(errors.values()),
-        "invite_to_answered": Summary.of_seconds(ok_latency).as_dict(),
+        "invite_to_answered": Summary.of_seconds(state.ok_latency).as_dict(),
         "records_left_behind": settled - baseline,
         "cpu_pct_of_core_during_run": cpu,
         "node_parks_total": _counter_delta(parks_before, counters(lab, "callpark_parks_total")),

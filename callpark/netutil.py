@@ -62,12 +62,13 @@ def _claim(port: int) -> bool:
     return False
 
 
-def _bindable(port: int, udp: bool) -> bool:
-    kinds = [socket.SOCK_STREAM, socket.SOCK_DGRAM] if udp else [socket.SOCK_STREAM]
+def port_bindable(port: int, *, host: str = LOOPBACK, tcp: bool = True, udp: bool = True) -> bool:
+    """Whether ``host``:``port`` can be bound right now for TCP and/or UDP (nothing holds it)."""
+    kinds = ([socket.SOCK_STREAM] if tcp else []) + ([socket.SOCK_DGRAM] if udp else [])
     for kind in kinds:
         with socket.socket(socket.AF_INET, kind) as s:
             try:
-                s.bind((LOOPBACK, port))
+                s.bind((host, port))
             except OSError:
                 return False
     return True
@@ -85,7 +86,7 @@ def free_port_block(count: int, *, udp_too: bool = True) -> int:
         base = _rng.randrange(low, high - count)
         ports = range(base, base + count)
         with _lock:
-            if not all(_bindable(p, udp_too) for p in ports):
+            if not all(port_bindable(p, udp=udp_too) for p in ports):
                 continue
             claimed = []
             for p in ports:

@@ -27,7 +27,32 @@ class ProcessFailed(RuntimeError):
     """A managed process exited when it should have been running."""
 
 
-class ManagedProcess:
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of the log file ``path`` (``(no log)`` when it cannot be read)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class StopsOnExit:
+    """Mixin for process managers: leaving a ``with`` block calls :meth:`stop`."""
+
+    def stop(self) -> object:
+        """Stop what this object started (idempotent)."""
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ManagedProcess(StopsOnExit):
     """One child process with a log file; stop() is idempotent and always reaps it."""
 
     def __init__(
@@ -136,22 +161,10 @@ class ManagedProcess:
             os.killpg(self._popen.pid, signum)
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> ManagedProcess:
         return self.start() if self._popen is None else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class ReadyLineProcess:

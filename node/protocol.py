@@ -47,15 +47,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the worker never imports the store (nor its etcd client)
     from callpark.store.records import Dialog
 
+# Reason phrases of the 503s a node gives when it cannot reach etcd: defined in the core
+# because the edge matches on them too.
+from callpark.sip.reasons import ETCD_TROUBLE_REASONS as ETCD_TROUBLE_REASONS
+from callpark.sip.reasons import REASON_FENCED as REASON_FENCED
+from callpark.sip.reasons import REASON_STATE_UNAVAILABLE as REASON_STATE_UNAVAILABLE
+
 Message = dict[str, Any]
 
 MAX_LINE = 64 * 1024
-
-# Reason phrases of the 503s a node gives when it cannot reach etcd: the edge sends such a
-# park or retrieval straight to the backup pool instead of trying this pool's other nodes.
-REASON_FENCED = "Park node fenced"
-REASON_STATE_UNAVAILABLE = "Park state unavailable"
-ETCD_TROUBLE_REASONS = (REASON_FENCED, REASON_STATE_UNAVAILABLE)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 * :mod:`callpark.edge.config`: typed description and the pure kamailio.cfg / dispatcher.list
   renderers (routing rules and the dispatcher set-id convention are documented there).
 * :mod:`callpark.edge.process`: :class:`Edge`, the managed Kamailio process.
-* :mod:`callpark.edge.sipping`: a tiny UDP SIP helper (OPTIONS ping, message parsing).
+* :mod:`callpark.edge.sipping`: a tiny UDP SIP helper (request building, OPTIONS ping).
 * :mod:`callpark.edge.rpc`: a jsonrpcs client (dispatcher.list, ul.dump, dispatcher.reload).
 """
 

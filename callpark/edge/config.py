@@ -41,17 +41,21 @@ Security (see docs/ARCHITECTURE.md, "Security: SIP"):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
-import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from callpark.edge.credentials import DigestAuth
 from callpark.errors import ValidationError
-from callpark.node.protocol import ETCD_TROUBLE_REASONS
+from callpark.model import orbits
+from callpark.model.pools import validate_name
 from callpark.peers import parse_peers
+from callpark.sip.message import unescape_orbit_user
+from callpark.sip.reasons import ETCD_TROUBLE_REASONS
 
 __all__ = [
     "DISPATCH_ROUND_ROBIN",
@@ -69,14 +73,21 @@ __all__ = [
 DISPATCH_ROUND_ROBIN = 4
 """Kamailio dispatcher algorithm 4: round robin over the set's active destinations."""
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # as callpark.model.pools
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _USER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
-_ORBIT_RE = re.compile(r"^([*#]?)([0-9]{1,9})$")
 
 
 class ConfigError(ValueError):
     """The edge description is inconsistent (reported before anything is rendered)."""
+
+
+@contextlib.contextmanager
+def _model_rules() -> Iterator[None]:
+    """Report a shared rule's :class:`~callpark.errors.ValidationError` as a :class:`ConfigError`."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ConfigError(exc.message) from None
 
 
 def _split_hostport(address: str) -> tuple[str, int]:
@@ -92,14 +103,13 @@ def _split_hostport(address: str) -> tuple[str, int]:
 def parse_orbit(orbit: str) -> tuple[str, str]:
     """Split an orbit number into (prefix, digits); the prefix is ``""``, ``"*"`` or ``"#"``.
 
+    The Lync grammar of :func:`callpark.model.orbits.parse_orbit` (no leading zero, ...);
     URI escapes ``%2A`` and ``%23`` are accepted for the prefix.
     :raises ConfigError: when ``orbit`` is not an orbit number.
     """
-    text = orbit.replace("%2A", "*").replace("%2a", "*").replace("%23", "#")
-    match = _ORBIT_RE.match(text)
-    if match is None:
-        raise ConfigError(f"{orbit!r} is not an orbit number ([*#]? then 1-9 digits)")
-    return match.group(1), match.group(2)
+    with _model_rules():
+        parsed = orbits.parse_orbit(unescape_orbit_user(orbit))
+    return parsed.prefix, parsed.digits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,8 +121,8 @@ class PoolSpec:
     backup: str | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
-            raise ConfigError(f"pool name {self.name!r} must match {_NAME_RE.pattern}")
+        with _model_rules():
+            validate_name("pool", self.name)
         if len(set(self.nodes)) != len(self.nodes):
             raise ConfigError(f"pool {self.name!r} lists a node twice")
         for node in self.nodes:
@@ -123,7 +133,8 @@ class PoolSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class OrbitRange:
-    """Orbits ``start``..``end`` (same prefix, same digit count, Lync style) homed on ``pool``."""
+    """Orbits ``start``..``end`` homed on ``pool``, shaped as the admin model requires
+    (:func:`callpark.model.orbits.validate_range_shape`: same prefix and length, Lync style)."""
 
     start: str
     end: str
@@ -131,36 +142,33 @@ class OrbitRange:
     name: str = ""
 
     def __post_init__(self) -> None:
-        p1, d1 = parse_orbit(self.start)
-        p2, d2 = parse_orbit(self.end)
-        if p1 != p2 or len(d1) != len(d2):
-            raise ConfigError(f"orbit range {self.start}..{self.end}: start and end need the same prefix and length")
-        if int(d1) > int(d2):
-            raise ConfigError(f"orbit range {self.start}..{self.end}: start is after end")
+        with _model_rules():
+            orbits.validate_range_shape(self.model)
+
+    @property
+    def model(self) -> orbits.OrbitRange:
+        """This range as the admin model's range (named ``<start>-<end>`` when unnamed)."""
+        return orbits.OrbitRange(self.name or f"{self.start}-{self.end}", self.start, self.end, self.pool)
 
     @property
     def prefix(self) -> str:
-        return parse_orbit(self.start)[0]
+        return self.model.prefix
 
     @property
     def digits(self) -> int:
-        return len(parse_orbit(self.start)[1])
+        return self.model.width
 
     @property
     def low(self) -> int:
-        return int(parse_orbit(self.start)[1])
+        return self.model.first.value
 
     @property
     def high(self) -> int:
-        return int(parse_orbit(self.end)[1])
+        return self.model.last.value
 
     def contains(self, orbit: str) -> bool:
         """True when ``orbit`` (possibly URI-escaped) is in this range."""
-        try:
-            prefix, digits = parse_orbit(orbit)
-        except ConfigError:
-            return False
-        return prefix == self.prefix and len(digits) == self.digits and self.low <= int(digits) <= self.high
+        return self.model.contains(unescape_orbit_user(orbit))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,10 +237,8 @@ class EdgeConfig:
 
     def __post_init__(self) -> None:
         if self.trusted_peers:
-            try:
+            with _model_rules():
                 parse_peers(self.trusted_peers, where="edge trusted_peers")
-            except ValidationError as exc:
-                raise ConfigError(exc.message) from None
         try:
             ipaddress.IPv4Address(self.host)
         except ValueError as exc:
@@ -257,13 +263,8 @@ class EdgeConfig:
                 raise ConfigError(f"pool {pool.name!r}: unknown backup pool {pool.backup!r}")
         if self.default_pool is not None and self.default_pool not in names:
             raise ConfigError(f"unknown default pool {self.default_pool!r}")
-        for rng in self.ranges:
-            if rng.pool not in names:
-                raise ConfigError(f"orbit range {rng.start}..{rng.end}: unknown pool {rng.pool!r}")
-        ordered = sorted(self.ranges, key=lambda r: (r.prefix, r.digits, r.low))
-        for a, b in itertools.pairwise(ordered):
-            if (a.prefix, a.digits) == (b.prefix, b.digits) and b.low <= a.high:
-                raise ConfigError(f"orbit ranges {a.start}..{a.end} and {b.start}..{b.end} overlap")
+        with _model_rules():
+            orbits.validate_table([r.model for r in self.ranges], names)
         if not 1 <= self.children <= 64:
             raise ConfigError("children must be 1..64")
         if not -5 <= self.log_level <= 3:
@@ -470,6 +471,99 @@ def _auth_route(cfg: EdgeConfig) -> str:
 """
 
 
+def _check_render_args(
+    cfg: EdgeConfig, instance: str, dispatcher_list: Path, rpc_socket: str | None, credentials_file: Path | None
+) -> None:
+    """Refuse arguments of :func:`render_kamailio_cfg` that would make a broken config."""
+    if not re.match(r"^[A-Za-z0-9_.-]*$", instance):
+        raise ConfigError(f"instance token {instance!r} must match [A-Za-z0-9_.-]*")
+    if not dispatcher_list.is_absolute():
+        raise ConfigError("dispatcher_list must be an absolute path")
+    if rpc_socket is not None and not (rpc_socket.startswith("/") or rpc_socket.startswith("udp:")):
+        raise ConfigError("rpc_socket must be an absolute path or udp:<ip>:<port>")
+    if cfg.auth is not None and (credentials_file is None or not credentials_file.is_absolute()):
+        raise ConfigError("an edge with auth needs an absolute credentials_file path")
+
+
+def _security_fields(cfg: EdgeConfig, credentials_file: Path | None) -> dict[str, str]:
+    """Template fields of the ACL and digest authentication (modules, parameters, routes)."""
+    modules = 'loadmodule "ipops.so"\n' if cfg.trusted_peers else ""
+    params = ""
+    if cfg.auth is not None:
+        assert credentials_file is not None
+        modules += 'loadmodule "auth.so"\nloadmodule "htable.so"\n'
+        params = (
+            "# ----- digest authentication: HA1 per user in an htable, filled from the credentials file\n"
+            f'modparam("htable", "htable", "{AUTH_HTABLE}=>size=10;")\n'
+            'modparam("auth", "nonce_expire", 300)\n'
+            f"import_file {_q(str(credentials_file))}\n"
+        )
+    return {
+        "security_modules": modules,
+        "security_params": params,
+        "acl_block": _acl_block(cfg).replace("{", "{{").replace("}", "}}"),
+        "auth_route": _auth_route(cfg).replace("{", "{{").replace("}", "}}"),
+    }
+
+
+def _rpc_fields(rpc_socket: str | None) -> dict[str, str]:
+    """Template fields of the jsonrpcs interface (empty module, a comment, when disabled)."""
+    if rpc_socket is None:
+        return {"rpc_modules": "", "rpc_params": "# jsonrpcs disabled\n"}
+    return {
+        "rpc_modules": 'loadmodule "jsonrpcs.so"\n',
+        "rpc_params": (
+            "# ----- jsonrpcs: JSON-RPC over a datagram socket (dispatcher.list, dispatcher.reload, ul.dump)\n"
+            'modparam("jsonrpcs", "transport", 4)\n'
+            f'modparam("jsonrpcs", "dgram_socket", {_q(rpc_socket)})\n'
+            'modparam("jsonrpcs", "pretty_format", 0)\n'
+            'modparam("jsonrpcs", "dgram_mode", 0600)\n'
+        ),
+    }
+
+
+def _listen_fields(cfg: EdgeConfig, instance: str) -> dict[str, object]:
+    """Template fields of the global section: sockets, processes, logging, identity headers."""
+    listen = [f"listen=udp:{cfg.host}:{cfg.port}"]
+    if cfg.tcp:
+        listen.append(f"listen=tcp:{cfg.host}:{cfg.port}")
+    return {
+        "pools_comment": _pool_comment(cfg),
+        "agent": _q(("Server: callpark-edge " + instance).strip()),
+        "ua": _q(("User-Agent: callpark-edge " + instance).strip()),
+        "log_level": cfg.log_level,
+        "children": cfg.children,
+        "listen": "\n".join(listen),
+        "tcp_line": "disable_tcp=no" if cfg.tcp else "disable_tcp=yes",
+    }
+
+
+def _routing_fields(cfg: EdgeConfig, dispatcher_list: Path) -> dict[str, object]:
+    """Template fields of the timers, the dispatcher and the routes."""
+    t = cfg.timers
+    return {
+        "node_timeout_ms": t.node_timeout_ms,
+        "silent_before_backup": t.silent_before_backup,
+        "etcd_trouble": " || ".join(f"$T_reply_reason == {_q(r)}" for r in ETCD_TROUBLE_REASONS),
+        "user_timeout_ms": t.user_timeout_ms,
+        "invite_timeout_ms": t.invite_timeout_ms,
+        "dispatcher_list": _q(str(dispatcher_list)),
+        "ping_from": _q(f"sip:{cfg.ping_from_user}@{cfg.domain}"),
+        "ping_interval": t.ping_interval_s,
+        "probing_threshold": t.probing_threshold,
+        "inactive_threshold": t.inactive_threshold,
+        "ping_reply_codes": _q(cfg.ping_reply_codes),
+        "allow": ALLOWED_METHODS,
+        "domain": _q(cfg.domain),
+        "host": _q(cfg.host),
+        "port_str": _q(str(cfg.port)),
+        "park_block": _park_block(cfg),
+        "orbit_block": _orbit_block(cfg),
+        "algorithm": DISPATCH_ROUND_ROBIN,
+        "park_prefix": _q(f"^{cfg.park_user}(-|$)"),
+    }
+
+
 def render_kamailio_cfg(
     cfg: EdgeConfig,
     *,
@@ -488,80 +582,14 @@ def render_kamailio_cfg(
     :param credentials_file: absolute path of the file written from :func:`render_credentials_cfg`;
         required when ``cfg.auth`` is set.
     """
-    if not re.match(r"^[A-Za-z0-9_.-]*$", instance):
-        raise ConfigError(f"instance token {instance!r} must match [A-Za-z0-9_.-]*")
-    if not dispatcher_list.is_absolute():
-        raise ConfigError("dispatcher_list must be an absolute path")
-    if rpc_socket is not None and not (rpc_socket.startswith("/") or rpc_socket.startswith("udp:")):
-        raise ConfigError("rpc_socket must be an absolute path or udp:<ip>:<port>")
-    if cfg.auth is not None and (credentials_file is None or not credentials_file.is_absolute()):
-        raise ConfigError("an edge with auth needs an absolute credentials_file path")
-    security_modules = ""
-    security_params = ""
-    if cfg.trusted_peers:
-        security_modules += 'loadmodule "ipops.so"\n'
-    if cfg.auth is not None:
-        assert credentials_file is not None
-        security_modules += 'loadmodule "auth.so"\nloadmodule "htable.so"\n'
-        security_params = (
-            "# ----- digest authentication: HA1 per user in an htable, filled from the credentials file\n"
-            f'modparam("htable", "htable", "{AUTH_HTABLE}=>size=10;")\n'
-            'modparam("auth", "nonce_expire", 300)\n'
-            f"import_file {_q(str(credentials_file))}\n"
-        )
-    t = cfg.timers
-    listen = [f"listen=udp:{cfg.host}:{cfg.port}"]
-    if cfg.tcp:
-        listen.append(f"listen=tcp:{cfg.host}:{cfg.port}")
-    tcp_line = "disable_tcp=no" if cfg.tcp else "disable_tcp=yes"
-    rpc_modules = 'loadmodule "jsonrpcs.so"\n' if rpc_socket is not None else ""
-    rpc_params = (
-        "# ----- jsonrpcs: JSON-RPC over a datagram socket (dispatcher.list, dispatcher.reload, ul.dump)\n"
-        'modparam("jsonrpcs", "transport", 4)\n'
-        f'modparam("jsonrpcs", "dgram_socket", {_q(rpc_socket)})\n'
-        'modparam("jsonrpcs", "pretty_format", 0)\n'
-        'modparam("jsonrpcs", "dgram_mode", 0600)\n'
-        if rpc_socket is not None
-        else "# jsonrpcs disabled\n"
-    )
-    return (
-        _TEMPLATE.format(
-            pools_comment=_pool_comment(cfg),
-            agent=_q(("Server: callpark-edge " + instance).strip()),
-            ua=_q(("User-Agent: callpark-edge " + instance).strip()),
-            log_level=cfg.log_level,
-            children=cfg.children,
-            listen="\n".join(listen),
-            tcp_line=tcp_line,
-            rpc_modules=rpc_modules,
-            rpc_params=rpc_params,
-            security_modules=security_modules,
-            security_params=security_params,
-            acl_block=_acl_block(cfg).replace("{", "{{").replace("}", "}}"),
-            auth_route=_auth_route(cfg).replace("{", "{{").replace("}", "}}"),
-            node_timeout_ms=t.node_timeout_ms,
-            silent_before_backup=t.silent_before_backup,
-            etcd_trouble=" || ".join(f"$T_reply_reason == {_q(r)}" for r in ETCD_TROUBLE_REASONS),
-            user_timeout_ms=t.user_timeout_ms,
-            invite_timeout_ms=t.invite_timeout_ms,
-            dispatcher_list=_q(str(dispatcher_list)),
-            ping_from=_q(f"sip:{cfg.ping_from_user}@{cfg.domain}"),
-            ping_interval=t.ping_interval_s,
-            probing_threshold=t.probing_threshold,
-            inactive_threshold=t.inactive_threshold,
-            ping_reply_codes=_q(cfg.ping_reply_codes),
-            allow=ALLOWED_METHODS,
-            domain=_q(cfg.domain),
-            host=_q(cfg.host),
-            port_str=_q(str(cfg.port)),
-            park_block=_park_block(cfg),
-            orbit_block=_orbit_block(cfg),
-            algorithm=DISPATCH_ROUND_ROBIN,
-            park_prefix=_q(f"^{cfg.park_user}(-|$)"),
-        )
-        .replace("{{", "{")
-        .replace("}}", "}")
-    )
+    _check_render_args(cfg, instance, dispatcher_list, rpc_socket, credentials_file)
+    fields = {
+        **_listen_fields(cfg, instance),
+        **_rpc_fields(rpc_socket),
+        **_security_fields(cfg, credentials_file),
+        **_routing_fields(cfg, dispatcher_list),
+    }
+    return _TEMPLATE.format(**fields).replace("{{", "{").replace("}}", "}")
 
 
 # The template is filled with str.format: braces of the kamailio language are doubled.

@@ -12,19 +12,17 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from callpark.edge import rpc as jsonrpc
 from callpark.edge.config import EdgeConfig, render_credentials_cfg, render_dispatcher_list, render_kamailio_cfg
 from callpark.edge.rpc import DispatcherTarget
 from callpark.edge.sipping import options_ping, options_probe
-from callpark.netutil import LOOPBACK, free_port
-from callpark.procs import ManagedProcess, ProcessFailed
+from callpark.netutil import LOOPBACK, free_port, port_bindable
+from callpark.procs import ManagedProcess, ProcessFailed, StopsOnExit, log_tail
 from callpark.waiting import wait_until
 
 __all__ = ["KAMAILIO", "Edge", "EdgeError", "check_config"]
@@ -37,19 +35,6 @@ _UNIX_PATH_MAX = 100  # sun_path is 108 bytes; keep a margin
 
 class EdgeError(RuntimeError):
     """The edge could not be configured, started or controlled."""
-
-
-def _port_in_use(host: str, port: int, tcp: bool) -> bool:
-    """True if something holds ``port``. Kamailio binds UDP with SO_REUSEADDR, so a second
-    instance would start on a taken port and silently share it: check before spawning."""
-    kinds = [socket.SOCK_DGRAM] + ([socket.SOCK_STREAM] if tcp else [])
-    for kind in kinds:
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                return True
-    return False
 
 
 def _kamailio_binary(path: str | None) -> str:
@@ -77,7 +62,7 @@ def check_config(cfg_path: Path, *, kamailio: str | None = None, timeout: float 
     return output
 
 
-class Edge:
+class Edge(StopsOnExit):
     """One Kamailio SIP edge on loopback, configured from an :class:`EdgeConfig`.
 
     Files in ``run_dir``: ``kamailio.cfg``, ``dispatcher.list``, ``kamailio.log``,
@@ -96,6 +81,12 @@ class Edge:
     ) -> None:
         self._config = config
         self.run_dir = run_dir.resolve()
+        self.cfg_path = self.run_dir / "kamailio.cfg"
+        self.dispatcher_path = self.run_dir / "dispatcher.list"
+        self.credentials_path = self.run_dir / "credentials.cfg"
+        """HA1 hashes for digest authentication (mode 0600; only written when auth is on)."""
+        self.log_path = self.run_dir / "kamailio.log"
+        self.pid_path = self.run_dir / "kamailio.pid"
         self._kamailio = kamailio
         self._shm_mb = shm_mb
         self._pkg_mb = pkg_mb
@@ -115,27 +106,6 @@ class Edge:
     @property
     def config(self) -> EdgeConfig:
         return self._config
-
-    @property
-    def cfg_path(self) -> Path:
-        return self.run_dir / "kamailio.cfg"
-
-    @property
-    def dispatcher_path(self) -> Path:
-        return self.run_dir / "dispatcher.list"
-
-    @property
-    def credentials_path(self) -> Path:
-        """HA1 hashes for digest authentication (mode 0600; only written when auth is on)."""
-        return self.run_dir / "credentials.cfg"
-
-    @property
-    def log_path(self) -> Path:
-        return self.run_dir / "kamailio.log"
-
-    @property
-    def pid_path(self) -> Path:
-        return self.run_dir / "kamailio.pid"
 
     def write_files(self) -> None:
         """Render and write kamailio.cfg and dispatcher.list into the run directory."""
@@ -204,7 +174,9 @@ class Edge:
         if self._proc is not None:
             raise EdgeError(f"edge already started (pid {self._proc.pid})")
         host, port = self.address
-        if _port_in_use(host, port, self._config.tcp):
+        # Kamailio binds UDP with SO_REUSEADDR, so a second instance would start on a taken
+        # port and silently share it: check before spawning.
+        if not port_bindable(port, host=host, tcp=self._config.tcp):
             raise EdgeError(f"{host}:{port} is already in use; not starting a second edge on it")
         self.write_files()
         if not self.rpc_endpoint.startswith("udp:"):
@@ -229,7 +201,7 @@ class Edge:
             assert self._proc is not None
             self._proc.check_running()
             reply = options_probe(host, port, timeout=0.05)
-            return reply is not None and reply.status == 200 and self.instance in (reply.header("Server") or "")
+            return reply is not None and reply.status_code == 200 and self.instance in (reply.header("Server") or "")
 
         try:
             wait_until(answered, timeout=timeout, what=f"kamailio edge on {host}:{port} to answer OPTIONS")
@@ -253,23 +225,12 @@ class Edge:
         return options_ping(*self.address, timeout=timeout)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> Edge:
         if self._proc is None:
             self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ----- RPC ---------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""A tiny pure-Python SIP-over-UDP helper: build requests, parse messages, ping with OPTIONS.
+"""A tiny pure-Python SIP-over-UDP helper: build requests, ping with OPTIONS.
 
 Enough SIP for readiness probes and test clients; not a user agent (no retransmissions
-beyond a simple resend, no dialog state).
+beyond a simple resend, no dialog state). Received datagrams are parsed by the project's one
+SIP parser, :func:`callpark.sip.message.parse_datagram`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import secrets
 import socket
 import time
-from dataclasses import dataclass, field
+
+from callpark.sip.message import SipMessage, SipParseError, parse_datagram
 
 __all__ = [
     "SipMessage",
@@ -18,10 +20,7 @@ __all__ = [
     "new_tag",
     "options_ping",
     "options_probe",
-    "parse_message",
 ]
-
-_COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length"}
 
 
 def new_branch() -> str:
@@ -32,74 +31,6 @@ def new_branch() -> str:
 def new_tag() -> str:
     """A fresh From/To tag."""
     return secrets.token_hex(6)
-
-
-@dataclass
-class SipMessage:
-    """A parsed SIP request or response; header names are kept as received."""
-
-    start_line: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-
-    @property
-    def is_response(self) -> bool:
-        return self.start_line.startswith("SIP/2.0 ")
-
-    @property
-    def status(self) -> int:
-        """The status code of a response (0 for a request)."""
-        if not self.is_response:
-            return 0
-        return int(self.start_line.split(" ", 2)[1])
-
-    @property
-    def reason(self) -> str:
-        parts = self.start_line.split(" ", 2)
-        return parts[2] if self.is_response and len(parts) > 2 else ""
-
-    @property
-    def method(self) -> str:
-        """The method of a request, or the CSeq method of a response."""
-        if self.is_response:
-            cseq = self.header("CSeq") or ""
-            return cseq.split()[-1] if cseq else ""
-        return self.start_line.split(" ", 1)[0]
-
-    @property
-    def request_uri(self) -> str:
-        return "" if self.is_response else self.start_line.split(" ")[1]
-
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive, compact forms understood)."""
-        values = self.header_all(name)
-        return values[0] if values else None
-
-    def header_all(self, name: str) -> list[str]:
-        """All values of header ``name``, in order (comma-joined lines are not split)."""
-        wanted = _COMPACT.get(name.lower(), name.lower())
-        return [v for k, v in self.headers if _COMPACT.get(k.lower(), k.lower()) == wanted]
-
-
-def parse_message(data: bytes) -> SipMessage:
-    """Parse one SIP message from a UDP datagram.
-
-    :raises ValueError: if the datagram is not a SIP message.
-    """
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("utf-8", errors="replace").split("\r\n")
-    if not lines or not lines[0] or (" SIP/2.0" not in lines[0] and not lines[0].startswith("SIP/2.0 ")):
-        raise ValueError(f"not a SIP message: {lines[0][:80] if lines else ''!r}")
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t") and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, value + " " + line.strip())
-            continue
-        name, sep, value = line.partition(":")
-        if sep:
-            headers.append((name.strip(), value.strip()))
-    return SipMessage(start_line=lines[0], headers=headers, body=body)
 
 
 def build_request(
@@ -142,7 +73,7 @@ def options_ping(host: str, port: int, *, timeout: float = 0.5, source_host: str
     closed). The request is resent once after half the timeout.
     """
     reply = options_probe(host, port, timeout=timeout, source_host=source_host)
-    return None if reply is None else reply.status
+    return None if reply is None else reply.status_code
 
 
 def options_probe(host: str, port: int, *, timeout: float = 0.5, source_host: str | None = None) -> SipMessage | None:
@@ -191,8 +122,8 @@ def options_probe(host: str, port: int, *, timeout: float = 0.5, source_host: st
                 # ICMP port unreachable surfaces as ConnectionRefusedError on a later recv
                 return None
             try:
-                msg = parse_message(data)
-            except ValueError:
+                msg = parse_datagram(data)
+            except SipParseError:
                 continue
-            if msg.is_response and msg.header("Call-ID") == call_id and msg.status >= 200:
+            if msg.is_response and msg.header("Call-ID") == call_id and (msg.status_code or 0) >= 200:
                 return msg

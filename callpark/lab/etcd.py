@@ -24,12 +24,11 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 
 from callpark.errors import CallparkError
 from callpark.lab.tls import Pki, make_pki
 from callpark.netutil import LOOPBACK, free_port
-from callpark.procs import ManagedProcess
+from callpark.procs import ManagedProcess, StopsOnExit
 from callpark.store.access import EtcdAccess
 from callpark.waiting import WaitTimeout, wait_until
 
@@ -87,7 +86,7 @@ class EtcdMember:
             return False
 
 
-class LocalEtcdCluster:
+class LocalEtcdCluster(StopsOnExit):
     """One etcd cluster of 1 or 3 (any odd number of) members on loopback."""
 
     def __init__(
@@ -283,8 +282,3 @@ class LocalEtcdCluster:
 
     def __enter__(self) -> LocalEtcdCluster:
         return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -78,6 +78,21 @@ class SipMessage:
         return not self.start_line.startswith("SIP/")
 
     @property
+    def is_response(self) -> bool:
+        return not self.is_request
+
+    @property
+    def request_uri(self) -> str | None:
+        """Request-URI of a request, or None for a response."""
+        return self.start_line.split(" ", 2)[1] if self.is_request else None
+
+    @property
+    def reason(self) -> str:
+        """Reason phrase of a response (``""`` for a request or a response without one)."""
+        parts = self.start_line.split(" ", 2)
+        return parts[2] if self.is_response and len(parts) > 2 else ""
+
+    @property
     def method(self) -> str | None:
         """Request method (``INVITE``), or None for a response."""
         return self.start_line.split(" ", 1)[0].upper() if self.is_request else None
@@ -150,6 +165,11 @@ def parse_message(raw: str) -> SipMessage:
     return SipMessage(start_line=start, headers=tuple(headers), body=body)
 
 
+def parse_datagram(data: bytes) -> SipMessage:
+    """Parse one SIP message received as a datagram (UTF-8; undecodable bytes replaced)."""
+    return parse_message(data.decode("utf-8", errors="replace"))
+
+
 def header_values(raw: str, name: str) -> list[str]:
     """All values of header ``name`` in raw message ``raw``."""
     return parse_message(raw).header_values(name)
@@ -195,6 +215,12 @@ def split_list(value: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- URIs
+
+
+def unescape_orbit_user(user: str) -> str:
+    """A request-user with the URI escapes of an orbit prefix decoded (``%2A`` -> ``*``,
+    ``%23`` -> ``#``); phones escape ``*`` and ``#`` in user parts, Lync orbits start with them."""
+    return user.replace("%2A", "*").replace("%2a", "*").replace("%23", "#")
 
 
 @dataclass(frozen=True)

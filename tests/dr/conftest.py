@@ -3,6 +3,7 @@ controllers and the SIP edge (the embedded default shape), plus phones."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +18,7 @@ from callpark.lab.phone import Phone
 from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 
-DEPLOYMENT = """
-[etcd]
-members = 3
-
+POOLS_AND_RANGES = """
 [[pool]]
 name = "pool-a"
 site = "site-a"
@@ -45,11 +43,21 @@ name = "b-park"
 start = "7200"
 end = "7219"
 pool = "pool-b"
+"""
+"""The DR lab's pools and ranges (a ``str.format`` template: node and worker counts)."""
 
+DEPLOYMENT = (
+    """
+[etcd]
+members = 3
+"""
+    + POOLS_AND_RANGES
+    + """
 [cps.global]
 CallPickupTimeoutThreshold = "{timeout}"
 MaxCallPickupAttempts = 1
 """
+)
 
 
 class DrLab:
@@ -115,8 +123,5 @@ class DrLab:
 
 @pytest.fixture
 def dr(tmp_path: Path) -> Iterator[DrLab]:
-    lab = DrLab(tmp_path)
-    try:
+    with contextlib.closing(DrLab(tmp_path)) as lab:
         yield lab
-    finally:
-        lab.close()

@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 from callpark.lab.phone import Phone
+from callpark.lab.phone.flows import connected_call, hears_music, park_probe
 from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
 from tests.dr.conftest import DrLab
-from tests.node.flows import connected_call, hears_music, park_probe
 
 POOL_B_NODES = ("pool-b-n1", "pool-b-n2")
 
@@ -25,6 +25,12 @@ def retrieve(dr: DrLab, retriever: Phone, orbit: str, caller: Phone) -> None:
 def same_call(before: dict[str, Any], after: dict[str, Any]) -> bool:
     keys = ("orbit", "park_id", "parked_at", "deadline", "attempts", "caller_uri", "parker_uri")
     return all(before[k] == after[k] for k in keys)
+
+
+def callers_parked(dr: DrLab, parker: Phone, count: int) -> tuple[list[Phone], list[dict[str, Any]]]:
+    """``count`` callers (answering by themselves), each parked by ``parker``; and their records."""
+    callers = [dr.phone(f"caller{i}", auto_answer=True) for i in range(count)]
+    return callers, [dr.park(parker, c) for c in callers]
 
 
 def test_whole_primary_pool_killed_backup_parks_and_keeps_every_call(dr: DrLab) -> None:
@@ -68,9 +74,7 @@ def test_whole_primary_pool_killed_backup_parks_and_keeps_every_call(dr: DrLab) 
 
 def test_node_killed_inside_a_pool_its_sibling_takes_the_calls(dr: DrLab) -> None:
     cluster = dr.start()
-    parker = dr.phone("parker")
-    callers = [dr.phone(f"caller{i}", auto_answer=True) for i in range(3)]
-    before = [dr.park(parker, c) for c in callers]
+    callers, before = callers_parked(dr, dr.phone("parker"), 3)
     victim_name = before[0]["holder"]["node"]
     victim = next(n for n in cluster.nodes["pool-a"] if n.name == victim_name)
     sibling = next(n.name for n in cluster.nodes["pool-a"] if n.name != victim_name)
@@ -159,9 +163,7 @@ def test_drain_moves_a_nodes_calls_to_its_peer_live(dr: DrLab) -> None:
     from tests.conftest import Cli
 
     cluster = dr.start()
-    parker = dr.phone("parker")
-    callers = [dr.phone(f"caller{i}", auto_answer=True) for i in range(2)]
-    records = [dr.park(parker, c) for c in callers]
+    callers, records = callers_parked(dr, dr.phone("parker"), 2)
     node = records[0]["holder"]["node"]
     out = Cli(cluster.endpoints).ok("dr", "drain", "--node", f"pool-a/{node}")
     assert "drained" in out

@@ -19,39 +19,14 @@ from callpark.store.etcd import EtcdStore
 from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 from tests.conftest import run_console
-from tests.dr.conftest import DrLab
+from tests.dr.conftest import POOLS_AND_RANGES, DrLab
 
 SECURE = """
 [etcd]
 members = 3
 tls = true                   # throwaway CA; mutual TLS between members and for clients
 auth = true                  # root + a 'callpark' user whose role may touch /callpark/ only
-
-[[pool]]
-name = "pool-a"
-site = "site-a"
-backup = "pool-b"
-nodes = 1
-workers = 1
-
-[[pool]]
-name = "pool-b"
-site = "site-b"
-nodes = 1
-workers = 1
-
-[[range]]
-name = "a-park"
-start = "7000"
-end = "7019"
-pool = "pool-a"
-
-[[range]]
-name = "b-park"
-start = "7200"
-end = "7219"
-pool = "pool-b"
-"""
+""" + POOLS_AND_RANGES.format(a_nodes=1, b_nodes=1, workers=1)
 
 # The same configuration for a real cluster: client settings in [etcd] (paths relative to
 # the file), used by `callpark config apply` when no option or environment gives them.

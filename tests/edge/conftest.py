@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 
 from callpark.edge import Edge, EdgeConfig, OrbitRange, PoolSpec
 from callpark.edge.process import KAMAILIO
 from callpark.netutil import free_port
-from tests.edge.sipp import SIPP, SippUas
+from tests.edge.sipp import SIPP, SippUas, UasOptions
 
 DOMAIN = "callpark.test"
 
@@ -29,17 +31,9 @@ class Lab:
         self._uas: list[SippUas] = []
         self._edges: list[Edge] = []
 
-    def uas(
-        self,
-        name: str,
-        *,
-        scenario: str = "uas.xml",
-        keys: dict[str, str] | None = None,
-        port: int | None = None,
-        extra_args: tuple[str, ...] = (),
-    ) -> SippUas:
+    def uas(self, name: str, **options: Unpack[UasOptions]) -> SippUas:
         """A started SIPp UAS (a stand-in park node or phone) on its own port."""
-        uas = SippUas(name, self.root, scenario=scenario, keys=keys, port=port, extra_args=extra_args)
+        uas = SippUas(name, self.root, **options)
         self._uas.append(uas)
         return uas.start()
 
@@ -69,11 +63,8 @@ class Lab:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
+    with contextlib.closing(Lab(tmp_path)) as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 def two_pool_config(
@@ -84,7 +75,7 @@ def two_pool_config(
     extra_ranges: tuple[OrbitRange, ...] = (),
 ) -> EdgeConfig:
     """Pool "a" (set 1, backup "b") and pool "b" (set 2, backup "a"); orbits 7000-7999 on a,
-    *100-*199 on b."""
+    *101-*199 on b."""
     return EdgeConfig(
         port=free_port(udp_too=True),
         domain=DOMAIN,
@@ -95,7 +86,7 @@ def two_pool_config(
         ),
         ranges=(
             OrbitRange(start="7000", end="7999", pool="a", name="park-a"),
-            OrbitRange(start="*100", end="*199", pool="b", name="park-b"),
+            OrbitRange(start="*101", end="*199", pool="b", name="park-b"),
             *extra_ranges,
         ),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from callpark.netutil import LOOPBACK, free_port
 from callpark.procs import ManagedProcess
@@ -23,19 +24,22 @@ def _common(log_dir: Path, name: str) -> list[str]:
     ]  # fmt: skip
 
 
+class UasOptions(TypedDict, total=False):
+    """How a :class:`SippUas` runs: ``scenario`` (file in tests/edge/scenarios, default
+    ``uas.xml``), extra ``keys`` for it, a fixed ``port`` (default: a free one), ``extra_args``."""
+
+    scenario: str
+    keys: dict[str, str] | None
+    port: int | None
+    extra_args: tuple[str, ...]
+
+
 class SippUas:
     """A SIPp UAS on its own UDP port running ``scenario`` (see tests/edge/scenarios)."""
 
-    def __init__(
-        self,
-        name: str,
-        log_dir: Path,
-        *,
-        scenario: str = "uas.xml",
-        keys: dict[str, str] | None = None,
-        port: int | None = None,
-        extra_args: tuple[str, ...] = (),
-    ) -> None:
+    def __init__(self, name: str, log_dir: Path, **options: Unpack[UasOptions]) -> None:
+        scenario = options.get("scenario", "uas.xml")
+        keys, port, extra_args = options.get("keys"), options.get("port"), options.get("extra_args", ())
         self.name = name
         self.port = port if port is not None else free_port(udp_too=True)
         all_keys = {"answered_by": name, **(keys or {})}

@@ -19,6 +19,9 @@ from callpark.edge import (
     render_kamailio_cfg,
 )
 from callpark.edge.config import parse_orbit
+from callpark.errors import ValidationError
+from callpark.model.orbits import OrbitRange as ModelRange
+from callpark.model.orbits import validate_range_shape
 from tests.edge.conftest import needs_kamailio
 
 
@@ -32,8 +35,8 @@ def sample(**overrides: object) -> EdgeConfig:
         ),
         "ranges": (
             OrbitRange(start="7000", end="7999", pool="a"),
-            OrbitRange(start="*100", end="*199", pool="b"),
-            OrbitRange(start="#10", end="#19", pool="a"),
+            OrbitRange(start="*101", end="*199", pool="b"),
+            OrbitRange(start="#110", end="#119", pool="a"),
         ),
     }
     fields.update(overrides)
@@ -75,10 +78,10 @@ def test_cfg_has_the_routing_rules(tmp_path: Path) -> None:
         "mf_process_maxfwd_header",
         "sanity_check",
         "s.unescape.user",
-        # range *100..*199 -> pool b (set 2, backup set 1)
-        '$var(orbit_prefix) == "*" && $var(orbit_len) == 3 && $var(orbit_num) >= 100',
+        # range *101..*199 -> pool b (set 2, backup set 1)
+        '$var(orbit_prefix) == "*" && $var(orbit_len) == 3 && $var(orbit_num) >= 101',
         '$var(orbit_prefix) == "-" && $var(orbit_len) == 4 && $var(orbit_num) >= 7000',
-        '$var(orbit_prefix) == "#" && $var(orbit_len) == 2',
+        '$var(orbit_prefix) == "#" && $var(orbit_len) == 3',
         'if ($rU == "park-b")',
         'modparam("jsonrpcs", "dgram_socket", "udp:127.0.0.1:25061")',
     ):
@@ -134,8 +137,8 @@ def test_every_referenced_route_is_defined(tmp_path: Path) -> None:
     ("orbit", "pool"),
     [
         ("7000", "a"), ("7999", "a"), ("6999", None), ("8000", None), ("700", None), ("07000", None),
-        ("*100", "b"), ("%2A150", "b"), ("%2a199", "b"), ("100", None), ("#100", None),
-        ("#15", "a"), ("%2315", "a"), ("park", None), ("", None),
+        ("*101", "b"), ("%2A150", "b"), ("%2a199", "b"), ("100", None), ("*100", None), ("#100", None),
+        ("#115", "a"), ("%23115", "a"), ("#0115", None), ("*0150", None), ("park", None), ("", None),
     ],
 )  # fmt: skip
 def test_pool_for_orbit(orbit: str, pool: str | None) -> None:
@@ -143,10 +146,20 @@ def test_pool_for_orbit(orbit: str, pool: str | None) -> None:
 
 
 def test_parse_orbit() -> None:
-    assert parse_orbit("%2A0123") == ("*", "0123")
+    assert parse_orbit("%2A123") == ("*", "123")
     assert parse_orbit("42") == ("", "42")
-    with pytest.raises(ConfigError):
-        parse_orbit("12a")
+    for bad in ("12a", "%2A0123", "042", "*100"):
+        with pytest.raises(ConfigError):
+            parse_orbit(bad)
+
+
+@pytest.mark.parametrize(("start", "end"), [("07000", "07999"), ("*0101", "*0199"), ("0", "9")])
+def test_leading_zero_ranges_are_refused_as_by_the_model(start: str, end: str) -> None:
+    """The edge uses the admin model's orbit grammar: a leading zero is refused, not routed."""
+    with pytest.raises(ValidationError, match="leading zero"):
+        validate_range_shape(ModelRange("r", start, end, "a"))
+    with pytest.raises(ConfigError, match="leading zero"):
+        sample(ranges=(OrbitRange(start=start, end=end, pool="a"),))
 
 
 @pytest.mark.parametrize(
@@ -171,7 +184,7 @@ def test_inconsistent_descriptions_are_rejected(overrides: dict[str, object]) ->
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: OrbitRange(start="*100", end="199", pool="a"),
+        lambda: OrbitRange(start="*101", end="199", pool="a"),
         lambda: OrbitRange(start="100", end="1000", pool="a"),
         lambda: OrbitRange(start="200", end="100", pool="a"),
         lambda: PoolSpec(name="a", nodes=("127.0.0.1",)),

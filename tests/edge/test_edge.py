@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from callpark.edge.rpc import RpcError
 from callpark.netutil import LOOPBACK, free_port
 from callpark.waiting import timeout_multiplier
 from tests.edge.conftest import DOMAIN, Lab, needs_kamailio, needs_sipp, two_pool_config
-from tests.edge.sipp import register
+from tests.edge.sipp import SippUas, register
 from tests.edge.uac import Uac
 
 pytestmark = [needs_kamailio, needs_sipp]
@@ -121,7 +123,10 @@ def test_redirect_from_a_node_is_relayed_and_can_be_followed(lab: Lab) -> None:
         assert follow.status == 200 and follow.answered_by == "holder" and follow.bye_status == 200
 
 
-def test_probes_take_a_dead_primary_pool_out_and_bring_nodes_back(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+@contextlib.contextmanager
+def primary_pool_killed(lab: Lab) -> Iterator[tuple[Edge, Uac, tuple[SippUas, SippUas], float]]:
+    """Pool a (a1, a2, backup b) and pool b (b1) behind an edge; one park answered by pool a,
+    then both of a's nodes killed. Yields the edge, the caller, a's nodes and the kill time."""
     a1, a2, b1 = lab.uas("a1"), lab.uas("a2"), lab.uas("b1")
     edge = lab.edge(two_pool_config((a1.address, a2.address), (b1.address,)))
     with Uac(edge.address) as caller:
@@ -129,6 +134,11 @@ def test_probes_take_a_dead_primary_pool_out_and_bring_nodes_back(lab: Lab, caps
         killed = time.monotonic()
         a1.proc.kill9()
         a2.proc.kill9()
+        yield edge, caller, (a1, a2), killed
+
+
+def test_probes_take_a_dead_primary_pool_out_and_bring_nodes_back(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    with primary_pool_killed(lab) as (edge, caller, (a1, a2), killed):
         # no traffic: only the OPTIONS probes can notice
         for node in (a1, a2):
             edge.wait_node_state(node.address, active=False, timeout=5)
@@ -156,13 +166,7 @@ def test_probes_take_a_dead_primary_pool_out_and_bring_nodes_back(lab: Lab, caps
 
 
 def test_requests_in_flight_fail_over_to_the_backup_pool(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
-    a1, a2, b1 = lab.uas("a1"), lab.uas("a2"), lab.uas("b1")
-    edge = lab.edge(two_pool_config((a1.address, a2.address), (b1.address,)))
-    with Uac(edge.address) as caller:
-        assert caller.invite(edge.park_uri()).answered_by in {"a1", "a2"}
-        killed = time.monotonic()
-        a1.proc.kill9()
-        a2.proc.kill9()
+    with primary_pool_killed(lab) as (edge, caller, _, killed):
         # sent before any probe noticed: node timeout on a dead node, ds_next_dst to the other
         # dead one, then the backup set, all inside the failure route
         park = caller.invite(edge.park_uri(), timeout=10)

@@ -93,4 +93,4 @@ def test_the_source_header_names_the_real_source_and_forged_ones_are_dropped(lab
     with Uac(edge.address, host="127.0.0.2") as caller:
         result = caller.invite(f"sip:park@{DOMAIN}", headers=[("X-Callpark-Source", "127.0.0.9")])
         assert result.status == 200 and result.final is not None
-        assert result.final.header_all("X-Callpark-Source") == ["127.0.0.2"]
+        assert result.final.header_values("X-Callpark-Source") == ["127.0.0.2"]

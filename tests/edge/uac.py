@@ -6,9 +6,11 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
-from callpark.edge.sipping import SipMessage, build_request, new_branch, new_tag, parse_message
+from callpark.edge.sipping import build_request, new_branch, new_tag
 from callpark.netutil import LOOPBACK
+from callpark.sip.message import SipMessage, SipParseError, parse_datagram, tag_of
 
 
 @dataclass
@@ -22,11 +24,19 @@ class CallResult:
 
     @property
     def status(self) -> int | None:
-        return None if self.final is None else self.final.status
+        return None if self.final is None else self.final.status_code
 
     @property
     def answered_by(self) -> str | None:
         return None if self.final is None else self.final.header("X-Answered-By")
+
+
+class _Dialog(TypedDict):
+    """What every request of one call (or one MESSAGE) shares."""
+
+    to_uri: str
+    call_id: str
+    from_tag: str
 
 
 class Uac:
@@ -64,8 +74,8 @@ class Uac:
             except TimeoutError:
                 return None
             try:
-                msg = parse_message(data)
-            except ValueError:
+                msg = parse_datagram(data)
+            except SipParseError:
                 continue
             if msg.header("Call-ID") == call_id:
                 return msg
@@ -87,15 +97,19 @@ class Uac:
                     self.sock.sendto(request, self.proxy)
                     resend_at = now + 0.5
                 continue
-            if not msg.is_response or msg.method != cseq_method:
+            if not msg.is_response or msg.cseq_method != cseq_method:
                 continue
             result.responses.append(msg)
-            if msg.status < 200:
+            if (msg.status_code or 0) < 200:
                 resend_at = None
                 continue
             result.final = msg
             result.elapsed = now - began
             return
+
+    def _request(self, method: str, uri: str, dialog: _Dialog, *, cseq: int = 1, **fields: Any) -> bytes:
+        """A request of ``dialog`` from this caller; ``fields`` go to :func:`build_request`."""
+        return build_request(method, uri, local=self.local, from_uri=self.from_uri, cseq=cseq, **dialog, **fields)
 
     def invite(
         self, uri: str, *, timeout: float = 10.0, hang_up: bool = True, headers: list[tuple[str, str]] | None = None
@@ -104,94 +118,34 @@ class Uac:
 
         A non-2xx final response is ACKed hop by hop (same branch) as RFC 3261 requires.
         """
-        call_id = secrets.token_hex(8) + "@edge-test"
-        tag = new_tag()
+        dialog = _Dialog(to_uri=uri, call_id=secrets.token_hex(8) + "@edge-test", from_tag=new_tag())
         branch = new_branch()
         contact = f"<sip:{self.user}@{self.local[0]}:{self.local[1]}>"
-        invite = build_request(
-            "INVITE",
-            uri,
-            local=self.local,
-            from_uri=self.from_uri,
-            to_uri=uri,
-            call_id=call_id,
-            cseq=1,
-            from_tag=tag,
-            branch=branch,
-            headers=[("Contact", contact), *(headers or [])],
-        )
+        invite = self._request("INVITE", uri, dialog, branch=branch, headers=[("Contact", contact), *(headers or [])])
         result = CallResult()
-        self._transaction(invite, call_id, timeout, result, "INVITE")
+        self._transaction(invite, dialog["call_id"], timeout, result, "INVITE")
         final = result.final
         if final is None:
             return result
-        to_header = final.header("To") or ""
-        to_tag = to_header.split("tag=", 1)[1].split(";", 1)[0] if "tag=" in to_header else None
-        if final.status >= 300:
-            ack = build_request(
-                "ACK",
-                uri,
-                local=self.local,
-                from_uri=self.from_uri,
-                to_uri=uri,
-                call_id=call_id,
-                cseq=1,
-                from_tag=tag,
-                to_tag=to_tag,
-                branch=branch,
-            )
-            self.sock.sendto(ack, self.proxy)
+        to_tag = tag_of(final.header("To"))
+        if (final.status_code or 0) >= 300:
+            self.sock.sendto(self._request("ACK", uri, dialog, to_tag=to_tag, branch=branch), self.proxy)
             return result
         remote_target = (final.header("Contact") or "").strip()
         remote_target = remote_target.split("<", 1)[-1].split(">", 1)[0]
-        route_set = list(reversed(final.header_all("Record-Route")))
-        routes = [("Route", r) for r in route_set]
-        ack = build_request(
-            "ACK",
-            remote_target,
-            local=self.local,
-            from_uri=self.from_uri,
-            to_uri=uri,
-            call_id=call_id,
-            cseq=1,
-            from_tag=tag,
-            to_tag=to_tag,
-            headers=routes,
-        )
-        self.sock.sendto(ack, self.proxy)
+        routes = [("Route", r) for r in reversed(final.header_values("Record-Route"))]
+        self.sock.sendto(self._request("ACK", remote_target, dialog, to_tag=to_tag, headers=routes), self.proxy)
         if hang_up:
-            bye = build_request(
-                "BYE",
-                remote_target,
-                local=self.local,
-                from_uri=self.from_uri,
-                to_uri=uri,
-                call_id=call_id,
-                cseq=2,
-                from_tag=tag,
-                to_tag=to_tag,
-                headers=routes,
-            )
+            bye = self._request("BYE", remote_target, dialog, cseq=2, to_tag=to_tag, headers=routes)
             bye_result = CallResult()
-            self._transaction(bye, call_id, timeout, bye_result, "BYE")
+            self._transaction(bye, dialog["call_id"], timeout, bye_result, "BYE")
             result.bye_status = bye_result.status
         return result
 
     def message(self, uri: str, text: str = "hello", *, timeout: float = 5.0) -> CallResult:
         """Send a MESSAGE to ``uri`` and wait for its final response."""
-        call_id = secrets.token_hex(8) + "@edge-test"
-        request = build_request(
-            "MESSAGE",
-            uri,
-            local=self.local,
-            from_uri=self.from_uri,
-            to_uri=uri,
-            call_id=call_id,
-            cseq=1,
-            from_tag=new_tag(),
-            headers=[("Content-Type", "text/plain")],
-            body=text.encode(),
-        )
+        dialog = _Dialog(to_uri=uri, call_id=secrets.token_hex(8) + "@edge-test", from_tag=new_tag())
+        request = self._request("MESSAGE", uri, dialog, headers=[("Content-Type", "text/plain")], body=text.encode())
         result = CallResult()
-        self._transaction(request, call_id, timeout, result, "MESSAGE")
+        self._transaction(request, dialog["call_id"], timeout, result, "MESSAGE")
         return result

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+from callpark.errors import ValidationError
 
 EXAMPLES = int(os.environ.get("CALLPARK_FUZZ_EXAMPLES", "120"))
 
@@ -31,6 +34,20 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
 )
+
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+def value_or_refusal(fn: Callable[[A], R], arg: A, rule_prefix: str) -> R | None:
+    """``fn(arg)``; None when it refuses with a one-line :class:`ValidationError` whose rule
+    starts with ``rule_prefix`` (any other exception fails the test)."""
+    try:
+        return fn(arg)
+    except ValidationError as exc:
+        assert exc.rule.startswith(rule_prefix) and "\n" not in str(exc), exc
+        return None
 
 
 def dumps(value: Any) -> bytes:

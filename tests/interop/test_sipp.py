@@ -12,14 +12,39 @@ park INVITE offers Replaces, and so what the node does on retrieval:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
+from callpark.lab.nodeproc import NodeProcess
+from callpark.lab.phone import Phone
+from callpark.lab.phone.flows import connected_call
 from callpark.waiting import wait_until
 from tests.interop.sipp import SIPP, SippRun
 from tests.node.conftest import ParkLab
-from tests.node.flows import connected_call
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
+
+
+@contextlib.contextmanager
+def sipp_transferred_to_park(
+    lab: ParkLab, node: NodeProcess, parker: Phone, supported: str
+) -> Iterator[tuple[SippRun, str, int]]:
+    """SIPp (the transferee, offering ``supported``) answers the parker, who blind-transfers it to
+    the node's park URI. Yields SIPp, the parker's call to it and the parker's event mark from
+    before that call; stops SIPp on the way out."""
+    sipp = SippRun("transferee_parked.xml", lab.root / "sipp", variables={"supported": supported})
+    try:
+        sipp.start()
+        sipp.wait_listening()
+        since = parker.mark()
+        to_sipp = parker.call(sipp.uri("transferee"))
+        parker.wait_state(to_sipp, "CONFIRMED", since=since, timeout=10)
+        parker.blind_transfer(to_sipp, node.park_uri())
+        yield sipp, to_sipp, since
+    finally:
+        sipp.stop()
 
 
 @pytest.mark.parametrize(
@@ -31,16 +56,8 @@ def test_sipp_caller_parked_by_blind_transfer_then_retrieved(lab: ParkLab, suppo
     lab.configure()
     node = lab.node()
     parker, carol = lab.phone("parker"), lab.phone("carol")
-    sipp = SippRun("transferee_parked.xml", lab.root / "sipp", variables={"supported": supported})
-    try:
-        sipp.start()
-        sipp.wait_listening()
-
-        # the parker talks to SIPp, then blind-transfers it to the park service
-        since = parker.mark()
-        to_sipp = parker.call(sipp.uri("transferee"))
-        parker.wait_state(to_sipp, "CONFIRMED", since=since, timeout=10)
-        parker.blind_transfer(to_sipp, node.park_uri())
+    # the parker talks to SIPp, then blind-transfers it to the park service
+    with sipp_transferred_to_park(lab, node, parker, supported) as (sipp, to_sipp, since):
         status = parker.wait_event(
             lambda e: e["event"] == "transfer_status" and e.get("final"), since=since, timeout=10, what="final NOTIFY"
         )
@@ -82,8 +99,6 @@ def test_sipp_caller_parked_by_blind_transfer_then_retrieved(lab: ParkLab, suppo
         assert code == 0, sipp.diagnostics()
         assert sipp.logged("retrieval") == retrieval
         assert len(sipp.received("BYE", call_id_prefix="park///")) == 1
-    finally:
-        sipp.stop()
 
 
 def test_caller_without_replaces_is_marked_lost_with_the_reason_when_its_worker_dies(lab: ParkLab) -> None:
@@ -95,14 +110,7 @@ def test_caller_without_replaces_is_marked_lost_with_the_reason_when_its_worker_
     lab.configure()
     node = lab.node(workers=2)
     parker = lab.phone("parker")
-    sipp = SippRun("transferee_parked.xml", lab.root / "sipp", variables={"supported": "norefersub"})
-    try:
-        sipp.start()
-        sipp.wait_listening()
-        since = parker.mark()
-        to_sipp = parker.call(sipp.uri("transferee"))
-        parker.wait_state(to_sipp, "CONFIRMED", since=since, timeout=10)
-        parker.blind_transfer(to_sipp, node.park_uri(0))
+    with sipp_transferred_to_park(lab, node, parker, "norefersub"):
         record = lab.wait_parked("transferee")
         assert record["dialog"]["supports_replaces"] is False
         pid = int(json.loads(node.get("/api/node")[1])["workers"][0]["pid"])
@@ -111,5 +119,3 @@ def test_caller_without_replaces_is_marked_lost_with_the_reason_when_its_worker_
         assert (history["outcome"], history["detail"]) == ("lost", "caller without Replaces support")
         assert node.metric("callpark_lost_calls_total", reason="caller without Replaces support") == 1
         assert record["orbit"] not in lab.parked()
-    finally:
-        sipp.stop()

@@ -7,13 +7,13 @@ import json
 from typing import Any
 
 from callpark.lab.controllerproc import ControllerProcess
+from callpark.lab.phone.flows import blind_park, connected_call
 from callpark.model.orbits import OrbitRange
 from callpark.store.kv import Put
 from callpark.store.records import encode
 from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 from tests.node.conftest import POOL, ParkLab
-from tests.node.flows import blind_park, connected_call
 
 GARBAGE: dict[str, bytes] = {
     Keys.parked("7001"): b'{"v": 1, "orbit": "70',  # truncated

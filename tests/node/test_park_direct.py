@@ -10,14 +10,27 @@ import json
 import os
 import signal
 import socket
+from typing import Any
 
 import pytest
 
+from callpark.lab.nodeproc import NodeProcess
+from callpark.lab.phone import Phone
+from callpark.lab.phone.flows import blind_park, call_and_answer, connected_call, hears_music, talking
 from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
 from tests.conftest import Cli
 from tests.node.conftest import ParkLab, corrupt
-from tests.node.flows import blind_park, call_and_answer, connected_call, hears_music, talking
+
+
+def alice_parked(lab: ParkLab, *, workers: int = 1) -> tuple[NodeProcess, Phone, Phone, dict[str, Any]]:
+    """A node (default configuration) and alice (auto-answering) blind-parked on its first worker
+    by the parker. Returns the node, the parker, alice and alice's parked record."""
+    lab.configure()
+    node = lab.node(workers=workers)
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    blind_park(parker, alice, node.park_uri())
+    return node, parker, alice, lab.wait_parked("alice")
 
 
 def test_blind_park_then_retrieve_connects_the_caller_with_audio(lab: ParkLab) -> None:
@@ -114,11 +127,7 @@ def test_attended_park_tells_the_orbit_in_the_answer_then_replaces(lab: ParkLab)
 
 
 def test_caller_hanging_up_frees_the_orbit_as_abandoned(lab: ParkLab) -> None:
-    lab.configure()
-    node = lab.node()
-    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
-    blind_park(parker, alice, node.park_uri())
-    record = lab.wait_parked("alice")
+    _, _, alice, record = alice_parked(lab)
     alice.hangup(connected_call(alice, remote_contains="park@"))
     assert lab.wait_outcome(record["park_id"]) == "abandoned"
     assert lab.parked() == {}
@@ -302,11 +311,7 @@ def test_bad_sip_input_gets_proper_answers_and_the_node_keeps_serving(lab: ParkL
 
 
 def test_http_endpoints_and_parked_list(lab: ParkLab) -> None:
-    lab.configure()
-    node = lab.node()
-    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
-    blind_park(parker, alice, node.park_uri())
-    record = lab.wait_parked("alice")
+    node, _, _, record = alice_parked(lab)
     assert node.get("/healthz")[0] == 200 and node.get("/readyz")[0] == 200
     parked = json.loads(node.get("/api/parked")[1])
     assert [(p["orbit"], p["park_id"]) for p in parked] == [("7000", record["park_id"])]
@@ -333,11 +338,7 @@ def test_http_endpoints_and_parked_list(lab: ParkLab) -> None:
 
 def test_a_takeover_the_caller_refuses_is_recorded_as_lost_with_its_status(lab: ParkLab) -> None:
     """A stale dialog (here: a corrupted caller tag) makes the caller answer 481: lost, with why."""
-    lab.configure()
-    node = lab.node(workers=2)
-    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
-    blind_park(parker, alice, node.park_uri(0))
-    record = lab.wait_parked("alice")
+    node, _, _, record = alice_parked(lab, workers=2)
     record["dialog"]["remote_tag"] = "no-such-tag"
     raw = {k: v for k, v in record.items()}
     from callpark.store.records import encode

@@ -8,10 +8,11 @@ ringback test waits at least that long.
 
 from __future__ import annotations
 
+from callpark.lab.phone.flows import blind_park, connected_call, hears_music, talking
 from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
 from tests.node.conftest import ParkLab
-from tests.node.flows import blind_park, connected_call, hears_music, talking
+from tests.node.helpers import behind_the_edge, check_retrieved
 
 DOMAIN_URI = "sip:{user}@" + LOOPBACK
 
@@ -21,11 +22,7 @@ def uri(user: str) -> str:
 
 
 def test_blind_park_via_the_edge_messages_the_orbit_and_any_phone_retrieves(lab: ParkLab) -> None:
-    lab.configure()
-    node = lab.node(workers=2, edge=True)
-    lab.start_edge()
-    parker = lab.phone("parker", via_edge=True)
-    alice = lab.phone("alice", via_edge=True, auto_answer=True)
+    node, parker, alice = behind_the_edge(lab, workers=2)
     carol = lab.phone("carol", via_edge=True)
     since = parker.mark()
     blind_park(parker, alice, uri("park"), caller_uri=uri("alice"))
@@ -37,19 +34,11 @@ def test_blind_park_via_the_edge_messages_the_orbit_and_any_phone_retrieves(lab:
     c_since = carol.mark()
     handle = carol.call(uri(record["orbit"]))
     carol.wait_state(handle, "CONFIRMED", since=c_since, timeout=10)
-    a_to_c = connected_call(alice, remote_contains="carol@")
-    c_to_a = connected_call(carol, remote_contains="alice@")
-    assert talking(alice, a_to_c, carol, c_to_a)
-    assert lab.wait_outcome(record["park_id"]) == "retrieved"
-    assert node.metric("callpark_retrievals_total", result="ok") == 1
+    check_retrieved(lab, node, alice, carol, record["park_id"], "ok")
 
 
 def test_ringback_answered_hands_the_caller_to_the_parker(lab: ParkLab) -> None:
-    lab.configure(timeout="00:00:10")
-    node = lab.node(edge=True, ring_time_s=5)
-    lab.start_edge()
-    parker = lab.phone("parker", via_edge=True)
-    alice = lab.phone("alice", via_edge=True, auto_answer=True)
+    node, parker, alice = behind_the_edge(lab, node_args={"ring_time_s": 5}, timeout="00:00:10")
     blind_park(parker, alice, uri("park"), caller_uri=uri("alice"))
     record = lab.wait_parked("alice")
     parker.set_auto_answer(200)
@@ -61,11 +50,9 @@ def test_ringback_answered_hands_the_caller_to_the_parker(lab: ParkLab) -> None:
 
 
 def test_unanswered_ringback_goes_to_on_timeout_uri(lab: ParkLab) -> None:
-    lab.configure(timeout="00:00:10", on_timeout_uri=uri("operator"))
-    node = lab.node(edge=True, ring_time_s=2)
-    lab.start_edge()
-    parker = lab.phone("parker", via_edge=True)
-    alice = lab.phone("alice", via_edge=True, auto_answer=True)
+    node, parker, alice = behind_the_edge(
+        lab, node_args={"ring_time_s": 2}, timeout="00:00:10", on_timeout_uri=uri("operator")
+    )
     operator = lab.phone("operator", via_edge=True, auto_answer=True)
     blind_park(parker, alice, uri("park"), caller_uri=uri("alice"))
     record = lab.wait_parked("alice")
@@ -80,11 +67,7 @@ def test_unanswered_ringback_goes_to_on_timeout_uri(lab: ParkLab) -> None:
 
 
 def test_each_unanswered_ringback_rearms_the_timer_then_the_call_is_disconnected(lab: ParkLab) -> None:
-    lab.configure(timeout="00:00:10", attempts=2)
-    node = lab.node(edge=True, ring_time_s=2)
-    lab.start_edge()
-    parker = lab.phone("parker", via_edge=True)
-    alice = lab.phone("alice", via_edge=True, auto_answer=True)
+    node, parker, alice = behind_the_edge(lab, node_args={"ring_time_s": 2}, timeout="00:00:10", attempts=2)
     blind_park(parker, alice, uri("park"), caller_uri=uri("alice"))
     first = lab.wait_parked("alice")
     orbit = first["orbit"]

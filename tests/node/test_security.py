@@ -11,10 +11,11 @@ from typing import Any
 
 from callpark.edge.credentials import DigestAuth, ha1
 from callpark.lab.phone import Phone
+from callpark.lab.phone.flows import blind_park, connected_call, hears_music, talking
 from callpark.netutil import LOOPBACK
 from tests.edge.uac import Uac
 from tests.node.conftest import ParkLab
-from tests.node.flows import blind_park, connected_call, hears_music, talking
+from tests.node.helpers import behind_the_edge, check_retrieved
 
 
 def uri(user: str) -> str:
@@ -68,11 +69,9 @@ def test_requests_from_untrusted_peers_get_403_and_are_counted(lab: ParkLab) -> 
 
 
 def test_an_orbit_scan_through_the_edge_is_limited_per_source_without_hurting_others(lab: ParkLab) -> None:
-    lab.configure()
-    node = lab.node(edge=True, extra=["--orbit-scan-burst", "3", "--orbit-scan-per-minute", "1"])
-    lab.start_edge()
-    parker = lab.phone("parker", via_edge=True)
-    alice = lab.phone("alice", via_edge=True, auto_answer=True)
+    node, parker, alice = behind_the_edge(
+        lab, node_args={"extra": ["--orbit-scan-burst", "3", "--orbit-scan-per-minute", "1"]}
+    )
     carol = lab.phone("carol", via_edge=True, host="127.0.0.3")
     blind_park(parker, alice, uri("park"), caller_uri=uri("alice"))
     orbit = lab.wait_parked("alice")["orbit"]
@@ -102,11 +101,7 @@ def test_an_orbit_scan_through_the_edge_is_limited_per_source_without_hurting_ot
 
 
 def test_a_stale_retrieve_uri_never_connects_the_call_parked_later_on_the_same_orbit(lab: ParkLab) -> None:
-    lab.configure()
-    node = lab.node(workers=2, edge=True)
-    lab.start_edge()
-    parker = lab.phone("parker", via_edge=True)
-    alice = lab.phone("alice", via_edge=True, auto_answer=True)
+    node, parker, alice = behind_the_edge(lab, workers=2)
     bob = lab.phone("bob", via_edge=True, auto_answer=True)
     carol = lab.phone("carol", via_edge=True)
 
@@ -136,11 +131,7 @@ def test_a_stale_retrieve_uri_never_connects_the_call_parked_later_on_the_same_o
     assert hears_music(bob, connected_call(bob, remote_contains="7005@"))
 
     retrieve(carol, uri_b)  # B's URI retrieves B
-    b_to_c = connected_call(bob, remote_contains="carol@")
-    c_to_b = connected_call(carol, remote_contains="bob@")
-    assert talking(bob, b_to_c, carol, c_to_b)
-    assert lab.wait_outcome(second["park_id"]) == "retrieved"
-    assert node.metric("callpark_retrievals_total", result="stale-park-id") == 1
+    check_retrieved(lab, node, bob, carol, second["park_id"], "stale-park-id")
 
 
 def test_with_digest_auth_only_authenticated_phones_park_and_retrieve(lab: ParkLab) -> None:

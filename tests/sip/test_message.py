@@ -20,6 +20,7 @@ from callpark.sip.message import (
     header_value,
     header_values,
     message_contact,
+    parse_datagram,
     parse_message,
     parse_name_addr,
     parse_replaces,
@@ -32,6 +33,7 @@ from callpark.sip.message import (
     supports_replaces,
     tag_of,
     to_tag,
+    unescape_orbit_user,
 )
 
 # Captured from pjsua2 2.15.1 (callpark phones on loopback).
@@ -75,6 +77,7 @@ CID = "CKlUze-2w6VUGhj8kkwwAU4W4OR4GieU"
 def test_parse_real_invite() -> None:
     msg = parse_message(INVITE)
     assert msg.is_request and msg.method == "INVITE" and msg.status_code is None
+    assert not msg.is_response and msg.request_uri == "sip:bob@127.0.0.1:51457" and msg.reason == ""
     assert msg.cseq_method == "INVITE"
     assert msg.body == "v=0\r\no=- 1\r\n"
     assert header_value(INVITE, "x-test") == "1"
@@ -92,6 +95,7 @@ def test_parse_real_invite() -> None:
 def test_parse_real_200() -> None:
     msg = parse_message(OK_200)
     assert not msg.is_request and msg.status_code == 200 and msg.cseq_method == "INVITE"
+    assert msg.is_response and msg.reason == "OK" and msg.request_uri is None and msg.method is None
     assert from_tag(OK_200) == ALICE_TAG and to_tag(OK_200) == BOB_TAG
     assert not supports_replaces(OK_200)
     assert header_value(OK_200, "X-Callpark-Orbit") == "7001"
@@ -128,6 +132,45 @@ def test_malformed_messages() -> None:
         parse_message("")
     with pytest.raises(SipParseError):
         parse_message("INVITE sip:a@b SIP/2.0\r\nno colon here\r\n\r\n")
+
+
+def test_parse_datagram_response_with_compact_and_folded_headers() -> None:
+    data = (
+        b"SIP/2.0 302 Moved Temporarily\r\n"
+        b"v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n"
+        b"i: abc@x\r\n"
+        b"CSeq: 1 INVITE\r\n"
+        b"m: <sip:7001@127.0.0.1:5071>\r\n"
+        b"X-Long: one\r\n two\r\n"
+        b"Record-Route: <sip:a;lr>\r\nRecord-Route: <sip:b;lr>\r\n"
+        b"Content-Length: 2\r\n\r\nhi"
+    )
+    msg = parse_datagram(data)
+    assert msg.is_response and msg.status_code == 302 and msg.reason == "Moved Temporarily"
+    assert msg.cseq_method == "INVITE"
+    assert msg.header("Call-ID") == "abc@x"
+    assert msg.header("contact") == "<sip:7001@127.0.0.1:5071>"
+    assert msg.header("X-Long") == "one two"
+    assert msg.header_values("Record-Route") == ["<sip:a;lr>", "<sip:b;lr>"]
+    assert msg.body == "hi"
+
+
+@pytest.mark.parametrize("data", [b"", b"\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n", b"\xff\xfe SIP/2.0\r\n\r\n"])
+def test_parse_datagram_rejects_what_is_not_sip(data: bytes) -> None:
+    with pytest.raises(SipParseError):
+        parse_datagram(data)
+
+
+def test_parse_datagram_replaces_undecodable_bytes() -> None:
+    msg = parse_datagram(b"MESSAGE sip:a@h SIP/2.0\r\nX-Bin: \xff\r\n\r\n")
+    assert msg.request_uri == "sip:a@h" and msg.header("X-Bin") == "\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("user", "orbit"), [("%2A150", "*150"), ("%2a150", "*150"), ("%23150", "#150"), ("7001", "7001"), ("park", "park")]
+)
+def test_unescape_orbit_user(user: str, orbit: str) -> None:
+    assert unescape_orbit_user(user) == orbit
 
 
 def test_name_addr_variants() -> None:
