@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from callpark.cli import app as cli
+from callpark.cli import dr as dr_cli
+from callpark.cli import service
 from callpark.dr.controller import ControllerConfig
 from callpark.node.membership import LeaseTimings
 from tests.deploy.promql import REPO
@@ -156,20 +158,20 @@ def test_node_unit_command_lines_parse_and_timings_validate() -> None:
     env = env_file("callpark.env.example") | env_file("node.env.example")
     name = "callpark-node@.service"
     start = parse_cli(expand(values(name, "ExecStart")[0], env, "park-a1"))
-    assert vars(start)["func"] is cli.cmd_node
+    assert vars(start)["func"] is service.cmd_node
     assert (vars(start)["pool"], vars(start)["name"], vars(start)["http_port"]) == ("pool-a", "park-a1", 9401)
     args = vars(start)
     LeaseTimings(args["lease_ttl"], args["keepalive"], args["safety"], args["etcd_timeout"]).validate()
     stop = vars(parse_cli(expand(values(name, "ExecStop")[0], env, "park-a1")))
-    assert stop["func"] is cli.cmd_dr_drain and stop["node"] == "pool-a/park-a1" and not stop["cancel"]
+    assert stop["func"] is dr_cli.cmd_dr_drain and stop["node"] == "pool-a/park-a1" and not stop["cancel"]
     pre = vars(parse_cli(expand(values(name, "ExecStartPre")[0], env, "park-a1")))
-    assert pre["func"] is cli.cmd_dr_drain and pre["cancel"]
+    assert pre["func"] is dr_cli.cmd_dr_drain and pre["cancel"]
 
 
 def test_controller_unit_command_line_parses_and_timings_validate() -> None:
     env = env_file("callpark.env.example") | env_file("controller.env.example")
     args = vars(parse_cli(expand(values("callpark-controller.service", "ExecStart")[0], env, "")))
-    assert args["func"] is cli.cmd_controller
+    assert args["func"] is service.cmd_controller
     ControllerConfig(
         name=args["name"],
         loop_s=args["loop"],
