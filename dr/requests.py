@@ -36,7 +36,7 @@ def submit(kv: KV, action: str, pool: str, timeout_s: float) -> dict[str, Any]:
         raise CallparkError(
             f"no controller leader acted on the {action} request within {timeout_s:.0f}s; request withdrawn"
         ) from None
-    done = next((e for e in reversed(events(kv, last=50)) if e.get("request") == key), None)
+    done: dict[str, Any] | None = next((e for e in reversed(events(kv, last=50)) if e.get("request") == key), None)
     if done is None:
         raise CallparkError(f"{action} request was consumed but no event was recorded under {Keys.EVENTS}")
     if done.get("kind") == "refused":
