@@ -27,6 +27,16 @@ from callpark.store.etcd import EtcdStore
 
 ADMIN_TOKEN_HELP = "file holding the HTTP admin token (or $CALLPARK_ADMIN_TOKEN_FILE); without one the API is read-only"
 
+# ControllerConfig field -> the option that gives it
+_CONFIG_OPTIONS = {
+    "name": "name",
+    "loop_s": "loop",
+    "grace_s": "grace",
+    "ttl_s": "lease_ttl",
+    "safety_s": "safety",
+    "request_timeout_s": "etcd_timeout",
+}
+
 
 @dataclass(frozen=True)
 class ControllerService:
@@ -51,16 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-token-file", help=ADMIN_TOKEN_HELP)
 
 
+def controller_config(args: argparse.Namespace) -> ControllerConfig:
+    """The validated controller timings from :func:`add_arguments`' options."""
+    return ControllerConfig(**{name: getattr(args, option) for name, option in _CONFIG_OPTIONS.items()}).validate()
+
+
 def service_from_args(args: argparse.Namespace) -> ControllerService:
-    """The validated service settings from :func:`add_arguments`' options."""
-    config = ControllerConfig(
-        name=args.name,
-        loop_s=args.loop,
-        grace_s=args.grace,
-        ttl_s=args.lease_ttl,
-        safety_s=args.safety,
-        request_timeout_s=args.etcd_timeout,
-    ).validate()
+    """The validated service settings from :func:`add_arguments`' options (reads the token file)."""
+    config = controller_config(args)
     return ControllerService(config, args.http_host, args.http_port, admintoken.from_option(args.admin_token_file))
 
 

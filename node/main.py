@@ -68,14 +68,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-token-file", help=ADMIN_TOKEN_HELP)
 
 
+def lease_timings(args: argparse.Namespace) -> LeaseTimings:
+    """The lease timings from :func:`add_arguments`' options (validated with the node configuration)."""
+    return LeaseTimings(
+        ttl_s=args.lease_ttl, keepalive_s=args.keepalive, safety_s=args.safety, request_timeout_s=args.etcd_timeout
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     """The validated node configuration from :func:`add_arguments`' options.
 
     Without ``--run-dir`` a new temporary directory is made for the node.
     """
-    timings = LeaseTimings(
-        ttl_s=args.lease_ttl, keepalive_s=args.keepalive, safety_s=args.safety, request_timeout_s=args.etcd_timeout
-    )
+    timings = lease_timings(args)
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix=f"callpark-{args.name}-"))
     return NodeConfig(
         **{name: getattr(args, name) for name in _SAME_NAME},

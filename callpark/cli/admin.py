@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +20,21 @@ from callpark.model.settings import GLOBAL_SCOPE, CpsSettings, parse_scope
 from callpark.store import music as mohstore
 
 T = TypeVar("T")
+
+
+def _show(as_json: bool, data: list[dict[str, Any]], headers: Sequence[str], rows: Sequence[Sequence[object]]) -> int:
+    """Print ``data`` as JSON, or ``rows`` as a table under ``headers``."""
+    if as_json:
+        print_json(data)
+    else:
+        print(tables.render(headers, rows))
+    return 0
+
+
+def _remove(args: argparse.Namespace, remove: Callable[[admin.AdminState, str], admin.AdminState], what: str) -> int:
+    admin_store(args).change(lambda s: remove(s, args.name))
+    print(f"removed {what} {args.name!r}")
+    return 0
 
 
 def _named(items: Mapping[str, T], name: str | None, what: str) -> list[T]:
@@ -58,18 +73,16 @@ def cmd_orbit_get(args: argparse.Namespace) -> int:
     if args.type:
         wanted = RangeType.parse(args.type)
         ranges = [r for r in ranges if r.type == wanted]
-    if args.json:
-        print_json([r.to_json() | {"size": r.size} for r in ranges])
-        return 0
-    rows = [(r.name, r.start, r.end, r.size, r.type.value, r.pool) for r in ranges]
-    print(tables.render(["NAME", "START", "END", "SIZE", "TYPE", "POOL"], rows))
-    return 0
+    return _show(
+        args.json,
+        [r.to_json() | {"size": r.size} for r in ranges],
+        ["NAME", "START", "END", "SIZE", "TYPE", "POOL"],
+        [(r.name, r.start, r.end, r.size, r.type.value, r.pool) for r in ranges],
+    )
 
 
 def cmd_orbit_remove(args: argparse.Namespace) -> int:
-    admin_store(args).change(lambda s: admin.remove_range(s, args.name))
-    print(f"removed range {args.name!r}")
-    return 0
+    return _remove(args, admin.remove_range, "range")
 
 
 # -- pool ----------------------------------------------------------------------------------
@@ -103,9 +116,6 @@ def cmd_pool_set(args: argparse.Namespace) -> int:
 def cmd_pool_get(args: argparse.Namespace) -> int:
     state = admin_store(args).state()
     pools = _named(state.pools, args.name, "pool")
-    if args.json:
-        print_json([p.to_json() for p in pools])
-        return 0
     rows = [
         (
             p.name,
@@ -117,14 +127,12 @@ def cmd_pool_get(args: argparse.Namespace) -> int:
         )
         for p in pools
     ]
-    print(tables.render(["POOL", "SITE", "BACKUP", "FAILBACK", "HOLD-DOWN", "RANGES"], rows))
-    return 0
+    headers = ["POOL", "SITE", "BACKUP", "FAILBACK", "HOLD-DOWN", "RANGES"]
+    return _show(args.json, [p.to_json() for p in pools], headers, rows)
 
 
 def cmd_pool_remove(args: argparse.Namespace) -> int:
-    admin_store(args).change(lambda s: admin.remove_pool(s, args.name))
-    print(f"removed pool {args.name!r}")
-    return 0
+    return _remove(args, admin.remove_pool, "pool")
 
 
 # -- cps -----------------------------------------------------------------------------------

@@ -34,17 +34,6 @@ def cmd_chaos_run(args: argparse.Namespace) -> int:
     """One chaos scenario (inside a private network namespace when this machine allows it)."""
     _check(args)
     out = Path(args.out or tempfile.mkdtemp(prefix=f"callpark-chaos-{args.scenario}-{args.seed}-")).resolve()
-    if not netns.inside():
-        try:
-            netns.check_available()
-        except netns.NetnsUnavailable as exc:
-            if runner.needs_netns(args.scenario):
-                raise ValidationError("chaos-netns", f"scenario {args.scenario}: {exc}") from None
-        else:
-            argv = ["-v"] * args.verbose + ["chaos", "run", "--scenario", args.scenario, "--seed", str(args.seed)]
-            argv += ["--duration", str(args.duration), "--out", str(out), "--pairs", str(args.pairs)]
-            argv += ["--rate", str(args.rate), "--window", str(args.window)]
-            netns.reexec(argv)
     cfg = runner.RunConfig(
         scenario=args.scenario,
         seed=args.seed,
@@ -54,6 +43,14 @@ def cmd_chaos_run(args: argparse.Namespace) -> int:
         rate=args.rate,
         window_s=args.window,
     )
+    if not netns.inside():
+        try:
+            netns.check_available()
+        except netns.NetnsUnavailable as exc:
+            if runner.needs_netns(args.scenario):
+                raise ValidationError("chaos-netns", f"scenario {args.scenario}: {exc}") from None
+        else:
+            netns.reexec(["-v"] * args.verbose + ["chaos", "run", *cfg.cli_args()])
     return runner.run(cfg)
 
 
