@@ -20,21 +20,14 @@ from typing import Any, NoReturn
 
 from callpark import __version__
 from callpark.cli import admin, chaos, dr, lab, parked, service
-from callpark.cli.common import CliParser, run_command
-from callpark.store import access as etcdaccess
+from callpark.cli.common import CliParser, add_etcd_options, resolve_etcd, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``callpark`` parser (commands in the order ``--help`` lists them)."""
     parser = CliParser(prog="callpark", description="Clustered SIP Call Park service (Lync 2013 semantics).")
     parser.add_argument("--version", action="version", version=f"callpark {__version__}")
-    parser.add_argument(
-        "--etcd",
-        metavar="URLS",
-        default=None,
-        help="comma-separated etcd client URLs (default: $CALLPARK_ETCD or http://127.0.0.1:2379)",
-    )
-    etcdaccess.add_cli_options(parser)  # --etcd-ca/-cert/-key/-user/-password-file and $CALLPARK_ETCD_*
+    add_etcd_options(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CliParser)
     admin.add_parsers(sub)
@@ -51,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``callpark`` console script."""
     args = build_parser().parse_args(argv)
-    args.etcd = etcdaccess.from_args(args)  # every command connects with EtcdStore.connect(args.etcd)
+    resolve_etcd(args)
     signal.signal(signal.SIGTERM, _terminate)  # commands that run services install their own
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

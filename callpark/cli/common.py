@@ -1,5 +1,5 @@
-"""What every command group shares: the parser class, registering commands, etcd access,
-JSON output and the mapping of errors to exit codes.
+"""What every command group shares: the parser class, registering commands, the etcd
+options and connecting, JSON output and the mapping of errors to exit codes.
 
 Exit status: 0 success, 1 a rule was broken or something named does not exist,
 2 bad usage, 3 etcd unreachable or its data malformed. Errors are one line on stderr.
@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeAlias
 
 from callpark.errors import CallparkError, NotFound, StoreError, ValidationError
 from callpark.model import admin
+from callpark.store import access as etcdaccess
 from callpark.store.etcd import EtcdStore
 
 EXIT_RULE = 1
@@ -45,6 +46,23 @@ def command(sub: Subparsers, name: str, fn: Command, help_: str) -> argparse.Arg
     p = sub.add_parser(name, help=help_)
     p.set_defaults(func=fn)
     return p
+
+
+def add_etcd_options(parser: argparse.ArgumentParser) -> None:
+    """The global options that say how to reach etcd (``--etcd`` and the credential files)."""
+    parser.add_argument(
+        "--etcd",
+        metavar="URLS",
+        default=None,
+        help="comma-separated etcd client URLs (default: $CALLPARK_ETCD or http://127.0.0.1:2379)",
+    )
+    etcdaccess.add_cli_options(parser)  # --etcd-ca/-cert/-key/-user/-password-file and $CALLPARK_ETCD_*
+
+
+def resolve_etcd(args: argparse.Namespace) -> None:
+    """Replace ``args.etcd`` by the resolved :class:`~callpark.store.access.EtcdAccess`
+    (options over the environment); every command connects with it."""
+    args.etcd = etcdaccess.from_args(args)
 
 
 def connect(args: argparse.Namespace) -> EtcdStore:
