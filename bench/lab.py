@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 from bench.phones import BenchPhone
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.lab.nodeproc import NodeProcess
+from callpark.model import admin
 from callpark.model.orbits import OrbitRange
 from callpark.netutil import port_bindable
-from callpark.store import admin
+from callpark.store.admin import AdminStore
 from callpark.store.etcd import EtcdStore
 from callpark.store.schema import Keys
 
@@ -65,7 +66,7 @@ class BenchLab:
         self.etcd = LocalEtcdCluster(self.root / "etcd", members=1, name="bench")
         self.etcd.start()
         self.store = EtcdStore.connect(self.etcd.endpoints)
-        store = admin.AdminStore(self.store)
+        store = AdminStore(self.store)
         store.change(lambda s: admin.new_pool(s, POOL, SITE))
         store.change(lambda s: admin.new_range(s, OrbitRange("bench", RANGE[0], RANGE[1], POOL)))
         settings: dict[str, Any] = {

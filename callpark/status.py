@@ -7,11 +7,11 @@ from typing import Any
 from callpark import tables
 from callpark.model.orbits import RangeType
 from callpark.model.settings import GLOBAL_SCOPE, format_timespan
-from callpark.store import admin
+from callpark.store.admin import AdminStore
 from callpark.store.etcd import EtcdStore
 
 
-def collect(store: EtcdStore, admin_store: admin.AdminStore) -> dict[str, Any]:
+def collect(store: EtcdStore, admin_store: AdminStore) -> dict[str, Any]:
     """One consistent view: etcd health, pools, ranges, settings and music."""
     read = admin_store.read()
     state = read.state

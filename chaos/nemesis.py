@@ -377,7 +377,7 @@ class EtcdQuorumLoss(Nemesis):
     def happened(self, ctx: Context) -> tuple[bool, str]:
         probe = EtcdStore.connect(ctx.cluster.endpoints, request_timeout_s=0.5, retry_deadline_s=1.0)
         try:
-            probe.txn([], [Put(Keys.ROOT + "chaos/quorum-probe", b"1")])
+            probe.txn([], [Put(Keys.chaos("quorum-probe"), b"1")])
             return False, "a write succeeded without quorum"
         except StoreError as exc:
             return True, f"writes refused without quorum ({exc.__class__.__name__})"

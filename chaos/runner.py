@@ -52,6 +52,14 @@ class RunConfig:
     rto_bound_s: float = RTO_BOUND_S
     config: Path = CHAOS_FILE
 
+    def cli_args(self) -> list[str]:
+        """The ``callpark chaos run`` options that give this run (to run it again in a namespace)."""
+        return [
+            *("--scenario", self.scenario, "--seed", str(self.seed), "--duration", str(self.duration_s)),
+            *("--out", str(self.out), "--pairs", str(self.pairs), "--rate", str(self.rate)),
+            *("--window", str(self.window_s)),
+        ]
+
 
 def needs_netns(scenario: str) -> bool:
     return any(NEMESES[n].needs_netns for n in nemeses_of(scenario))

@@ -6,10 +6,16 @@ most every 0.1 s. Writing ``300`` into FILE steps that process's wall clock 5 mi
 ahead, as a bad NTP step would; the monotonic clock is untouched (fencing uses it).
 libfaketime would do this below Python, but 0.9.10 breaks Python 3.11's timed waits
 (``threading.Event.wait`` raises EINVAL under it), so the shift is applied here.
+
+After installing the shift it runs ``callpark`` as a program (``python -m callpark.cli``
+through :mod:`runpy`), not by importing the CLI: the chaos suite sits below the CLI in
+the layers (docs/ARCHITECTURE.md), and this way the child is exactly the program the
+node launcher would have run, with the clock shifted before anything reads it.
 """
 
 from __future__ import annotations
 
+import runpy
 import sys
 import time
 from pathlib import Path
@@ -39,9 +45,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m callpark.chaos.skew OFFSET_FILE -- CALLPARK_ARGS...", file=sys.stderr)
         return 2
     install(Path(argv[0]))
-    from callpark.cli.app import main as callpark_main
-
-    return callpark_main(argv[2:])
+    sys.argv = [sys.argv[0], *argv[2:]]
+    runpy.run_module("callpark.cli", run_name="__main__", alter_sys=True)  # exits with callpark's status
+    return 0
 
 
 if __name__ == "__main__":

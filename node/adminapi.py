@@ -6,26 +6,23 @@ node's scan loop is the one place a drain takes effect.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from callpark.httpapi import Action
-from callpark.store.kv import KV, Delete, Put
-from callpark.store.records import stamp_bytes
-from callpark.store.schema import Keys
+from callpark.store.drain import cancel_drain, request_drain
+from callpark.store.kv import KV
 
 
 def drain_actions(kv: KV, pool: str, node: str) -> dict[tuple[str, str], Action]:
     """``POST /api/drain`` starts this node's drain, ``DELETE /api/drain`` cancels it."""
-    key = Keys.drain(pool, node)
 
     def start(params: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        kv.txn([], [Put(key, stamp_bytes(time.time(), via="http"))])
+        request_drain(kv, pool, node, via="http")
         detail = "parks nothing new; peers take its parked calls over (watch /readyz and /api/parked)"
         return 202, {"node": f"{pool}/{node}", "draining": True, "detail": detail}
 
     def cancel(params: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        kv.txn([], [Delete(key)])
+        cancel_drain(kv, pool, node)
         return 200, {"node": f"{pool}/{node}", "draining": False, "detail": "drain cancelled; the node parks again"}
 
     return {("POST", "/api/drain"): start, ("DELETE", "/api/drain"): cancel}

@@ -203,36 +203,61 @@ class Drill:
         phase.check(f"served by {self.backup}", rec["holder"]["node"].startswith(self.backup))
 
     def inject(self, phase: Phase, probe: Phone, before: dict[str, dict[str, Any]]) -> None:
+        """Inject the fault, time how long until parking works again, then wait for the recovery."""
         t_wall, t0 = time.time(), time.monotonic()
-        nodes = self.cluster.nodes[self.primary]
-        if self.fault in ("pool-kill", "controller-crash"):
-            if self.fault == "controller-crash":
-                leader = next(c for c in self.cluster.controllers if c.status().get("leader"))
-                leader.kill9()
-                phase.check(f"controller leader {leader.name} killed with -9", True)
-            for node in nodes:
-                node.kill9()
-            phase.check(f"all {len(nodes)} {self.primary} nodes killed with -9", True)
-        elif self.fault == "node-crash":
-            victim = next(n for n in nodes if any(r["holder"]["node"] == n.name for r in before.values()))
-            victim.kill9()
-            phase.check(f"node {victim.name} killed with -9", True)
-        else:
-            assert self.cluster.store is not None
-            request(self.cluster.store, "failover", self.primary)
-            phase.check(f"planned failover of {self.primary} requested", True)
+        victim = self._fault(phase, before)
         parks_again = park_probe(probe, f"sip:park@{LOOPBACK}", 30)
         phase.numbers["rto_s"] = parks_again - t0
         phase.check("parking works again", True, f"{parks_again - t0:.2f} s after the fault")
-        if self.fault == "node-crash":
+        if victim is not None:  # node-crash: its siblings take its calls over, nothing moves
             moved = wait_until(
-                self._taken_over(before, lambda n: not n.startswith(victim.name)),
+                self._taken_over(before, lambda n: not n.startswith(victim)),
                 timeout=30,
                 what="siblings to take the calls over",
             )
             phase.numbers["takeover_s"] = time.monotonic() - t0
             phase.check("calls of the crashed node taken over by a sibling", bool(moved))
             return
+        self._wait_ranges_moved(phase, t_wall)
+        if self.fault == "planned":
+            return
+        what = f"all {len(before)} calls taken over by {self.backup}"
+        try:
+            wait_until(
+                self._taken_over(before, lambda n: n.startswith(self.backup)),
+                timeout=30,
+                what="the backup pool to take every call over",
+            )
+            phase.numbers["takeover_s"] = time.monotonic() - t0
+            phase.check(what, True)
+        except WaitTimeout as exc:
+            phase.check(what, False, str(exc))
+
+    def _fault(self, phase: Phase, before: dict[str, dict[str, Any]]) -> str | None:
+        """Do the fault; returns the crashed node's name for ``node-crash``, else None."""
+        nodes = self.cluster.nodes[self.primary]
+        if self.fault == "node-crash":
+            victim = next(n for n in nodes if any(r["holder"]["node"] == n.name for r in before.values()))
+            victim.kill9()
+            phase.check(f"node {victim.name} killed with -9", True)
+            return victim.name
+        if self.fault == "planned":
+            assert self.cluster.store is not None
+            request(self.cluster.store, "failover", self.primary)
+            phase.check(f"planned failover of {self.primary} requested", True)
+            return None
+        if self.fault == "controller-crash":
+            leader = next(c for c in self.cluster.controllers if c.status().get("leader"))
+            leader.kill9()
+            phase.check(f"controller leader {leader.name} killed with -9", True)
+        for node in nodes:
+            node.kill9()
+        phase.check(f"all {len(nodes)} {self.primary} nodes killed with -9", True)
+        return None
+
+    def _wait_ranges_moved(self, phase: Phase, t_wall: float) -> None:
+        """Wait until the backup owns the primary's ranges; note when the controller moved them."""
+        what = f"{self.primary}'s ranges owned by {self.backup}"
         try:
             wait_until(
                 lambda: all(
@@ -241,15 +266,10 @@ class Drill:
                 timeout=30,
                 what="ranges to move to the backup",
             )
-            phase.check(
-                f"{self.primary}'s ranges owned by {self.backup}",
-                True,
-                ", ".join(
-                    f"{r} epoch {e}" for r, (_, e) in sorted(self.owners().items()) if r in self.primary_ranges()
-                ),
-            )
+            epochs = (f"{r} epoch {e}" for r, (_, e) in sorted(self.owners().items()) if r in self.primary_ranges())
+            phase.check(what, True, ", ".join(epochs))
         except WaitTimeout as exc:
-            phase.check(f"{self.primary}'s ranges owned by {self.backup}", False, str(exc))
+            phase.check(what, False, str(exc))
         assert self.cluster.store is not None
         event = next(
             (e for e in reversed(events(self.cluster.store, 50)) if e.get("kind") in ("failover", "planned-failover")),
@@ -257,18 +277,6 @@ class Drill:
         )
         if event is not None:
             phase.numbers["detect_and_move_s"] = float(event["at"]) - t_wall
-        if self.fault == "planned":
-            return
-        try:
-            wait_until(
-                self._taken_over(before, lambda n: n.startswith(self.backup)),
-                timeout=30,
-                what="the backup pool to take every call over",
-            )
-            phase.numbers["takeover_s"] = time.monotonic() - t0
-            phase.check(f"all {len(before)} calls taken over by {self.backup}", True)
-        except WaitTimeout as exc:
-            phase.check(f"all {len(before)} calls taken over by {self.backup}", False, str(exc))
 
     def _taken_over(self, before: dict[str, dict[str, Any]], node_ok: Any) -> Any:
         def check() -> bool:
@@ -301,7 +309,7 @@ class Drill:
             )
             if not kept:
                 assert self.cluster.store is not None
-                hist = self.cluster.store.get(Keys.HISTORY + old["park_id"])
+                hist = self.cluster.store.get(Keys.history(old["park_id"]))
                 reason = json.loads(hist.value).get("detail") if hist else "record missing"
                 self.report.lost.append({"orbit": old["orbit"], "caller": caller.user, "reason": str(reason)})
                 continue

@@ -20,8 +20,8 @@ from callpark.lab.etcd import LocalEtcdCluster
 from callpark.lab.nodeproc import NodeProcess
 from callpark.model.orbits import RangeType
 from callpark.netutil import LOOPBACK, free_port
-from callpark.store import admin
 from callpark.store.access import EtcdAccess
+from callpark.store.admin import AdminStore
 from callpark.store.etcd import EtcdStore
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class LocalCluster:
             self.etcd.start()
             self.started_s["etcd"] = time.monotonic() - t0
             self.store = EtcdStore.connect(self.access)
-            deployment.apply(admin.AdminStore(self.store), self.dep)
+            deployment.apply(AdminStore(self.store), self.dep)
             t0 = time.monotonic()
             for pool in sorted(self.dep.state.pools):
                 counts = self.dep.nodes.get(pool, deployment.PoolNodes())

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from callpark.procs import ReadyLineProcess
 from callpark.store.access import EtcdAccess, child_args
 
@@ -100,8 +102,6 @@ class NodeProcess(ReadyLineProcess):
 
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample in /metrics (0 when absent)."""
-        from prometheus_client.parser import text_string_to_metric_families
-
         _, text = self.get("/metrics")
         for family in text_string_to_metric_families(text):
             for sample in family.samples:

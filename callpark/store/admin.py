@@ -130,18 +130,3 @@ class AdminStore:
     def _extra_failed(self, compares: Sequence[Compare]) -> bool:
         result = self.kv.txn(compares, [])
         return not result.succeeded
-
-
-# Transitional: callpark/cli/app.py and bench/lab.py still reach the pure admin rules as
-# ``admin.<rule>`` through this module (they import it as ``admin`` for AdminStore). Once they
-# import callpark.model.admin for the rules, delete these re-exports.
-from callpark.model.admin import UNSET as UNSET  # noqa: E402
-from callpark.model.admin import cps_new as cps_new  # noqa: E402
-from callpark.model.admin import cps_remove as cps_remove  # noqa: E402
-from callpark.model.admin import cps_set as cps_set  # noqa: E402
-from callpark.model.admin import new_pool as new_pool  # noqa: E402
-from callpark.model.admin import new_range as new_range  # noqa: E402
-from callpark.model.admin import remove_pool as remove_pool  # noqa: E402
-from callpark.model.admin import remove_range as remove_range  # noqa: E402
-from callpark.model.admin import set_pool as set_pool  # noqa: E402
-from callpark.model.admin import set_range as set_range  # noqa: E402

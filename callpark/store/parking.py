@@ -75,6 +75,24 @@ class Held:
     mod_revision: int
 
 
+def read_parked(kv: KV, decoder: RecordDecoder = DEFAULT) -> list[Held]:
+    """Every parked call in the cluster, for readers that hold none (CLI, drills, drains)."""
+    out = []
+    for entry in kv.get_prefix(Keys.PARKED).entries.values():
+        call = decoder.decode(RecordKind.PARKED, entry, ParkedCall.from_bytes)
+        if call is not None:
+            out.append(Held(call, entry.mod_revision))
+    return out
+
+
+def read_history(kv: KV, park_id: str, decoder: RecordDecoder = DEFAULT) -> dict[str, object] | None:
+    """The history record of ``park_id`` as a dict, None when absent or malformed."""
+    entry = kv.get(Keys.history(park_id))
+    if entry is None or decoder.decode(RecordKind.HISTORY, entry, parse_history) is None:
+        return None
+    return dict(decode(entry.key, entry.value))
+
+
 class ParkTable:
     """The node's view of ``parked/``, ``lru/`` and ``history/`` in etcd."""
 
@@ -131,12 +149,7 @@ class ParkTable:
 
     def all_parked(self) -> list[Held]:
         """Every parked call in the cluster; malformed records are reported and skipped."""
-        out = []
-        for entry in self.kv.get_prefix(Keys.PARKED).entries.values():
-            held = self._held(entry)
-            if held is not None:
-                out.append(held)
-        return out
+        return read_parked(self.kv, self.decoder)
 
     def _held(self, entry: Entry) -> Held | None:
         call = self.decoder.decode(RecordKind.PARKED, entry, ParkedCall.from_bytes)
@@ -264,10 +277,7 @@ class ParkTable:
 
     def history(self, park_id: str) -> dict[str, object] | None:
         """The history record of ``park_id`` as a dict, None when absent or malformed."""
-        entry = self.kv.get(Keys.history(park_id))
-        if entry is None or self.decoder.decode(RecordKind.HISTORY, entry, parse_history) is None:
-            return None
-        return dict(decode(entry.key, entry.value))
+        return read_history(self.kv, park_id, self.decoder)
 
     def _check_alive(self) -> None:
         entry = self.kv.get(self.member_key)

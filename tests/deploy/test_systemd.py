@@ -8,6 +8,7 @@ binaries exist, so the copies verified here point at this checkout's venv instea
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 import shutil
@@ -18,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from callpark.cli import app as cli
-from callpark.dr.controller import ControllerConfig
-from callpark.store.session import LeaseTimings
+from callpark.cli import dr as dr_cli
+from callpark.cli import service
+from callpark.dr import main as controller_main
+from callpark.node import main as node_main
 from tests.deploy.promql import REPO
 
 SYSTEMD_DIR = REPO / "deploy" / "systemd"
@@ -146,7 +149,7 @@ def test_node_unit_drains_before_sigterm() -> None:
     assert any("dr drain" in v and "--cancel" in v for v in values(name, "ExecStartPre"))
 
 
-def parse_cli(argv: list[str]) -> object:
+def parse_cli(argv: list[str]) -> argparse.Namespace:
     """Parse ``callpark ARGS`` with the real parser (argparse exits on an unknown flag)."""
     assert argv[0] == INSTALL_BIN, argv
     return cli.build_parser().parse_args(argv[1:])
@@ -156,28 +159,20 @@ def test_node_unit_command_lines_parse_and_timings_validate() -> None:
     env = env_file("callpark.env.example") | env_file("node.env.example")
     name = "callpark-node@.service"
     start = parse_cli(expand(values(name, "ExecStart")[0], env, "park-a1"))
-    assert vars(start)["func"] is cli.cmd_node
+    assert vars(start)["func"] is service.cmd_node
     assert (vars(start)["pool"], vars(start)["name"], vars(start)["http_port"]) == ("pool-a", "park-a1", 9401)
-    args = vars(start)
-    LeaseTimings(args["lease_ttl"], args["keepalive"], args["safety"], args["etcd_timeout"]).validate()
+    node_main.lease_timings(start).validate()
     stop = vars(parse_cli(expand(values(name, "ExecStop")[0], env, "park-a1")))
-    assert stop["func"] is cli.cmd_dr_drain and stop["node"] == "pool-a/park-a1" and not stop["cancel"]
+    assert stop["func"] is dr_cli.cmd_dr_drain and stop["node"] == "pool-a/park-a1" and not stop["cancel"]
     pre = vars(parse_cli(expand(values(name, "ExecStartPre")[0], env, "park-a1")))
-    assert pre["func"] is cli.cmd_dr_drain and pre["cancel"]
+    assert pre["func"] is dr_cli.cmd_dr_drain and pre["cancel"]
 
 
 def test_controller_unit_command_line_parses_and_timings_validate() -> None:
     env = env_file("callpark.env.example") | env_file("controller.env.example")
-    args = vars(parse_cli(expand(values("callpark-controller.service", "ExecStart")[0], env, "")))
-    assert args["func"] is cli.cmd_controller
-    ControllerConfig(
-        name=args["name"],
-        loop_s=args["loop"],
-        grace_s=args["grace"],
-        ttl_s=args["lease_ttl"],
-        safety_s=args["safety"],
-        request_timeout_s=args["etcd_timeout"],
-    ).validate()
+    args = parse_cli(expand(values("callpark-controller.service", "ExecStart")[0], env, ""))
+    assert vars(args)["func"] is service.cmd_controller
+    controller_main.controller_config(args)  # validates the timings together
 
 
 def test_etcd_backup_timer_runs_the_backup_service() -> None:
