@@ -37,6 +37,8 @@ class Send(Protocol):
 
 
 class Role:
+    """The part a call plays in this worker."""
+
     PARK = "park"  # a caller being parked or held on an orbit
     RETRIEVER = "retriever"
     RINGBACK = "ringback"  # our call to the parker
