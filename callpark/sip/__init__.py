@@ -7,6 +7,8 @@
 - :mod:`callpark.sip.endpoint`: silent tuned endpoint, accounts, op params, clean shutdown.
 - :mod:`callpark.sip.call`: :class:`~callpark.sip.call.TrackedCall`, a ``pj.Call`` that
   learns its dialog tags from raw messages.
+- :mod:`callpark.sip.pump`: the main-thread event loop (pump, reader thread queue,
+  deferred actions, timers) of a single-threaded pjsua2 process.
 
 Importing ``callpark.sip`` imports nothing else (no pjsua2): import the submodule you need.
 """

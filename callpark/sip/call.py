@@ -23,6 +23,9 @@ from callpark.sip.message import DialogTags, DialogTracker, SipMessage, SipParse
 
 log = logging.getLogger(__name__)
 
+AUDIO_UP = (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_LOCAL_HOLD, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD)
+"""Media statuses whose stream has a conference port: audio flows (one way when held)."""
+
 
 def event_message(event: Any) -> tuple[str, bool] | None:
     """Raw message carried by a ``pj.SipEvent`` and whether we sent it, or None.
@@ -106,18 +109,18 @@ class TrackedCall(pj.Call):  # type: ignore[misc]
     # -- pjsua2 callbacks
 
     def onCallTsxState(self, prm: Any) -> None:
-        try:
-            self.observe_event(prm.e)
-        except Exception:
-            self.callback_errors += 1
-            log.exception("onCallTsxState")
+        self._observe_guarded(prm, "onCallTsxState")
 
     def onCallState(self, prm: Any) -> None:
+        self._observe_guarded(prm, "onCallState")
+
+    def _observe_guarded(self, prm: Any, where: str) -> None:
+        """Feed ``prm.e``; count and log what raises (pjsua2 would swallow it)."""
         try:
             self.observe_event(prm.e)
         except Exception:
             self.callback_errors += 1
-            log.exception("onCallState")
+            log.exception(where)
 
     # -- queries
 
@@ -134,9 +137,13 @@ class TrackedCall(pj.Call):  # type: ignore[misc]
             contact = ""
         return contact or self.dialog.remote_contact
 
+    def received_message(self, which: str = "answer") -> str | None:
+        """The ``answer``, ``invite`` or ``last`` received message (raw text), if any."""
+        return {"answer": self.received_answer, "invite": self.received_invite, "last": self.last_received}.get(which)
+
     def received_header(self, name: str, which: str = "answer") -> str | None:
         """Header ``name`` of the ``answer``, ``invite`` or ``last`` received message."""
-        raw = {"answer": self.received_answer, "invite": self.received_invite, "last": self.last_received}.get(which)
+        raw = self.received_message(which)
         if not raw:
             return None
         try:

@@ -2,7 +2,8 @@
 
 pjsua is a singleton: a process holds one :class:`SipEndpoint`. Fork (if you fork)
 *before* :meth:`SipEndpoint.start`. Everything pjsua2-specific that the phone and the
-park node workers share lives here and in :mod:`callpark.sip.call`.
+park node workers share lives here, in :mod:`callpark.sip.call` and (the event loop) in
+:mod:`callpark.sip.pump`.
 
 Contract of the default configuration (see platform-facts.md): callbacks run on the
 thread that calls :meth:`SipEndpoint.pump` (``threadCnt=0``, ``mainThreadOnly``), RTP
@@ -17,9 +18,9 @@ import ctypes
 import gc
 import logging
 import time
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pjsua2 as pj
 
@@ -166,12 +167,6 @@ class SipEndpoint:
         """Run pjsua's event loop for up to ``timeout_ms`` (returns early on events)."""
         return int(self.ep.libHandleEvents(max(0, int(timeout_ms))))
 
-    def pump_for(self, seconds: float, step_ms: int = 20) -> None:
-        """Pump repeatedly for ``seconds`` of wall time."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            self.pump(min(step_ms, max(1, int(left * 1000))))
-
     def wake(self) -> None:
         """Interrupt a pump running in another thread (see :func:`callpark.sip.wake.wake`)."""
         wake(self.config.sip_port, self.config.host)
@@ -308,6 +303,24 @@ def account_config(settings: AccountSettings) -> Any:
     tcfg.portRange = settings.rtp_range
     tcfg.boundAddress = settings.host
     return cfg
+
+
+class Guard(Protocol):
+    """Runs a callback body and reports what it raises (pjsua2 would print and swallow it)."""
+
+    def __call__(self, where: str, fn: Callable[..., Any], /, *args: Any) -> object: ...
+
+
+class GuardedAccount(pj.Account):  # type: ignore[misc]
+    """A ``pj.Account`` that hands each incoming call to ``on_incoming(account, prm)`` under ``guard``."""
+
+    def __init__(self, guard: Guard, on_incoming: Callable[[Any, Any], object]) -> None:
+        super().__init__()
+        self._guard = guard
+        self._on_incoming = on_incoming
+
+    def onIncomingCall(self, prm: Any) -> None:
+        self._guard("onIncomingCall", self._on_incoming, self, prm)
 
 
 # --------------------------------------------------------------------------- call op params

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callpark.node.worker.main import _contact_text, _park_answer_sdp, orbit_of
+from callpark.node.worker.calls import contact_text, park_answer_sdp
+from callpark.node.worker.loop import orbit_of
 from callpark.sip import message as sip
 from tests.fuzz.budget import FUZZ
 
@@ -113,7 +115,7 @@ def test_uris_name_addrs_and_replaces(text: str, other: str) -> None:
         sip.refer_to_with_replaces(text, other)
     sip.split_list(text)
     sip.tag_of(text)
-    assert isinstance(_contact_text(text), str)
+    assert isinstance(contact_text(text), str)
 
 
 @FUZZ
@@ -143,11 +145,20 @@ sdp_lines = st.sampled_from(
 @given(st.lists(sdp_lines | st.text(max_size=8), max_size=10), st.sampled_from(["\r\n", "\n", ""]), st.text(max_size=6))
 def test_sdp(lines: list[str], eol: str, orbit: str) -> None:
     sdp = "\r\n".join(lines) + eol
-    answer = _park_answer_sdp(sdp, orbit)
+    answer = park_answer_sdp(sdp, orbit)
     assert answer is None or f"a=x-callpark-orbit:{orbit}\r\n" in answer
     assert isinstance(sip.sdp_with_ptime(sdp, 20), str)
 
 
 def test_sdp_ending_in_the_t_line() -> None:
-    answer = _park_answer_sdp("v=0\r\nm=audio 1 RTP/AVP 0\r\na=sendonly\r\nt=0 0", "7001")
+    answer = park_answer_sdp("v=0\r\nm=audio 1 RTP/AVP 0\r\na=sendonly\r\nt=0 0", "7001")
     assert answer is not None and answer.endswith("t=0 0\r\na=x-callpark-orbit:7001\r\n")
+
+
+@pytest.mark.parametrize(
+    ("user", "orbit"),
+    [("7001", "7001"), ("%2A7001", "*7001"), ("%237001", "#7001"), ("*0123", None), ("0123", None), ("*100", None)],
+)
+def test_the_worker_reads_orbits_by_the_model_rules(user: str, orbit: str | None) -> None:
+    """The worker once had its own looser orbit rule (leading zeros, ``*100``); now it is the model's."""
+    assert orbit_of(user) == orbit

@@ -103,10 +103,3 @@ def _settled(handle: str, event: dict[str, Any]) -> bool:
     return bool(
         event["event"] == "call_state" and event["call"] == handle and event["state"] in ("CONFIRMED", "DISCONNECTED")
     )
-
-
-def record_value(record: dict[str, Any], *path: str) -> Any:
-    value: Any = record
-    for key in path:
-        value = value[key]
-    return value

@@ -84,55 +84,32 @@ class Phone:
         self.work_dir = self.log_dir / f"phone-{user}-{self.sip_port}"
         self.start_timeout = start_timeout
         self.command_timeout = command_timeout
-        argv = [
-            python,
-            "-m",
-            "callpark.lab.phone",
-            "--user",
-            user,
-            "--sip-port",
-            str(self.sip_port),
-            "--rtp-port",
-            str(self.rtp_port),
-            "--rtp-range",
-            str(rtp_range),
-            "--host",
-            host,
-            "--work-dir",
-            str(self.work_dir),
-            "--tuning",
-            tuning,
-            "--pj-log-level",
-            str(pj_log_level),
-            "--log-level",
-            log_level,
-        ]
-        for flag, value in (
-            ("--registrar", registrar),
-            ("--proxy", proxy),
-            ("--domain", domain),
-            ("--display-name", display_name),
-        ):
-            if value:
-                argv += [flag, value]
-        if register:
-            argv.append("--register")
-        if auto_answer:
-            argv += ["--auto-answer", "--auto-answer-code", str(auto_answer_code)]
+        flags = {"--user": user, "--sip-port": self.sip_port, "--rtp-port": self.rtp_port, "--rtp-range": rtp_range}
+        flags |= {"--host": host, "--work-dir": self.work_dir, "--tuning": tuning, "--pj-log-level": pj_log_level}
+        flags["--log-level"] = log_level
+        optional = {"--registrar": registrar, "--proxy": proxy, "--domain": domain, "--display-name": display_name}
+        argv = [python, "-m", "callpark.lab.phone", *_flags(flags), *_flags(optional, skip_empty=True)]
+        argv += ["--register"] if register else []
+        argv += ["--auto-answer", "--auto-answer-code", str(auto_answer_code)] if auto_answer else []
         if auth_user:
             # digest credentials: the user on argv, the password only in the child's environment
             argv += ["--auth-user", auth_user]
             env = {**os.environ, **(env or {}), "CALLPARK_PHONE_PASSWORD": password or ""}
-        argv += list(extra_args)
         self.process = ManagedProcess(
             f"phone-{user}",
-            argv,
+            [*argv, *extra_args],
             log_path=self.log_dir / f"phone-{user}-{self.sip_port}.log",
             env=env,
             stdin_pipe=True,
             stdout_pipe=True,
         )
         self._register_at_start = register
+        self._init_reader_state()
+        self.exit_code: int | None = None
+        self.killed = False
+
+    def _init_reader_state(self) -> None:
+        """What the reader thread fills and commands and waits read (``_lock`` guards it)."""
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._events: list[Event] = []
@@ -141,8 +118,6 @@ class Phone:
         self._ids = itertools.count(1)
         self._reader: threading.Thread | None = None
         self._eof = False
-        self.exit_code: int | None = None
-        self.killed = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -439,6 +414,11 @@ class Phone:
 
     def set_accept_transfers(self, accept: bool) -> None:
         self.command("set_accept_transfers", accept=accept)
+
+
+def _flags(values: Mapping[str, object], *, skip_empty: bool = False) -> list[str]:
+    """``[flag, value, ...]`` for a command line; with ``skip_empty``, empty values are left out."""
+    return [part for flag, value in values.items() if value or not skip_empty for part in (flag, str(value))]
 
 
 def _wav_seconds(path: Path) -> float:

@@ -1,0 +1,507 @@
+"""The worker's calls: answer a park, connect a retriever, hand a caller over, ringback, takeover.
+
+All of it runs on the pump thread, inside pjsua2 callbacks or commands from the supervisor.
+A parked caller is handed over with a REFER carrying Replaces of the other leg's dialog (the
+node leaves the media path) or, when that cannot work, bridged in this worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import pjsua2 as pj
+
+from callpark.node.protocol import Message
+from callpark.node.worker.music import HoldMusic, connect_audio
+from callpark.peers import TrustedPeers
+from callpark.sip.call import AUDIO_UP, TrackedCall
+from callpark.sip.endpoint import PJSUA_MAX_CALLS, op_param
+from callpark.sip.message import refer_to_with_replaces, replaces_value
+from callpark.sip.pump import Pump
+
+log = logging.getLogger("callpark.node.worker")
+
+UNTRUSTED = (403, "Forbidden: untrusted peer")
+
+
+class Send(Protocol):
+    """Send one message to the supervisor (``node/protocol.py``)."""
+
+    def __call__(self, op: str, /, **fields: Any) -> None: ...
+
+
+class Role:
+    """The part a call plays in this worker."""
+
+    PARK = "park"  # a caller being parked or held on an orbit
+    RETRIEVER = "retriever"
+    RINGBACK = "ringback"  # our call to the parker
+    TAKEOVER = "takeover"  # INVITE with Replaces to a parked caller
+    REPLACED = "replaced"  # a dialog that another one replaced (attended park)
+    REJECTED = "rejected"
+
+
+class WorkerCall(TrackedCall):
+    """A call of this worker with its role and the orbit it belongs to."""
+
+    def __init__(self, control: CallControl, acc: Any, call_id: int = pj.PJSUA_INVALID_ID, *, role: str) -> None:
+        super().__init__(acc, call_id)
+        self.control = control
+        self.role = role
+        self.orbit: str | None = None
+        self.handle = f"c{next(control.handles)}"
+        self.state = "NULL"
+        self.media_up = False
+        self.confirmed = False
+        self.ended_reported = False
+        self.transferring: str | None = None  # why we REFERred the caller away
+        self.bridge_peer: WorkerCall | None = None
+        self.ring_deadline: float | None = None
+        self.peer: WorkerCall | None = None  # the parked caller this leg belongs to
+        self.replaces_ok = False  # retrieval: both ends support Replaces
+        self.handed_to: str | None = None  # the leg a parked call was REFERred to (Replaces)
+        self.created_sdp = ""
+
+    # -- callbacks (all on the pump thread) ----------------------------------------------------
+
+    def onCallState(self, prm: Any) -> None:
+        super().onCallState(prm)
+        self.control.guard("onCallState", self._on_state)
+
+    def _on_state(self) -> None:
+        info = self.getInfo()
+        self.state = str(info.stateText)
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not self.confirmed:
+            self.confirmed = True
+            self.control.on_confirmed(self)
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.control.on_disconnected(self, int(info.lastStatusCode), str(info.lastReason))
+
+    def onCallMediaState(self, prm: Any) -> None:
+        self.control.guard("onCallMediaState", self.control.on_media, self)
+
+    def onCallSdpCreated(self, prm: Any) -> None:
+        # pjsua builds our SDP answer when the INVITE arrives, before the orbit is chosen:
+        # keep it, so the park answer can carry it with the orbit (see CallControl.answer_park).
+        self.created_sdp = str(prm.sdp.wholeSdp)
+
+    def onCallTransferRequest(self, prm: Any) -> None:
+        # A parked caller or retriever may not make the park node call anyone.
+        prm.statusCode = 603
+
+    def onCallTransferStatus(self, prm: Any) -> None:
+        self.control.guard("onCallTransferStatus", self.control.on_transfer_status, self, prm)
+
+    def onCallReplaceRequest(self, prm: Any) -> None:
+        self.control.guard("onCallReplaceRequest", self.control.on_replace_request, self, prm)
+
+    def onCallReplaced(self, prm: Any) -> None:
+        self.control.guard("onCallReplaced", self.control.on_replaced, self, prm)
+
+
+class CallControl:
+    """The calls of the worker and what happens to them (pump thread only).
+
+    ``calls`` holds every live call by handle, ``by_orbit`` the parked caller of each orbit
+    held here. ``direct`` (and ``edge``, with a proxy) are the accounts, set once created.
+    """
+
+    def __init__(
+        self, send: Send, pump: Pump[Message], music: HoldMusic, trusted: TrustedPeers, handles: Iterator[int]
+    ) -> None:
+        self.send = send
+        self.pump = pump
+        self.music = music
+        self.trusted = trusted
+        self.handles = handles
+        self.calls: dict[str, WorkerCall] = {}
+        self.by_orbit: dict[str, WorkerCall] = {}
+        self.graveyard: list[WorkerCall] = []
+        self.direct: Any = None
+        self.edge: Any = None
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def guard(self, where: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a callback body; count and report exceptions (pjsua2 would swallow them)."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            log.exception("%s failed", where)
+            self.send("callback_error", error=f"{where}: {exc.__class__.__name__}: {exc}")
+            return None
+
+    def untrusted(self, peer: str, what: str) -> bool:
+        """True (and reported to the supervisor) when ``peer`` is not a trusted peer."""
+        if self.trusted.allows(peer):
+            return False
+        self.send("untrusted", peer=peer, what=what)
+        return True
+
+    def adopt(self, call: WorkerCall) -> WorkerCall:
+        self.calls[call.handle] = call
+        return call
+
+    def free_slots(self) -> int:
+        active = sum(1 for c in self.calls.values() if c.state != "DISCONNECTED")
+        return max(0, PJSUA_MAX_CALLS - active)
+
+    def outgoing_account(self) -> Any:
+        return self.edge if self.edge is not None else self.direct
+
+    def bury(self) -> None:
+        """Drop references to finished calls outside their callbacks.
+
+        pjsua2's ``Call`` destructor hangs up the pjsua call with the object's id, and
+        detaches it from Python, even after that call ended; pjsua reuses ids 0..3. So an
+        ended object is released only while no live call has its id (never later).
+        """
+        for handle, call in list(self.calls.items()):
+            if call.state == "DISCONNECTED" and call not in self.graveyard:
+                self.graveyard.append(call)
+                del self.calls[handle]
+        if len(self.graveyard) > 8:
+            live = {c.getId() for c in self.calls.values()}
+            keep = [c for c in self.graveyard if c.getId() in live]
+            if len(keep) < len(self.graveyard):
+                self.graveyard = keep
+                gc.collect()
+
+    def forget_all(self) -> None:
+        """At shutdown: report every held call ended, then forget parked and buried calls."""
+        for orbit, call in list(self.by_orbit.items()):
+            if call.state != "DISCONNECTED" and not call.ended_reported:
+                call.ended_reported = True
+                self.send("ended", orbit=orbit, call=call.handle, reason="disconnected")
+        self.by_orbit.clear()
+        self.graveyard.clear()
+
+    # -- answers to an incoming INVITE ------------------------------------------------------------
+
+    def reject(
+        self, call: WorkerCall, code: int, reason: str, warning: str, extra: dict[str, str] | None = None
+    ) -> None:
+        call.role = Role.REJECTED
+        headers = {"Warning": f'399 callpark "{_quote_safe(warning)}"', **(extra or {})}
+        with contextlib.suppress(pj.Error):
+            call.answer(op_param(code, headers=headers, reason=reason))
+
+    def redirect(self, call: WorkerCall, contact: str) -> None:
+        call.role = Role.REJECTED
+        call.answer(op_param(302, headers={"Contact": f"<{contact}>"}, reason="Moved Temporarily"))
+
+    def answer_park(self, call: WorkerCall, msg: Message) -> None:
+        """Hold ``call`` on the orbit the supervisor allocated: 200 sendonly, the orbit in headers."""
+        orbit = str(msg["orbit"])
+        call.role = Role.PARK
+        call.orbit = orbit
+        self.by_orbit[orbit] = call
+        self.music.wanted[call.handle] = bool(msg.get("music", True))
+        headers = {"X-Callpark-Orbit": orbit, "X-Callpark-Park-Id": str(msg.get("park_id", ""))}
+        if msg.get("retrieve_uri"):
+            headers["X-Callpark-Retrieve-Uri"] = f"<{msg['retrieve_uri']}>"
+        answer_sdp = park_answer_sdp(call.created_sdp, orbit)
+        if answer_sdp is None:
+            call.answer(op_param(200, headers=headers, sendonly=True))
+        else:
+            prm = op_param(200, headers=headers)
+            prm.sdp.wholeSdp = answer_sdp
+            call.answer(prm)
+
+    def connect_retriever(self, retriever: WorkerCall, orbit: str, replaces: bool) -> None:
+        parked = self.by_orbit.get(orbit)
+        if parked is None or parked.state == "DISCONNECTED":
+            self.reject(retriever, 404, "Not Found", f"35000 Orbit not found: {orbit} is no longer held here")
+            self.send("ended", orbit=orbit, call=retriever.handle, reason="failed")
+            return
+        retriever.role = Role.RETRIEVER
+        retriever.orbit = orbit
+        retriever.peer = parked
+        retriever.replaces_ok = replaces
+        retriever.answer(op_param(200))
+
+    # -- call progress ----------------------------------------------------------------------------------
+
+    def on_confirmed(self, call: WorkerCall) -> None:
+        if call.role == Role.PARK and call.orbit is not None:
+            self.send("answered", call=call.handle, orbit=call.orbit, dialog=dialog_json(call))
+        elif call.role == Role.PARK and call.orbit is None and call.peer is not None:
+            pass
+        elif call.role == Role.RINGBACK and call.peer is not None:
+            call.ring_deadline = None
+            self.send("ringback_result", orbit=call.orbit, result="answered")
+            self.hand_over(call.peer, call, reason="rang-back")
+        elif call.role == Role.RETRIEVER and call.peer is not None:
+            self.hand_over(call.peer, call, reason="retrieved", replaces=call.replaces_ok)
+        elif call.role == Role.TAKEOVER and call.orbit is not None:
+            call.role = Role.PARK
+            self.by_orbit[call.orbit] = call
+            self.send("takeover_result", orbit=call.orbit, ok=True, dialog=dialog_json(call))
+
+    def on_disconnected(self, call: WorkerCall, code: int, reason: str) -> None:
+        call.state = "DISCONNECTED"
+        if call.role == Role.PARK and call.orbit is not None and not call.ended_reported:
+            if self.by_orbit.get(call.orbit) is call:
+                del self.by_orbit[call.orbit]
+            call.ended_reported = True
+            why = call.transferring or "caller-hangup"
+            self.send("ended", orbit=call.orbit, call=call.handle, reason=why)
+            self._hang_up_bridged(call)
+        elif call.role == Role.RINGBACK and call.orbit is not None:
+            if call.ring_deadline is not None:  # never answered
+                result = "no-answer" if code in (408, 480, 487) or call.ring_deadline <= time.monotonic() else "failed"
+                call.ring_deadline = None
+                self.send("ringback_result", orbit=call.orbit, result=result, code=code, reason=reason)
+            else:
+                self._hang_up_bridged(call)
+        elif call.role == Role.RETRIEVER:
+            if call.bridge_peer is not None:
+                self._hang_up_bridged(call)
+            elif call.peer is not None and call.peer.transferring is None and not call.confirmed:
+                # the retriever gave up before being connected: the call stays parked
+                self.send("ended", call=call.handle, reason="retriever-gone")
+        elif call.role == Role.TAKEOVER and call.orbit is not None:
+            self.send("takeover_result", orbit=call.orbit, ok=False, reason=f"{code} {reason}".strip())
+
+    def _hang_up_bridged(self, call: WorkerCall) -> None:
+        """After ``call`` ended: hang up the leg bridged to it, if any (deferred)."""
+        if call.bridge_peer is not None:
+            self.pump.defer(functools.partial(hangup, call.bridge_peer))
+
+    def on_media(self, call: WorkerCall) -> None:
+        info = call.getInfo()
+        # Answered sendonly (music only flows out), the stream is "local hold" yet has a port.
+        up = any(
+            mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status in AUDIO_UP and mi.audioConfSlot >= 0 for mi in info.media
+        )
+        call.media_up = up
+        if not up:
+            return
+        if call.role in (Role.PARK, Role.TAKEOVER) and call.bridge_peer is None and self.music.wanted.get(call.handle):
+            self.music.start(call)
+        if call.bridge_peer is not None and call.bridge_peer.media_up:
+            connect_audio(call, call.bridge_peer)
+
+    # -- handing the parked caller over --------------------------------------------------------------
+
+    def hand_over(self, parked: WorkerCall, leg: WorkerCall, *, reason: str, replaces: bool | None = None) -> None:
+        """Give the parked caller to ``leg``'s peer: REFER with Replaces, or bridge here."""
+        if replaces is None:
+            replaces = bool(parked.dialog.remote_supports_replaces and leg.dialog.remote_supports_replaces)
+        tags = leg.tags
+        contact = leg.remote_contact()
+        if replaces and tags is not None and contact:
+            parked.transferring = reason
+            parked.handed_to = leg.handle
+            leg.peer = parked
+            refer_to = refer_to_with_replaces(contact, tags.replaces_for_peer())
+            try:
+                parked.xfer(refer_to, op_param())
+                return
+            except pj.Error as exc:
+                log.warning("REFER with Replaces failed (%s); bridging instead", exc)
+                parked.transferring = None
+        self.bridge(parked, leg, reason)
+
+    def bridge(self, parked: WorkerCall, leg: WorkerCall, reason: str) -> None:
+        self.music.stop(parked)
+        parked.bridge_peer = leg
+        leg.bridge_peer = parked
+        parked.transferring = reason
+        # The park leg was answered sendonly (music only): its stream does not decode and
+        # the caller (recvonly) may not send at all. Offer sendrecv again; on_media connects
+        # the audio once the new SDP is active.
+        _sendrecv(parked)
+        if parked.media_up and leg.media_up:
+            connect_audio(parked, leg)
+        if parked.orbit is not None and not parked.ended_reported:
+            parked.ended_reported = True
+            self.by_orbit.pop(parked.orbit, None)
+            self.send("ended", orbit=parked.orbit, call=leg.handle, reason=reason)
+
+    def on_transfer_status(self, call: WorkerCall, prm: Any) -> None:
+        code = int(prm.statusCode)
+        if not prm.finalNotify and code < 300:
+            return
+        if 200 <= code < 300:
+            reason = call.transferring or "retrieved"
+            if call.orbit is not None and not call.ended_reported:
+                call.ended_reported = True
+                self.by_orbit.pop(call.orbit, None)
+                # name the leg we handed over to: its BYE may have ended (and buried) it already
+                self.send("ended", orbit=call.orbit, call=call.handed_to or call.handle, reason=reason)
+            self.pump.defer(lambda: hangup(call))
+            return
+        # The caller refused or failed the REFER: bridge a waiting leg, or give up.
+        why = call.transferring
+        call.transferring = None
+        leg = next((c for c in self.calls.values() if c.peer is call and c.state != "DISCONNECTED"), None)
+        if why == "forwarded" or leg is None:
+            call.transferring = "disconnected"
+            self.pump.defer(lambda: hangup(call))
+        else:
+            self.bridge(call, leg, why or "retrieved")
+
+    def on_replace_request(self, call: WorkerCall, prm: Any) -> None:
+        """An attended park: the caller's INVITE/Replaces takes over the parker's dialog."""
+        if self.untrusted(str(prm.rdata.srcAddress), "INVITE/Replaces"):
+            prm.statusCode, prm.reason = UNTRUSTED
+            return
+        new_call = self.adopt(WorkerCall(self, self.direct, role=Role.PARK))
+        new_call.observe_incoming(str(prm.rdata.wholeMsg))
+        new_call.orbit = call.orbit
+        self.music.wanted[new_call.handle] = self.music.wanted.get(call.handle, True)
+        prm.newCall = new_call
+
+    def on_replaced(self, call: WorkerCall, prm: Any) -> None:
+        new_call = next((c for c in self.calls.values() if c.getId() == int(prm.newCallId) and c is not call), None)
+        if new_call is None:
+            new_call = self.adopt(WorkerCall(self, self.direct, int(prm.newCallId), role=Role.PARK))
+            prm.newCall = new_call
+        new_call.role = Role.PARK
+        new_call.orbit = call.orbit
+        call.role = Role.REPLACED
+        if call.orbit is not None:
+            self.by_orbit[call.orbit] = new_call
+            self.pump.defer(lambda: self._redialog(new_call))
+
+    def _redialog(self, call: WorkerCall) -> None:
+        if call.orbit is not None and call.state != "DISCONNECTED":
+            self.send("redialog", orbit=call.orbit, call=call.handle, dialog=dialog_json(call))
+
+    # -- commands from the supervisor ---------------------------------------------------------------
+
+    def disconnect(self, orbit: str) -> None:
+        """Hang up the parked caller of ``orbit`` (reported ``disconnected``)."""
+        call = self.by_orbit.get(orbit)
+        if call is not None:
+            call.transferring = "disconnected"
+            hangup(call)
+
+    def release(self, orbit: str) -> None:
+        """Hang up the parked caller of ``orbit`` without reporting it ended."""
+        call = self.by_orbit.pop(orbit, None)
+        if call is not None:
+            call.ended_reported = True
+            hangup(call)
+
+    def ringback(self, orbit: str, parker_uri: str, ring_time_s: float) -> None:
+        parked = self.by_orbit.get(orbit)
+        if parked is None:
+            self.send("ringback_result", orbit=orbit, result="failed", reason="not held here")
+            return
+        if self.free_slots() < 1:
+            self.send("ringback_result", orbit=orbit, result="failed", reason="no free slot")
+            return
+        leg = self.adopt(WorkerCall(self, self.outgoing_account(), role=Role.RINGBACK))
+        leg.orbit = orbit
+        leg.peer = parked
+        leg.ring_deadline = time.monotonic() + ring_time_s
+        try:
+            leg.makeCall(parker_uri, op_param(headers={"X-Callpark-Orbit": orbit, "X-Callpark-Ringback": "1"}))
+        except pj.Error as exc:
+            leg.ring_deadline = None
+            leg.state = "DISCONNECTED"
+            self.send("ringback_result", orbit=orbit, result="failed", reason=str(exc.info()))
+
+    def check_ring_timers(self) -> None:
+        now = time.monotonic()
+        for call in list(self.calls.values()):
+            if call.role == Role.RINGBACK and call.ring_deadline is not None and call.ring_deadline <= now:
+                hangup(call)
+
+    def forward(self, orbit: str, uri: str) -> None:
+        call = self.by_orbit.get(orbit)
+        if call is None:
+            return
+        call.transferring = "forwarded"
+        try:
+            call.xfer(uri, op_param())
+        except pj.Error:
+            call.transferring = "disconnected"
+            hangup(call)
+
+    def take_over(self, msg: Message) -> None:
+        orbit = str(msg["orbit"])
+        dialog = msg["dialog"]
+        call = self.adopt(WorkerCall(self, self.direct, role=Role.TAKEOVER))
+        call.orbit = orbit
+        self.music.wanted[call.handle] = bool(msg.get("music", True))
+        try:
+            replaces = replaces_value(
+                str(dialog["call_id"]), to_tag=str(dialog["remote_tag"]), from_tag=str(dialog["local_tag"])
+            )
+            call.makeCall(str(dialog["remote_contact"]), op_param(headers={"Replaces": replaces}))
+        except (pj.Error, ValueError, KeyError) as exc:
+            call.state = "DISCONNECTED"
+            reason = exc.info() if isinstance(exc, pj.Error) else str(exc)
+            self.send("takeover_result", orbit=orbit, ok=False, reason=f"cannot send INVITE/Replaces: {reason}")
+
+
+def dialog_json(call: WorkerCall) -> dict[str, Any]:
+    """The dialog of ``call`` as the supervisor stores it (``records.Dialog``, see node/protocol.py)."""
+    tags = call.tags
+    return {
+        "call_id": tags.call_id if tags else (call.dialog.call_id or ""),
+        "local_tag": tags.local_tag if tags else (call.dialog.local_tag or ""),
+        "remote_tag": tags.remote_tag if tags else (call.dialog.remote_tag or ""),
+        "remote_contact": contact_text(call.remote_contact()),
+        "remote_uri": contact_text(str(call.getInfo().remoteUri)),
+        "supports_replaces": bool(call.dialog.remote_supports_replaces),
+    }
+
+
+def hangup(call: WorkerCall) -> None:
+    """Hang ``call`` up unless it already ended (errors ignored)."""
+    with contextlib.suppress(pj.Error):
+        if call.state != "DISCONNECTED":
+            call.hangup(op_param())
+
+
+def _sendrecv(call: WorkerCall) -> None:
+    """re-INVITE ``call`` with media direction sendrecv (undoes the sendonly answer)."""
+    prm = op_param()
+    prm.opt.flag |= pj.PJSUA_CALL_SET_MEDIA_DIR
+    prm.opt.mediaDir.append(pj.PJMEDIA_DIR_ENCODING_DECODING)
+    try:
+        call.reinvite(prm)
+    except pj.Error as exc:
+        log.warning("re-INVITE to sendrecv failed (%s); the retriever may hear silence", exc.info())
+
+
+def park_answer_sdp(sdp: str, orbit: str) -> str | None:
+    """Our SDP answer made sendonly (music flows out only), with the orbit as a session attribute.
+
+    None when the SDP does not have the expected shape (then pjsua's own sendonly answer is used).
+    """
+    if "\r\nt=" not in sdp or "\r\nm=audio" not in sdp:
+        return None
+    for direction in ("a=sendrecv", "a=recvonly", "a=inactive"):
+        sdp = sdp.replace(f"\r\n{direction}\r\n", "\r\na=sendonly\r\n")
+    if "a=sendonly" not in sdp:
+        sdp = sdp.rstrip("\r\n") + "\r\na=sendonly\r\n"
+    head, sep, rest = sdp.partition("\r\nt=")
+    if "\r\n" not in rest:
+        rest += "\r\n"  # the t= line was the last one, without its CRLF
+    line_end = rest.index("\r\n") + 2
+    return f"{head}{sep}{rest[:line_end]}a=x-callpark-orbit:{orbit}\r\n{rest[line_end:]}"
+
+
+def contact_text(value: str | None) -> str:
+    """The URI inside a Contact (or From) header value (keeps the port)."""
+    if not value:
+        return ""
+    text = value.strip()
+    if "<" in text and ">" in text:
+        return text[text.index("<") + 1 : text.index(">")]
+    return text.split(";", 1)[0]
+
+
+def _quote_safe(text: str) -> str:
+    return text.replace('"', "'").replace("\\", "/")[:200]
