@@ -23,6 +23,23 @@ from typing import IO, Any, Self
 log = logging.getLogger(__name__)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a zombie still answers ``kill(pid, 0)``).
+
+    Another user's process counts as alive; one that vanishes while we look counts as gone.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
 class ProcessFailed(RuntimeError):
     """A managed process exited when it should have been running."""
 

@@ -41,11 +41,7 @@ import contextlib
 import json
 import socket
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # the worker never imports the store (nor its etcd client)
-    from callpark.store.records import Dialog
+from typing import Any
 
 # Reason phrases of the 503s a node gives when it cannot reach etcd: defined in the core
 # because the edge matches on them too.
@@ -53,39 +49,15 @@ from callpark.sip.reasons import ETCD_TROUBLE_REASONS as ETCD_TROUBLE_REASONS
 from callpark.sip.reasons import REASON_FENCED as REASON_FENCED
 from callpark.sip.reasons import REASON_STATE_UNAVAILABLE as REASON_STATE_UNAVAILABLE
 
+# records.py imports neither gRPC nor the etcd client, so the worker may use the one Dialog type
+from callpark.store.records import Dialog
+
 Message = dict[str, Any]
 
 MAX_LINE = 64 * 1024
 
 
-@dataclass(frozen=True)
-class WireDialog:
-    """A dialog as a worker sees it: the fields of ``callpark.store.records.Dialog``.
-
-    The worker process stays free of the store and its etcd client, hence this mirror.
-    """
-
-    call_id: str
-    local_tag: str
-    remote_tag: str
-    remote_contact: str
-    remote_uri: str
-    supports_replaces: bool
-
-    @classmethod
-    def from_json(cls, data: Message) -> WireDialog:
-        """The ``dialog`` of a ``takeover``; raises ``KeyError`` when a field is missing."""
-        return cls(
-            call_id=str(data["call_id"]),
-            local_tag=str(data["local_tag"]),
-            remote_tag=str(data["remote_tag"]),
-            remote_contact=str(data["remote_contact"]),
-            remote_uri=str(data["remote_uri"]),
-            supports_replaces=bool(data["supports_replaces"]),
-        )
-
-
-def dialog_json(dialog: Dialog | WireDialog) -> Message:
+def dialog_json(dialog: Dialog) -> Message:
     """The ``dialog`` object of ``answered``, ``redialog``, ``takeover`` and ``takeover_result``.
 
     The one place a dialog becomes JSON, on both sides of the channel; the supervisor reads

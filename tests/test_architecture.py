@@ -10,6 +10,8 @@ a reason written in :data:`LONG_ON_PURPOSE`.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,3 +212,10 @@ def test_the_checker_sees_a_violation() -> None:
     )
     found = [imp for _, imp in imports_of(planted) if layer_of(_known(imp, NAMES)) == "node"]
     assert found and "node" not in MAY_IMPORT["core"]
+
+
+def test_the_pjsua2_worker_loads_no_etcd_client() -> None:
+    """Workers hold calls, not etcd state: each one loading gRPC would cost every worker its memory."""
+    probe = "import sys, callpark.node.worker.main; print(sorted(m for m in ('grpc', 'pyetcd') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from callpark.errors import StoreUnavailable
 from callpark.lab.etcd import EtcdStartError, LocalEtcdCluster
+from callpark.procs import pid_alive
 from callpark.store.etcd import EtcdStore
 from callpark.store.kv import Put
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); ManagedProcess reaps, so check /proc state
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def test_three_members_form_one_cluster_and_survive_minority_loss(tmp_path: Path) -> None:
@@ -46,7 +34,7 @@ def test_three_members_form_one_cluster_and_survive_minority_loss(tmp_path: Path
             assert m.log_path.exists()
     finally:
         cluster.stop()
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     assert not any(m.is_running() for m in cluster.members)
 
 

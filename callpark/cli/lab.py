@@ -24,6 +24,7 @@ from callpark.lab import demo, drill
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.lab.localcluster import LocalCluster
 from callpark.netutil import free_port, free_port_block
+from callpark.procs import pid_alive
 from callpark.store.kv import KV
 from callpark.store.ownership import read_snapshot
 from callpark.waiting import WaitTimeout, wait_until
@@ -94,19 +95,6 @@ def _up_state(args: argparse.Namespace) -> Path:
     return Path(args.state) if args.state else Path(tempfile.gettempdir()) / f"callpark-up-{os.getuid()}.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the embedded default cluster in the foreground with a live status view; Ctrl-C stops it."""
     if args.detach:
@@ -167,7 +155,7 @@ def _up_detached(args: argparse.Namespace) -> int:
     state = _up_state(args)
     if state.exists():
         old = json.loads(state.read_text())
-        if _alive(int(old.get("pid", 0))):
+        if pid_alive(int(old.get("pid", 0))):
             raise CallparkError(
                 f"a local cluster is already running (pid {old['pid']}, {old['run_dir']}); 'callpark down' first"
             )
@@ -206,12 +194,12 @@ def cmd_down(args: argparse.Namespace) -> int:
         raise NotFound(f"no detached local cluster (no {state})")
     info = json.loads(state.read_text())
     pid = int(info["pid"])
-    if _alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
     state.unlink(missing_ok=True)
     print(f"stopped the local cluster (pid {pid}, {info['run_dir']})")

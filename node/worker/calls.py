@@ -17,13 +17,14 @@ from typing import Any, Protocol
 
 import pjsua2 as pj
 
-from callpark.node.protocol import Message
+from callpark.node.protocol import Message, dialog_json
 from callpark.node.worker.music import HoldMusic, connect_audio
 from callpark.peers import TrustedPeers
 from callpark.sip.call import AUDIO_UP, TrackedCall
 from callpark.sip.endpoint import PJSUA_MAX_CALLS, op_param
 from callpark.sip.message import refer_to_with_replaces, replaces_value
 from callpark.sip.pump import Pump
+from callpark.store.records import Dialog
 
 log = logging.getLogger("callpark.node.worker")
 
@@ -230,7 +231,7 @@ class CallControl:
 
     def on_confirmed(self, call: WorkerCall) -> None:
         if call.role == Role.PARK and call.orbit is not None:
-            self.send("answered", call=call.handle, orbit=call.orbit, dialog=dialog_json(call))
+            self.send("answered", call=call.handle, orbit=call.orbit, dialog=call_dialog(call))
         elif call.role == Role.PARK and call.orbit is None and call.peer is not None:
             pass
         elif call.role == Role.RINGBACK and call.peer is not None:
@@ -242,7 +243,7 @@ class CallControl:
         elif call.role == Role.TAKEOVER and call.orbit is not None:
             call.role = Role.PARK
             self.by_orbit[call.orbit] = call
-            self.send("takeover_result", orbit=call.orbit, ok=True, dialog=dialog_json(call))
+            self.send("takeover_result", orbit=call.orbit, ok=True, dialog=call_dialog(call))
 
     def on_disconnected(self, call: WorkerCall, code: int, reason: str) -> None:
         call.state = "DISCONNECTED"
@@ -373,7 +374,7 @@ class CallControl:
 
     def _redialog(self, call: WorkerCall) -> None:
         if call.orbit is not None and call.state != "DISCONNECTED":
-            self.send("redialog", orbit=call.orbit, call=call.handle, dialog=dialog_json(call))
+            self.send("redialog", orbit=call.orbit, call=call.handle, dialog=call_dialog(call))
 
     # -- commands from the supervisor ---------------------------------------------------------------
 
@@ -444,17 +445,18 @@ class CallControl:
             self.send("takeover_result", orbit=orbit, ok=False, reason=f"cannot send INVITE/Replaces: {reason}")
 
 
-def dialog_json(call: WorkerCall) -> dict[str, Any]:
-    """The dialog of ``call`` as the supervisor stores it (``records.Dialog``, see node/protocol.py)."""
+def call_dialog(call: WorkerCall) -> dict[str, Any]:
+    """The dialog of ``call`` as the supervisor stores it (``records.Dialog``), as JSON."""
     tags = call.tags
-    return {
-        "call_id": tags.call_id if tags else (call.dialog.call_id or ""),
-        "local_tag": tags.local_tag if tags else (call.dialog.local_tag or ""),
-        "remote_tag": tags.remote_tag if tags else (call.dialog.remote_tag or ""),
-        "remote_contact": contact_text(call.remote_contact()),
-        "remote_uri": contact_text(str(call.getInfo().remoteUri)),
-        "supports_replaces": bool(call.dialog.remote_supports_replaces),
-    }
+    dialog = Dialog(
+        call_id=tags.call_id if tags else (call.dialog.call_id or ""),
+        local_tag=tags.local_tag if tags else (call.dialog.local_tag or ""),
+        remote_tag=tags.remote_tag if tags else (call.dialog.remote_tag or ""),
+        remote_contact=contact_text(call.remote_contact()),
+        remote_uri=contact_text(str(call.getInfo().remoteUri)),
+        supports_replaces=bool(call.dialog.remote_supports_replaces),
+    )
+    return dialog_json(dialog)
 
 
 def hangup(call: WorkerCall) -> None:

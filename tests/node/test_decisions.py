@@ -16,7 +16,7 @@ from callpark.node.context import NodeContext
 from callpark.node.decisions import PARKS, RETRIEVALS, Decisions
 from callpark.node.membership import Membership
 from callpark.node.metrics import NodeMetrics
-from callpark.node.protocol import REASON_FENCED, REASON_STATE_UNAVAILABLE, WireDialog, dialog_json
+from callpark.node.protocol import REASON_FENCED, REASON_STATE_UNAVAILABLE, dialog_json
 from callpark.node.workers import WorkerHandle, WorkerPool
 from callpark.peers import TrustedPeers
 from callpark.ratelimit import ScanLimit, ScanLimiter
@@ -303,11 +303,8 @@ def test_the_source_header_is_believed_only_from_the_edge(tmp_path: Path) -> Non
 # -- the dialog on the wire ------------------------------------------------------------------------
 
 
-def test_dialog_json_round_trips_the_stored_dialog_and_the_wire_dialog() -> None:
+def test_dialog_json_round_trips_the_stored_dialog() -> None:
     dialog = Dialog("cid@h", "lt", "rt", "sip:a@10.0.0.5:5062", "sip:a@example.test", True)
     assert Dialog.from_json(dialog_json(dialog)) == dialog
-    wire = WireDialog("cid@h", "lt", "rt", "sip:a@10.0.0.5:5062", "sip:a@example.test", True)
-    assert dialog_json(wire) == dialog_json(dialog)
-    assert WireDialog.from_json(dialog_json(dialog)) == wire
-    with pytest.raises(KeyError):
-        WireDialog.from_json({"call_id": "cid@h"})
+    with pytest.raises(ValueError):
+        Dialog.from_json({"call_id": "cid@h"})
