@@ -24,7 +24,7 @@ from callpark.errors import CallparkError, StoreError
 from callpark.model.pools import FailbackPolicy
 from callpark.store.kv import KV, Compare, Delete, Op, Put, unchanged
 from callpark.store.ownership import DrSnapshot, read_snapshot
-from callpark.store.records import Owner, RecordDecoder, Request, encode, request_bytes
+from callpark.store.records import Owner, RecordDecoder, Request, move_event_bytes, refusal_event_bytes, request_bytes
 from callpark.store.schema import Keys
 from callpark.store.session import ControllerTimings
 
@@ -255,20 +255,20 @@ class Controller:
             compares.append(unchanged(Keys.owner(r), current.mod_revision if current else 0))
             ops.append(Put(Keys.owner(r), Owner(r, to_pool, epoch, reason=f"{kind}: {why}").to_bytes()))
         parked = sum(1 for c in snap.parked if c.range in ranges)
-        event = {
-            "at": time.time(),
-            "kind": kind,
-            "pool": pool,
-            "to": to_pool,
-            "ranges": ranges,
-            "epochs": epochs,
-            "parked_calls": parked,
-            "why": why,
-            "leader": self.config.name,
-            "token": self.leadership.token,
-            "request": req.key if req else None,
-        }
-        ops.append(Put(_event_key(), encode(event)))
+        event = move_event_bytes(
+            kind,
+            pool=pool,
+            to=to_pool,
+            ranges=ranges,
+            epochs=epochs,
+            parked_calls=parked,
+            why=why,
+            leader=self.config.name,
+            token=self.leadership.token,
+            request=req.key if req else None,
+            at=time.time(),
+        )
+        ops.append(Put(_event_key(), event))
         if req is not None:
             compares.append(unchanged(req.key, req.mod_revision))
             ops.append(Delete(req.key))
@@ -279,18 +279,12 @@ class Controller:
         return f"{kind}: {moved}; {why}; {parked} parked call(s) to take over"
 
     def _refuse(self, req: Request, why: str) -> None:
-        event = {
-            "at": time.time(),
-            "kind": "refused",
-            "pool": req.pool,
-            "action": req.action,
-            "why": why,
-            "leader": self.config.name,
-            "request": req.key,
-        }
+        event = refusal_event_bytes(
+            pool=req.pool, action=req.action, why=why, leader=self.config.name, request=req.key, at=time.time()
+        )
         self._commit(
             [self.leadership.guard(), unchanged(req.key, req.mod_revision)],
-            [Delete(req.key), Put(_event_key(), encode(event))],
+            [Delete(req.key), Put(_event_key(), event)],
         )
 
     def _commit(self, compares: list[Compare], ops: list[Op]) -> bool:

@@ -484,6 +484,45 @@ def parse_leader(key: str, raw: bytes) -> dict[str, Any]:
     return strict(key, build)
 
 
+def move_event_bytes(
+    kind: str,
+    *,
+    pool: str,
+    to: str,
+    ranges: list[str],
+    epochs: dict[str, int],
+    parked_calls: int,
+    why: str,
+    leader: str,
+    token: int,
+    request: str | None,
+    at: float,
+) -> bytes:
+    """Encode the ``events/`` record of a range move (failover, failback, re-homing)."""
+    return encode(
+        {
+            "at": at,
+            "kind": kind,
+            "pool": pool,
+            "to": to,
+            "ranges": ranges,
+            "epochs": epochs,
+            "parked_calls": parked_calls,
+            "why": why,
+            "leader": leader,
+            "token": token,
+            "request": request,
+        }
+    )
+
+
+def refusal_event_bytes(*, pool: str, action: str, why: str, leader: str, request: str, at: float) -> bytes:
+    """Encode the ``events/`` record of an operator request the leader refused."""
+    return encode(
+        {"at": at, "kind": "refused", "pool": pool, "action": action, "why": why, "leader": leader, "request": request}
+    )
+
+
 def parse_event(key: str, raw: bytes) -> dict[str, Any]:
     """Parse ``events/<time>-<id>``: any object with a finite ``at``."""
     data = decode(key, raw)
