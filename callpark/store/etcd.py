@@ -3,10 +3,51 @@
 It implements the :class:`~callpark.store.kv.KV` contract over gRPC, translates client errors into
 :mod:`callpark.errors`, and retries transient failures with tenacity (bounded,
 exponential back-off with jitter, an overall deadline).
+
+Decisions, and why:
+
+* **Message limits are set, not inherited.** gRPC's defaults (4 MiB received, no send
+  limit) made a prefix of ~6,000 parked calls, or music over 4 MiB, unreadable. The
+  send limit is :data:`MAX_SEND_BYTES`, etcd's own bound on a request, so an oversized
+  request fails here as a plain :class:`~callpark.errors.StoreError` before it costs a
+  round trip. The receive limit :data:`MAX_RECEIVE_BYTES` bounds one response, and no
+  response holds a whole prefix: see the next point.
+* **Prefix reads are paged, on one revision.** ``get_prefix`` asks for at most
+  :data:`RANGE_PAGE_KEYS` keys a request and continues after the last key it got
+  (that key plus one zero byte), reading every later page at the first page's
+  revision, so the result is one consistent snapshot however many pages it took. A
+  page whose values overflow the receive limit is asked again with fewer keys (a
+  single value fits: etcd refuses larger writes). If etcd compacts that revision
+  mid-way, the read starts again from scratch once at the newest revision; a second
+  compaction, or a caller's own ``revision`` that is compacted, is a StoreError
+  saying so.
+* **A write is sent again only if it cannot have left this client.** gRPC reports
+  "failed to connect to all addresses", a refused connection or a failed name
+  resolution (all ``UNAVAILABLE``) before the call is written to any connection:
+  those are retried like reads (:func:`never_sent`). Anything else that breaks a write
+  (a connection reset or broken pipe, ``DEADLINE_EXCEEDED``, etcd's own "request
+  timed out") may come after etcd received the request, and etcd may have applied
+  it: the store raises :class:`~callpark.errors.StoreIndeterminate` and never resends
+  it. Callers settle the outcome by reading back what they wrote (see the KV
+  contract), because a blind resend is wrong either way: a compare-and-set that did
+  apply fails its compare when sent again, so the caller would be told it lost when
+  it won, and an unguarded change sent again can land on top of a later one. Reads
+  have no effect and are retried on every transient error.
+  Lease grants are retried too: a grant that did apply and is granted again leaves
+  an unused lease that etcd drops after its TTL.
+* **Lease keepalives and revokes pass the fail-fast window.** ``fail_fast_s`` fails
+  requests at once after a time-out, so callers queued behind a cut-off etcd do not
+  each wait a time-out. Keepalives are the liveness signal: failing them unsent would
+  let a slow but healthy etcd expire the leases of whole pools. They (and revokes,
+  which give a lease back) are always sent, bounded by their own time-out, and an
+  answered keepalive does not end the window for other requests (it proves the
+  lease store answers, not that etcd serves requests in time); a keepalive that
+  times out starts the window like any other time-out.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -41,6 +82,19 @@ T = TypeVar("T")
 ENV_ENDPOINTS = "CALLPARK_ETCD"
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 
+_MIB = 1024 * 1024
+# etcd refuses a request over --max-request-bytes (1.5 MiB by default) and its gRPC server takes
+# at most that plus 512 KiB of framing: nothing larger can succeed, so nothing larger is sent.
+MAX_SEND_BYTES = 2 * _MIB
+# One response: a page of a prefix read, a single key or a txn answer. etcd sets no bound of its
+# own on responses; 32 MiB holds a page of RANGE_PAGE_KEYS records (~600 bytes each) fifty times
+# over and several whole 8 MiB music files, and still bounds the memory one response takes.
+MAX_RECEIVE_BYTES = 32 * _MIB
+# Keys per prefix-read page: ~1.2 MB of parked-call records, far below the receive limit.
+RANGE_PAGE_KEYS = 2000
+# A page over the receive limit is asked again with this many times fewer keys.
+_PAGE_SHRINK = 8
+
 
 @dataclass(frozen=True)
 class EndpointHealth:
@@ -64,6 +118,14 @@ def parse_endpoints(text: str | None) -> list[str]:
 
 class _Transient(Exception):
     """Internal: a failure worth retrying."""
+
+
+class _Compacted(StoreError):
+    """A range read asked for a revision etcd has compacted (``get_prefix`` handles it)."""
+
+
+class _PageTooLarge(StoreError):
+    """A range response was over :data:`MAX_RECEIVE_BYTES` (``get_prefix`` asks for fewer keys)."""
 
 
 _COMPARE_OPS = {
@@ -133,7 +195,7 @@ class EtcdStore:
             raise StoreAuthError("etcd user and password go together")
         creds = _channel_credentials(ca, cert, key) if secure else None
         eps = [
-            pyetcd.Endpoint(p.hostname, p.port, secure=secure, creds=creds, time_retry=1.0)
+            pyetcd.Endpoint(p.hostname, p.port, secure=secure, creds=creds, time_retry=1.0, opts=_channel_options())
             for p in (urlsplit(url) for url in self.endpoints)
         ]
         self._client: Any = pyetcd.MultiEndpointEtcd3Client(endpoints=eps, timeout=request_timeout_s, failover=True)
@@ -169,9 +231,41 @@ class EtcdStore:
         return _entry(kvs[0]) if kvs else None
 
     def get_prefix(self, prefix: str, revision: int | None = None) -> Snapshot:
-        end = prefix_end(prefix).encode("latin-1")
-        resp = self._call(f"get_prefix {prefix}", lambda: self._range(prefix.encode(), end, revision or 0))
-        return Snapshot(resp.header.revision, {e.key: e for e in (_entry(kv) for kv in resp.kvs)})
+        """Every key under ``prefix`` at one revision, read in pages (see the module docstring)."""
+        try:
+            return self._read_pages(prefix, revision)
+        except _Compacted:
+            if revision is not None:
+                raise StoreError(
+                    f"etcd get_prefix {prefix}: revision {revision} has been compacted; read the newest instead"
+                ) from None
+            log.info("etcd: history compacted while reading %s page by page; reading it again", prefix)
+        try:
+            return self._read_pages(prefix, None)
+        except _Compacted:
+            raise StoreError(
+                f"etcd get_prefix {prefix}: etcd compacted the revision being read twice in a row; "
+                "retry, or compact less often"
+            ) from None
+
+    def _read_pages(self, prefix: str, revision: int | None) -> Snapshot:
+        key, end = prefix.encode(), prefix_end(prefix).encode("latin-1")
+        pinned = revision or 0  # 0 until the first page says which revision it read
+        limit = RANGE_PAGE_KEYS
+        entries: dict[str, Entry] = {}
+        while True:
+            try:
+                resp = self._call(f"get_prefix {prefix}", functools.partial(self._range, key, end, pinned, limit))
+            except _PageTooLarge:
+                if limit == 1:
+                    raise StoreError(f"etcd get_prefix {prefix}: one value is over {MAX_RECEIVE_BYTES} bytes") from None
+                limit = max(1, limit // _PAGE_SHRINK)
+                continue
+            pinned = pinned or int(resp.header.revision)
+            entries.update((e.key, e) for e in (_entry(kv) for kv in resp.kvs))
+            if not resp.more or not resp.kvs:
+                return Snapshot(pinned, entries)
+            key = bytes(resp.kvs[-1].key) + b"\x00"
 
     def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
         request = etcdrpc.TxnRequest(
@@ -208,7 +302,7 @@ class EtcdStore:
                 return int(resp.TTL) if resp.TTL > 0 else -1
             return -1
 
-        return int(self._call("refresh_lease", once, deadline_s=self.request_timeout_s))
+        return int(self._call("refresh_lease", once, deadline_s=self.request_timeout_s, liveness=True))
 
     def revoke_lease(self, lease_id: int) -> None:
         req = etcdrpc.LeaseRevokeRequest(ID=lease_id)
@@ -216,6 +310,7 @@ class EtcdStore:
             self._call(
                 "revoke_lease",
                 lambda: self._stub("leasestub").LeaseRevoke(req, self.request_timeout_s, **self._auth()),
+                liveness=True,
             )
         except StoreError as exc:
             if "requested lease not found" not in str(exc):
@@ -241,7 +336,8 @@ class EtcdStore:
         return result
 
     def unreachable(self) -> bool:
-        """True for ``fail_fast_s`` after a request timed out: requests fail at once meanwhile."""
+        """True for ``fail_fast_s`` after a request timed out: requests fail at once meanwhile
+        (except lease keepalives and revokes, see the module docstring)."""
         return time.monotonic() < self._down_until
 
     # -- replay ------------------------------------------------------------------------
@@ -329,9 +425,17 @@ class EtcdStore:
     def _stub(self, name: str) -> Any:
         return getattr(self._client, name)
 
-    def _range(self, key: bytes, range_end: bytes, revision: int = 0) -> Any:
-        req = etcdrpc.RangeRequest(key=key, range_end=range_end, serializable=False, revision=revision)
-        return self._stub("kvstub").Range(req, self.request_timeout_s, **self._auth())
+    def _range(self, key: bytes, range_end: bytes, revision: int = 0, limit: int = 0) -> Any:
+        req = etcdrpc.RangeRequest(key=key, range_end=range_end, serializable=False, revision=revision, limit=limit)
+        try:
+            return self._stub("kvstub").Range(req, self.request_timeout_s, **self._auth())
+        except grpc.RpcError as exc:
+            detail = exc.details() or ""
+            if exc.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in detail:
+                raise _Compacted(f"etcd range read at revision {revision}: {detail}") from None
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in detail:
+                raise _PageTooLarge(f"etcd range read of {limit or 'all'} key(s): {detail}") from None
+            raise
 
     def _call(
         self,
@@ -341,7 +445,10 @@ class EtcdStore:
         write: bool = False,
         deadline_s: float | None = None,
         authenticating: bool = False,
+        liveness: bool = False,
     ) -> Any:
+        """Run ``fn`` with retries; ``write``: never resent unless :func:`never_sent`;
+        ``liveness``: sent even in the fail-fast window, and an answer does not end it."""
         started = time.monotonic()
         retrying = Retrying(
             stop=stop_after_delay(self.retry_deadline_s if deadline_s is None else deadline_s),
@@ -352,14 +459,15 @@ class EtcdStore:
         try:
             for attempt in retrying:
                 with attempt:
-                    if self.unreachable():
+                    if not liveness and self.unreachable():
                         raise StoreUnavailable(
                             f"etcd unreachable at {','.join(self.endpoints)} ({what}): "
                             "failing fast after a time-out, retrying shortly"
                         )
                     try:
                         result = fn()
-                        self._down_until = 0.0
+                        if not liveness:
+                            self._down_until = 0.0
                         return result
                     except grpc.RpcError as exc:
                         if not authenticating and self.user is not None and _stale_token(exc):
@@ -392,13 +500,54 @@ class EtcdStore:
         ):
             self._client.endpoint_in_use.fail()
             self._client._clear_old_stubs()
-            never_sent = "connect" in lowered or "refused" in lowered
-            if self.fail_fast_s and not never_sent:  # a time-out, not a refused connection
+            unsent = never_sent(code, detail)
+            if self.fail_fast_s and not unsent:  # a time-out or a lost connection, not a refused one
                 self._down_until = time.monotonic() + self.fail_fast_s
-            if write and not never_sent:
+            if write and not unsent:  # etcd may have applied it: resending could apply it twice
                 raise StoreIndeterminate(f"etcd {what} outcome unknown: {detail}") from None
             raise _Transient(detail) from None
         raise StoreError(f"etcd {what} failed: {detail}") from None
+
+
+# gRPC's words for a call that failed before it was written to any connection. "failed to connect
+# to all addresses" is the channel's own refusal when no connection is up, whatever its last error.
+_UNSENT_MARKERS = (
+    "connection refused",
+    "dns resolution failed",
+    "name resolution",
+    "name or service not known",
+    "could not resolve",
+    "empty address list",
+)
+# Words for a connection lost, or a request left unanswered, once a call was on it.
+_IN_FLIGHT_MARKERS = ("reset by peer", "broken pipe", "socket closed", "stream removed", "goaway", "timed out", "eof")
+
+
+def never_sent(code: grpc.StatusCode, detail: str) -> bool:
+    """True only when the failed request cannot have left this client, so etcd cannot
+    have applied it and sending it again is safe even for a write.
+
+    Only ``UNAVAILABLE`` can mean that: ``DEADLINE_EXCEEDED``, ``INTERNAL`` and etcd's
+    own errors (``etcdserver: ...``: etcd got the request) all may come after etcd
+    applied a write. An ``UNAVAILABLE`` with unknown words counts as sent.
+    """
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return False
+    lowered = detail.lower()
+    if lowered.startswith("etcdserver:"):
+        return False
+    if "failed to connect to all addresses" in lowered:
+        return True
+    if any(marker in lowered for marker in _IN_FLIGHT_MARKERS):
+        return False
+    return any(marker in lowered for marker in _UNSENT_MARKERS)
+
+
+def _channel_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", MAX_SEND_BYTES),
+        ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+    ]
 
 
 def _stale_token(exc: grpc.RpcError) -> bool:

@@ -9,7 +9,9 @@ Contract:
 * ``get``/``get_prefix`` are linearizable reads and return the store revision they
   were served at; they are retried on transient errors within a deadline.
   ``get_prefix(prefix, revision=R)`` reads as of revision R, so several prefixes can
-  be read as one consistent snapshot.
+  be read as one consistent snapshot. A snapshot's ``revision`` is the one it was read
+  at (R when given). ``get_prefix`` has no size limit: the etcd store reads large
+  ranges in pages, all at the first page's revision, so the result is one snapshot.
 * ``txn`` applies its ``success`` ops if every compare holds, else its ``failure``
   ops, atomically; it is the only way to change more than one key. A txn whose
   outcome is unknown (time-out) raises :class:`~callpark.errors.StoreIndeterminate`:

@@ -5,6 +5,12 @@ metadata in the admin transaction with a compare that every chunk still exists, 
 a reader that follows the metadata always finds a complete, checksummed file. Old
 chunks are removed afterwards; a crash in between leaves only unreferenced chunks,
 which the next upload for that pool removes.
+
+A fetch reads the file one chunk (one key, at most :data:`CHUNK_BYTES`) a request, so
+no response grows with the file (music up to 8 MiB is over gRPC's default 4 MiB
+message). Chunks are content-addressed and never rewritten, so reading them one by one
+is as consistent as one read: a chunk removed meanwhile (the music was replaced) is
+missing, and the fetch starts again from the metadata.
 """
 
 from __future__ import annotations
@@ -89,11 +95,21 @@ def fetch(store: AdminStore, pool: str) -> tuple[MohMeta | None, bytes]:
         meta = store.state().moh.get(pool)
         if meta is None:
             return None, default_music_bytes()
-        snap = store.kv.get_prefix(Keys.moh_blob(pool, meta.sha256))
-        data = b"".join(snap.entries[k].value for k in sorted(snap.entries))
-        if len(snap.entries) == meta.chunks and sha256_hex(data) == meta.sha256:
+        data = _read_chunks(store, pool, meta)
+        if data is not None and sha256_hex(data) == meta.sha256:
             return meta, data
     raise StoreDataError(Keys.moh_meta(pool), "music chunks are missing or do not match the checksum")
+
+
+def _read_chunks(store: AdminStore, pool: str, meta: MohMeta) -> bytes | None:
+    """The file's chunks, one request each, joined; None if one is missing."""
+    parts = []
+    for index in range(meta.chunks):
+        entry = store.kv.get(Keys.moh_chunk(pool, meta.sha256, index))
+        if entry is None:
+            return None
+        parts.append(entry.value)
+    return b"".join(parts)
 
 
 def default_music_bytes() -> bytes:
