@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from callpark.errors import NotFound, StoreConflict, StoreDataError, ValidationError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from callpark.errors import NotFound, StoreConflict, StoreDataError, StoreIndeterminate, ValidationError
 from callpark.model import admin
 from callpark.model.music import CHUNK_BYTES, MohMeta, default_music, sha256_hex, split_chunks, validate_wav
 from callpark.store.admin import AdminStore
@@ -46,7 +48,7 @@ def upload(store: AdminStore, pool: str, data: bytes, filename: str) -> MohMeta:
     meta = MohMeta(pool, digest, len(data), len(chunks), info.sample_rate, info.duration_s, filename)
     for attempt in range(3):
         for index, chunk in enumerate(chunks):
-            store.kv.txn([], [Put(Keys.moh_chunk(pool, digest, index), chunk)])
+            _put_chunk(store, Keys.moh_chunk(pool, digest, index), chunk)
         present = [Compare(Keys.moh_chunk(pool, digest, i), "version", ">", 0) for i in range(len(chunks))]
         try:
             store.change(lambda s: admin.moh_set(s, meta), extra_compares=present)
@@ -57,6 +59,18 @@ def upload(store: AdminStore, pool: str, data: bytes, filename: str) -> MohMeta:
         break
     collect_garbage(store, pool)
     return meta
+
+
+@retry(
+    retry=retry_if_exception_type(StoreIndeterminate),
+    stop=stop_after_attempt(3),
+    wait=wait_random_exponential(multiplier=0.1, max=1.0),
+    reraise=True,
+)
+def _put_chunk(store: AdminStore, key: str, chunk: bytes) -> None:
+    """Write one content-addressed chunk. A put that timed out having applied wrote the same
+    bytes under the same key, so resending it is safe (the store itself never resends writes)."""
+    store.kv.txn([], [Put(key, chunk)])
 
 
 def reset(store: AdminStore, pool: str) -> None:
