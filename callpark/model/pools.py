@@ -28,9 +28,14 @@ class FailbackPolicy(enum.StrEnum):
             raise ValidationError("pool-failback", f"failback must be auto or manual, not {text!r}") from None
 
 
+def is_valid_name(name: object) -> bool:
+    """Whether ``name`` is a valid pool or site name (letters, digits, ``.``, ``_``, ``-``; 1-63)."""
+    return isinstance(name, str) and _NAME_RE.match(name) is not None
+
+
 def validate_name(kind: str, name: str) -> str:
     """Pool and site names: letters, digits, ``.``, ``_``, ``-``; 1-63 characters."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not is_valid_name(name):
         raise ValidationError(f"{kind}-name", f"{kind} name {name!r} must be 1-63 letters, digits, '.', '_' or '-'")
     return name
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from callpark.errors import ValidationError
+from callpark.model.pools import is_valid_name
 
 GLOBAL_SCOPE = "global"
 MIN_TIMEOUT_S = 10
@@ -21,7 +22,6 @@ MIN_ATTEMPTS = 1
 MAX_ATTEMPTS = 10
 
 _TIMESPAN_RE = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})$")
-_SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _URI_RE = re.compile(
     r"^(?P<scheme>sips?):(?:(?P<user>[^@\s<>\"]+)@)?(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])"
     r"(?::(?P<port>\d{1,5}))?(?P<params>;[^\s<>\"]*)?$"
@@ -35,7 +35,7 @@ def parse_scope(text: str) -> str:
         return GLOBAL_SCOPE
     if t[:5].lower() == "site:":
         site = t[5:]
-        if not _SITE_RE.match(site):
+        if not is_valid_name(site):
             raise ValidationError("cps-scope", f"site name {site!r} is not valid (letters, digits, . _ -)")
         return f"site:{site}"
     raise ValidationError("cps-scope", f"scope must be 'global' or 'site:<name>', not {text!r}")
