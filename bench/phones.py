@@ -96,15 +96,8 @@ class BenchPhone(Phone):
             raise PhoneError(f"phone {self.user}: {cmd} failed: {result.get('error')}")
         return result
 
-    def wait_event(
-        self,
-        predicate: Callable[[Event], object],
-        *,
-        timeout: float = 5.0,
-        since: int = 0,
-        what: str | None = None,
-    ) -> Event:
-        """First event at or after ``since`` for which ``predicate`` is truthy."""
+    def _wait_for_event(self, predicate: Callable[[Event], object], since: int, timeout: float, what: str) -> Event:
+        """Scan only the events not seen yet, woken by each new event (no polling)."""
         scanned = since
 
         def find() -> Event | None:
@@ -117,7 +110,7 @@ class BenchPhone(Phone):
                     return event
             return None
 
-        return self._wait(find, timeout, what or f"an event of phone {self.user}")
+        return self._wait(find, timeout, what)
 
 
 def is_state(call: str, *states: str) -> Callable[[Event], bool]:

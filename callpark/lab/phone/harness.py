@@ -278,6 +278,10 @@ class Phone:
         what: str | None = None,
     ) -> Event:
         """First event at or after ``since`` for which ``predicate`` is truthy (waits up to ``timeout``)."""
+        return self._wait_for_event(predicate, since, timeout, what or f"an event of phone {self.user}")
+
+    def _wait_for_event(self, predicate: Callable[[Event], object], since: int, timeout: float, what: str) -> Event:
+        """How :meth:`wait_event` waits: polls the event list (a subclass may wait on a condition)."""
 
         def find() -> Event | None:
             with self._lock:
@@ -286,7 +290,7 @@ class Phone:
                         return event
             return None if self._alive() else _DEAD
 
-        found = wait_until(find, timeout=timeout, what=what or f"an event of phone {self.user}", interval=POLL_INTERVAL)
+        found = wait_until(find, timeout=timeout, what=what, interval=POLL_INTERVAL)
         if found is _DEAD:
             raise PhoneError(f"phone {self.user} exited while waiting for {what}; log tail:\n{self.log_tail()}")
         return found
