@@ -33,7 +33,7 @@ from callpark.node.config import NodeConfig
 from callpark.node.context import NodeContext
 from callpark.node.decisions import Decisions
 from callpark.node.dispatch import Dispatcher
-from callpark.node.membership import Membership
+from callpark.node.membership import DuplicateNode, Membership
 from callpark.node.metrics import InstrumentedKV, NodeMetrics
 from callpark.node.ringback import Ringback
 from callpark.node.takeover import Takeovers
@@ -78,6 +78,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._last_cycle = time.monotonic()
         self._last_prune = 0.0
+        self._next_join = 0.0
         self._compose()
 
     def _compose(self) -> None:
@@ -124,7 +125,7 @@ class Supervisor:
             admin_token=self.config.admin_token,
             actions=drain_actions(self.kv, self.config.pool, self.config.name),
         )
-        self._join()
+        self._join(at_start=True)
         self.http.start()
         self.workers.start()
         self.takeovers.retry()  # our calls of before a restart
@@ -138,12 +139,23 @@ class Supervisor:
             self.http.port,
         )
 
-    def _join(self) -> None:
-        """Register the member key and start the keepalive; a no-op once joined or while etcd fails."""
-        if self.membership.lease:
+    def _join(self, *, at_start: bool = False) -> None:
+        """Register the member key and start the keepalive; a no-op once joined or while etcd fails.
+
+        A live process of our name refuses the start; met later (after a fenced start, the key
+        of our own previous process not yet expired) it is retried like an unreachable etcd.
+        """
+        now = time.monotonic()
+        if self.membership.lease or now < self._next_join:
             return
+        self._next_join = now + self.config.timings.keepalive_s
         try:
             self.membership.join(self._member_info(ready=False))
+        except DuplicateNode:
+            if at_start:
+                raise
+            log.warning("node name %s is still registered; retrying", self.config.name)
+            return
         except StoreError as exc:
             log.warning("could not join the cluster (will retry): %s", exc)
             return
