@@ -30,8 +30,12 @@ write had answered. What happens when that read fails too, per write:
 * **take over** (claim of another node's call): applied -> ours; otherwise the next scan sees
   the record as it is and tries again (it names a gone or draining holder until someone wins).
 
+A call is not rung back while a worker is taking it over (``moving``): the worker does not
+hold it yet and would answer "not held here", which counted as an unanswered ringback
+(found by tests/node/test_restart.py: a call recovered after its deadline was disconnected).
+
 Lock: :attr:`HeldCalls.lock` (re-entrant) guards ``held``, ``pending_free``, ``owed``,
-``ghosts`` and ``started``. Updates and frees of a held call, retrieval and ringback claims,
+``ghosts``, ``moving`` and ``started``. Updates and frees of a held call, retrieval and ringback claims,
 and the takeover of our own calls keep it across their etcd transaction, so no two threads
 write one record from stale revisions; an allocation (under its own lock) and the takeover of
 another node's call write first and take it only to store the result. The node's three locks
@@ -70,6 +74,7 @@ class HeldCalls(NodePart):
         self.pending_free: dict[str, tuple[str, Outcome, str]] = {}  # orbit -> (park id, outcome, detail)
         self.owed: dict[str, tuple[str, list[Change]]] = {}  # orbit -> (park id, changes not yet in etcd)
         self.ghosts: dict[str, ParkedCall] = {}  # orbit -> an allocation whose outcome is unknown
+        self.moving: set[str] = set()  # orbits a worker is taking over (INVITE/Replaces in flight)
         # (worker, call) -> (perf_counter of its INVITE, orbit); bounded, dropped when the orbit is freed
         self.started: OrderedDict[tuple[int, str], tuple[float, str]] = OrderedDict()
 
@@ -233,6 +238,7 @@ class HeldCalls(NodePart):
         with self.lock:
             self._forget_starts(held.call.orbit)
             self.owed.pop(held.call.orbit, None)
+            self.moving.discard(held.call.orbit)
             current = self.held.get(held.call.orbit, held)
             if self.kv.unreachable():
                 # do not hold up this worker's next requests with a write that will time out

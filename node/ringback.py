@@ -49,6 +49,7 @@ class Ringback(NodePart):
                 if h.call.state == CallState.PARKED
                 and h.call.deadline <= now
                 and h.call.orbit not in self.calls.pending_free
+                and h.call.orbit not in self.calls.moving
             ]
         for held in due:
             index = held.call.holder.worker

@@ -45,6 +45,8 @@ class Takeovers(NodePart):
 
     def _send(self, target: WorkerHandle, call: ParkedCall) -> None:
         """Ask ``target`` to INVITE the caller with Replaces (answered by ``takeover_result``)."""
+        with self.calls.lock:
+            self.calls.moving.add(call.orbit)  # no ringback before the worker holds the call
         target.send(
             "takeover",
             orbit=call.orbit,
@@ -142,6 +144,8 @@ class Takeovers(NodePart):
     def handle_result(self, w: WorkerHandle, msg: Message) -> None:
         """``takeover_result``: the call is ours on worker ``w`` now, or it is lost."""
         orbit = str(msg["orbit"])
+        with self.calls.lock:
+            self.calls.moving.discard(orbit)
         held = self.calls.get(orbit)
         if held is None:
             return
