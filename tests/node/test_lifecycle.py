@@ -237,3 +237,22 @@ def test_start_times_are_dropped_when_the_call_ends_and_bounded(node: Node) -> N
     for i in range(bound + 10):
         node.calls.note_start(0, f"c{i}", "7001", 0.0)
     assert len(node.calls.started) == bound
+
+
+def test_an_overdue_call_is_not_rung_back_before_its_takeover_completes(tmp_path: Path, kv: FaultKV) -> None:
+    before = make_node(tmp_path / "before", kv)
+    orbit = park(before)
+    before.calls.mutate(orbit, lambda c: replace(c, deadline=time.time() - 1))
+    before.member.stop(revoke=True)
+    after = make_node(tmp_path / "after", kv)
+    sent = listen(after.w0)
+    view = cast(ClusterView, after.facts)
+    takeovers = Takeovers(after.calls.ctx, calls=after.calls, view=view, workers=after.workers)
+    ringback = Ringback(after.calls.ctx, after.calls, after.workers, settings=lambda: DEFAULTS)
+    takeovers.retry()
+    ringback.fire_deadlines()  # the worker does not hold the call yet: it would answer "not held here"
+    assert [o for o, _ in sent.messages] == ["takeover"]
+    dialog = sent.ops("takeover")[0]["dialog"]
+    takeovers.handle_result(after.w0, {"orbit": orbit, "ok": True, "dialog": {**dialog, "call_id": "new"}})
+    ringback.fire_deadlines()
+    assert [o for o, _ in sent.messages] == ["takeover", "ringback"]
