@@ -22,7 +22,7 @@ from callpark.node.context import NodeContext, NodePart
 from callpark.node.protocol import Message, dialog_json
 from callpark.node.views import ClusterView
 from callpark.node.workers import WorkerHandle, WorkerPool
-from callpark.store.parking import Fenced, Held, LostRace
+from callpark.store.parking import Fenced, Held, LostRace, Unresolved
 from callpark.store.records import CallState, Dialog, Holder, ParkedCall, RecordKind, parse_members, parse_stamp
 from callpark.store.schema import Keys
 
@@ -42,6 +42,7 @@ class Takeovers(NodePart):
         self.last_scan = 0.0
         self.recovered = False  # our records of before a restart were read (see recover_own_calls)
         self.retake: dict[str, str] = {}  # orbit -> park id: own calls whose takeover claim failed
+        self.unsure: dict[str, str] = {}  # orbit -> write id: claims of other nodes' calls that timed out
 
     def _send(self, target: WorkerHandle, call: ParkedCall) -> None:
         """Ask ``target`` to INVITE the caller with Replaces (answered by ``takeover_result``)."""
@@ -181,6 +182,7 @@ class Takeovers(NodePart):
         view.live_nodes = live
         if view.draining or not self.is_valid():
             return
+        self._settle_unsure(parked)
         owned = {r.name for r in view.ranges}
         for held in parked:
             call = held.call
@@ -188,6 +190,19 @@ class Takeovers(NodePart):
                 continue
             if not self._take_over_from(held, live):
                 return
+
+    def _settle_unsure(self, parked: list[Held]) -> None:
+        """Claims of other nodes' calls whose outcome was unknown: applied -> take the call over."""
+        if not self.unsure:
+            return
+        by_orbit = {h.call.orbit: h for h in parked}
+        for orbit, write_id in list(self.unsure.items()):
+            del self.unsure[orbit]
+            held = by_orbit.get(orbit)
+            if held is not None and held.call.write_id == write_id:
+                with self.calls.lock:
+                    self.calls.held[orbit] = held
+                self.take_over(held)  # ours, but no worker was asked to INVITE the caller
 
     def _take_over_from(self, held: Held, live: dict[str, bool]) -> bool:
         """Take over one call of another node if it is gone or draining; False: stop the scan."""
@@ -211,6 +226,10 @@ class Takeovers(NodePart):
                 Holder(self.config.name, target.index, target.sip(self.config.host)),
                 timeout_s=self.view.settings.call_pickup_timeout_s,
             )
+        except Unresolved as exc:
+            self.unsure[call.orbit] = exc.call.write_id  # settled by the next scan
+            log.info("orbit %s: takeover claim outcome unknown: %s", call.orbit, exc)
+            return True
         except (LostRace, Fenced, StoreError) as exc:
             log.info("orbit %s not taken over here: %s", call.orbit, exc)
             return True
@@ -228,6 +247,9 @@ class Takeovers(NodePart):
         me = Holder(self.config.name, 0, handles[0].sip(self.config.host) if handles else "")
         try:
             claimed = self.table.take_over(held, me, timeout_s=self.view.settings.call_pickup_timeout_s)
+        except Unresolved as exc:
+            self.unsure[held.call.orbit] = exc.call.write_id  # settled (and lost) by the next scan
+            return
         except (LostRace, Fenced, StoreError):
             return
         with self.calls.lock:

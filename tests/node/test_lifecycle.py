@@ -256,3 +256,23 @@ def test_an_overdue_call_is_not_rung_back_before_its_takeover_completes(tmp_path
     takeovers.handle_result(after.w0, {"orbit": orbit, "ok": True, "dialog": {**dialog, "call_id": "new"}})
     ringback.fire_deadlines()
     assert [o for o, _ in sent.messages] == ["takeover", "ringback"]
+
+
+def test_a_takeover_claim_that_timed_out_having_applied_is_settled_by_the_next_scan(
+    tmp_path: Path, kv: FaultKV
+) -> None:
+    gone = make_node(tmp_path / "n2", kv, name="n2")
+    orbit = park(gone)
+    gone.member.stop(revoke=True)  # the holder dies
+    scanner = make_node(tmp_path / "n1", kv)
+    sent = listen(scanner.w0)
+    view = cast(ClusterView, scanner.facts)
+    takeovers = Takeovers(scanner.calls.ctx, calls=scanner.calls, view=view, workers=scanner.workers)
+    record = scanner.decisions.table.get(orbit)
+    assert record is not None
+    kv.time_out(puts(Keys.parked(orbit), b'"node":"n1"'), applied=True, then_reads_fail=1)
+    assert takeovers._take_over_from(record, {})
+    assert (parked(scanner, orbit) or {})["holder"]["node"] == "n1"  # ours in etcd, yet no worker has it
+    takeovers._settle_unsure(scanner.decisions.table.all_parked())
+    assert [m["orbit"] for m in sent.ops("takeover")] == [orbit]
+    assert orbit in scanner.calls.held
