@@ -27,8 +27,13 @@ write had answered. What happens when that read fails too, per write:
   another holder (taken over). Re-applying an owed change that had applied is harmless.
 * **free**: unknown -> kept in ``pending_free`` and retried (:meth:`HeldCalls.retry_frees`);
   a record that is gone or names another park id was freed already.
-* **take over** (claim of another node's call): applied -> ours; otherwise the next scan sees
-  the record as it is and tries again (it names a gone or draining holder until someone wins).
+* **take over** (claim of another node's call): applied -> ours; not applied -> the next scan
+  sees the record as it is and tries again. Unknown -> the next scan settles it by the write id
+  (:meth:`~callpark.node.takeover.Takeovers.scan`): ours -> a worker takes the caller over.
+  Our own calls after a restart or a worker crash: a failed claim is retried every cycle
+  (``Takeovers.retake``), and the read of our records after a restart until it succeeds.
+* **member key** (:mod:`~callpark.node.membership`): compared with what etcd holds when read
+  back, so a "ready" write that timed out having applied (or not) is corrected next cycle.
 
 A call is not rung back while a worker is taking it over (``moving``): the worker does not
 hold it yet and would answer "not held here", which counted as an unanswered ringback

@@ -4,6 +4,11 @@ Every write compares the writer's member key lease (a node whose lease expired
 cannot write) and, for an existing record, the record's mod revision as last seen
 (so two writers never both win). Allocation is "create if absent" on
 ``parked/<orbit>``, least recently freed orbit first.
+
+Every write of ``parked/<orbit>`` carries a fresh ``write_id``; a write that times out is
+read back: applied -> returned as if etcd had answered, else :class:`Unapplied` (with what
+etcd holds) or :class:`Unresolved` (the read failed too; the caller keeps the write id).
+What the node does in each case: :mod:`callpark.node.calls`.
 """
 
 from __future__ import annotations
