@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.waiting import wait_until
 from tests.node.conftest import ParkLab
-from tests.node.flows import blind_park, hears_music
+from tests.node.flows import blind_park, call_and_answer, hears_music
 
 
 def test_a_node_restarted_before_etcd_is_back_starts_fenced_then_recovers_its_calls(
@@ -52,3 +55,41 @@ def test_a_node_restarted_before_etcd_is_back_starts_fenced_then_recovers_its_ca
     # the overdue ringback rings the parker once the node holds the call (not "not held here")
     parker.wait_event(lambda e: e["event"] == "incoming", since=since_park, timeout=15, what="the ringback")
     assert json.loads(node.get("/api/node")[1])["ready"] is True
+
+
+def test_an_attended_park_completed_during_an_etcd_blip_is_recorded_and_survives_a_takeover(
+    lab: ParkLab, etcd_cluster: LocalEtcdCluster
+) -> None:
+    lab.configure()
+    node = lab.node()
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    to_alice = call_and_answer(parker, alice)
+    to_park = call_and_answer(parker, alice, node.park_uri())
+    orbit = parker.received_header(to_park, "X-Callpark-Orbit")
+    assert orbit
+    wait_until(lambda: lab.parked()[orbit]["dialog"]["local_tag"], timeout=10, what="the park answered")
+    etcd_cluster.pause(0)  # a blip shorter than the lease: the node stays valid
+    try:
+        parker.attended_transfer(to_alice, to_park)
+        time.sleep(2.0)  # the worker reports alice's dialog; its write times out
+    finally:
+        etcd_cluster.resume(0)
+    record = wait_until(
+        lambda: (r := lab.parked()[orbit]) and "alice@" in r["caller_uri"] and r,
+        timeout=10,
+        what="the record names alice's dialog once etcd is back",
+    )
+    # the dialog in etcd is the one a takeover needs: kill the worker, the call survives
+    os.kill(int(json.loads(node.get("/api/node")[1])["workers"][0]["pid"]), signal.SIGKILL)
+    wait_until(
+        lambda: lab.parked()[orbit]["dialog"]["call_id"] != record["dialog"]["call_id"],
+        timeout=20,
+        what="alice's call taken over by the restarted worker",
+    )
+    a_call = wait_until(
+        lambda: next((c["call"] for c in alice.calls() if c["state"] == "CONFIRMED" and c.get("replaces")), None),
+        timeout=10,
+        what="alice's call after the takeover",
+    )
+    assert hears_music(alice, a_call)
+    assert lab.history(lab.parked()[orbit]["park_id"]) is None
