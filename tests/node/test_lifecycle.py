@@ -204,7 +204,7 @@ def test_a_live_draining_holder_keeps_calls_ringing_or_without_replaces(tmp_path
     holder = make_node(tmp_path / "n2", kv, name="n2")
     ringing = park(holder, call="a")
     no_replaces = park(holder, call="b", supports_replaces=False)
-    holder.calls.claim(holder.calls.held[ringing], CallState.RINGING)
+    holder.calls.held[ringing] = holder.decisions.table.claim(holder.calls.held[ringing], CallState.RINGING)
     scanner = make_node(tmp_path / "n1", kv)
     sent = listen(scanner.w0)
     view = cast(ClusterView, scanner.facts)
