@@ -13,7 +13,6 @@ holds ``HeldCalls.lock`` across its transaction. The two are never held together
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,7 +26,16 @@ from callpark.node.protocol import REASON_FENCED, REASON_STATE_UNAVAILABLE, Mess
 from callpark.node.workers import WorkerHandle
 from callpark.peers import host_of, is_ip
 from callpark.ratelimit import ScanLimiter
-from callpark.store.parking import Fenced, Held, LostRace, NoFreeOrbit, OrbitTaken, OwnershipChanged
+from callpark.store.parking import (
+    Fenced,
+    Held,
+    LostRace,
+    NoFreeOrbit,
+    OrbitTaken,
+    OwnershipChanged,
+    Unapplied,
+    Unresolved,
+)
 from callpark.store.records import CallState, Dialog, Holder, ParkKind
 
 PARKS = "parks"  # the NodeMetrics counter a reply's result is counted in
@@ -176,10 +184,12 @@ class Decisions(NodePart):
         except Fenced:
             return reject(PARKS, "fenced", 503, REASON_FENCED, "park node fenced: etcd lease lost")
         except StoreError as exc:
+            if isinstance(exc, Unresolved):
+                self.calls.ghost(exc.call)  # freed once etcd answers, if it applied
             return reject(PARKS, "etcd-error", 503, REASON_STATE_UNAVAILABLE, f"etcd unavailable: {exc}")
         with self.calls.lock:
             self.calls.held[held.call.orbit] = held
-            self.calls.started[(w.index, str(msg["call"]))] = time.perf_counter() - float(msg.get("age_s", 0.0))
+        self.calls.note_start(w.index, str(msg["call"]), held.call.orbit, float(msg.get("age_s", 0.0)))
         fields = {
             "orbit": held.call.orbit,
             "park_id": held.call.park_id,
@@ -250,14 +260,14 @@ class Decisions(NodePart):
             safe = f";park-id={wanted}" if wanted else ""  # the holder checks it again
             return redirect(RETRIEVALS, "redirected", f"sip:{orbit}@{call.holder.sip}{safe}")
         try:
-            with self.calls.lock:
-                claimed = self.table.claim(held, CallState.RETRIEVING)
-                self.calls.held[orbit] = claimed
-                self.calls.started[(w.index, str(msg["call"]))] = time.perf_counter() - float(msg.get("age_s", 0.0))
+            self.calls.claim(held, CallState.RETRIEVING)
+        except (Unapplied, Unresolved) as exc:
+            return reject(RETRIEVALS, "etcd-error", 503, REASON_STATE_UNAVAILABLE, f"etcd unavailable: {exc}")
         except (LostRace, Fenced, StoreError) as exc:
             return reject(
                 RETRIEVALS, "lost-race", 486, "Orbit busy", f"Orbit {orbit} is being retrieved or rung back ({exc})"
             )
+        self.calls.note_start(w.index, str(msg["call"]), orbit, float(msg.get("age_s", 0.0)))
         replaces = bool(call.dialog.supports_replaces and msg.get("supports_replaces"))
         return Reply("connect", {"orbit": orbit, "replaces": replaces}, RETRIEVALS, "ok")
 

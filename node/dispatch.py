@@ -3,7 +3,7 @@
 :class:`Dispatcher` runs on each worker's reader thread (one message at a time per
 worker). It sends the replies of :mod:`~callpark.node.decisions`, counts their results,
 and records what workers report (answered, re-dialogued, ended). It holds no state but
-the per-call start times in ``HeldCalls.started`` (guarded by ``HeldCalls.lock``).
+the per-call start times in ``HeldCalls.started`` (see :meth:`HeldCalls.pop_start`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Dispatcher(NodePart):
     def _answered(self, w: WorkerHandle, msg: Message) -> None:
         orbit = str(msg["orbit"])
         dialog = Dialog.from_json(msg["dialog"])
-        started = self.calls.started.pop((w.index, str(msg.get("call"))), None)
+        started = self.calls.pop_start(w.index, str(msg.get("call")))
         held = self.calls.mutate(orbit, lambda c: replace(c, dialog=dialog))
         if started is not None:
             self.metrics.park_latency.labels(self.config.pool).observe(time.perf_counter() - started)
@@ -107,7 +107,7 @@ class Dispatcher(NodePart):
     def _ended(self, w: WorkerHandle, msg: Message) -> None:
         orbit = msg.get("orbit")
         reason = str(msg.get("reason", "failed"))
-        started = self.calls.started.pop((w.index, str(msg.get("call"))), None)
+        started = self.calls.pop_start(w.index, str(msg.get("call")))
         if reason == "retrieved" and started is not None:
             self.metrics.retrieve_latency.labels(self.config.pool).observe(time.perf_counter() - started)
         if orbit is None:

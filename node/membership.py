@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from callpark.errors import CallparkError, StoreError
+from callpark.errors import CallparkError, StoreError, StoreIndeterminate
 from callpark.store.kv import KV, Compare, Put, absent
 from callpark.store.records import member_bytes
 from callpark.store.schema import Keys
@@ -46,7 +46,8 @@ class Membership:
         self.key = Keys.member(pool, node)
         self.session = LeaseSession(kv, ttl_s=timings.ttl_s, safety_s=timings.safety_s)
         self._info: dict[str, Any] = {}
-        self._published: dict[str, Any] | None = None  # what the member key holds, as far as we know
+        self._published: bytes | None = None  # what the member key held when last read back
+        self._checked_at = 0.0  # monotonic time until which that read-back is trusted
         self._lock = threading.Lock()
         self._on_rejoin = on_rejoin
         self._on_renew = on_renew
@@ -71,15 +72,18 @@ class Membership:
         self._info = dict(info)
         sent = time.monotonic()
         lease = self.session.grant()
-        result = self.kv.txn([absent(self.key)], [Put(self.key, self._encode(), lease=lease)])
-        if not result.succeeded:
+        try:
+            applied = self.kv.txn([absent(self.key)], [Put(self.key, self._encode(), lease=lease)]).succeeded
+        except StoreIndeterminate:
+            applied = self._read_back(lease) is not None  # our lease on the key: our write applied
+        if not applied:
             self.session.revoke(lease)
             raise DuplicateNode(
                 f"node {self.node!r} is already registered in pool {self.pool!r} by a live process; "
                 "pick another --name or stop the other node"
             )
         with self._lock:
-            self._published = dict(self._info)
+            self._published = None  # read back by the next update
         self.session.bind(lease, sent)
 
     def start(self) -> None:
@@ -87,26 +91,34 @@ class Membership:
         self.session.keep_alive(self.timings.keepalive_s, on_renewed=self._renewed, on_expired=self._rejoin)
 
     def update(self, **info: Any) -> None:
-        """Change fields of the member key (slots, ready); a no-op when etcd already has them.
+        """Change fields of the member key (slots, ready) until etcd holds what the node is.
 
-        A write that fails is retried by the next call (found by the chaos suite: a node whose
-        "ready" update timed out right after a partition healed stayed not-ready for good).
+        What etcd holds is known only from reading it back (found in review: a "ready: false"
+        write that timed out having applied left the key not ready for good, because the node
+        compared with what it had meant to write). A read-back is trusted for one keepalive
+        interval; any failed or unknown write forgets it, so the next call reads again.
         """
         with self._lock:
             self._info = {**self._info, **info}
-            if self._info == self._published:
+            lease, wanted = self.lease, member_bytes(self.pool, self.node, self._info)
+            if not lease or (self._published == wanted and time.monotonic() < self._checked_at):
                 return
-            lease, wanted = self.lease, dict(self._info)
         try:
-            result = self.kv.txn(
-                [Compare(self.key, "lease", "==", lease)], [Put(self.key, self._encode(), lease=lease)]
-            )
+            held = self._read_back(lease)
+            if held != wanted:
+                self.kv.txn([Compare(self.key, "lease", "==", lease)], [Put(self.key, wanted, lease=lease)])
+                held = self._read_back(lease)
         except StoreError as exc:
             log.warning("could not update member key: %s", exc)
-            return
-        if result.succeeded:
-            with self._lock:
-                self._published = wanted
+            held = None
+        with self._lock:
+            self._published = held
+            self._checked_at = time.monotonic() + self.timings.keepalive_s
+
+    def _read_back(self, lease: int) -> bytes | None:
+        """What the member key holds under ``lease`` (None: absent or bound to another lease)."""
+        entry = self.kv.get(self.key)
+        return entry.value if entry is not None and entry.lease == lease else None
 
     def stop(self, *, revoke: bool = True) -> None:
         """Stop the keepalive and (by default) revoke the lease, which deletes the member key."""

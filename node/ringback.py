@@ -49,6 +49,7 @@ class Ringback(NodePart):
                 if h.call.state == CallState.PARKED
                 and h.call.deadline <= now
                 and h.call.orbit not in self.calls.pending_free
+                and h.call.orbit not in self.calls.moving
             ]
         for held in due:
             index = held.call.holder.worker
@@ -56,11 +57,9 @@ class Ringback(NodePart):
             if handle is None or not handle.ready.is_set():
                 continue
             try:
-                with self.calls.lock:
-                    claimed = self.table.claim(held, CallState.RINGING)
-                    self.calls.held[held.call.orbit] = claimed
+                claimed = self.calls.claim(held, CallState.RINGING)  # a lost race adopts what etcd holds
             except (LostRace, Fenced, StoreError) as exc:
-                log.info("ringback for orbit %s skipped: %s", held.call.orbit, exc)
+                log.info("ringback for orbit %s skipped (retried next cycle): %s", held.call.orbit, exc)
                 continue
             if not claimed.call.parker_uri:
                 self.handle_result(handle, {"orbit": held.call.orbit, "result": "failed"})

@@ -33,7 +33,7 @@ from callpark.node.config import NodeConfig
 from callpark.node.context import NodeContext
 from callpark.node.decisions import Decisions
 from callpark.node.dispatch import Dispatcher
-from callpark.node.membership import Membership
+from callpark.node.membership import DuplicateNode, Membership
 from callpark.node.metrics import InstrumentedKV, NodeMetrics
 from callpark.node.ringback import Ringback
 from callpark.node.takeover import Takeovers
@@ -78,6 +78,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._last_cycle = time.monotonic()
         self._last_prune = 0.0
+        self._next_join = 0.0
         self._compose()
 
     def _compose(self) -> None:
@@ -103,9 +104,17 @@ class Supervisor:
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Join the cluster, start the workers and HTTP; returns when the node is ready."""
+        """Join the cluster, start the workers and HTTP.
+
+        With etcd unreachable (a node booting before etcd has quorum) the node starts fenced:
+        not ready, answering 503 like a fenced node, and :meth:`_cycle` joins and recovers its
+        calls once etcd answers. Only a refusal (no such pool, a live node of the same name) raises.
+        """
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
-        self.view.refresh_config(force=True)
+        try:
+            self.view.refresh_config(force=True)
+        except StoreError as exc:
+            log.warning("etcd unreachable at start (%s): starting fenced, retrying", exc)
         self.http = NodeHttp(
             self.config.host,
             self.config.http_port,
@@ -116,20 +125,42 @@ class Supervisor:
             admin_token=self.config.admin_token,
             actions=drain_actions(self.kv, self.config.pool, self.config.name),
         )
-        self.membership.join(self._member_info(ready=False))
-        self.table.lease = self.membership.lease
-        self.membership.start()
+        self._join(at_start=True)
         self.http.start()
         self.workers.start()
-        self.takeovers.recover_own_calls()
-        self.membership.update(**self._member_info(ready=True))
+        self.takeovers.retry()  # our calls of before a restart
+        self.membership.update(**self._member_info(ready=self.ready()[0]))
         log.info(
-            "node %s of pool %s ready: %d workers, http %s",
+            "node %s of pool %s started (%s): %d workers, http %s",
             self.config.name,
             self.config.pool,
+            self.ready()[1],
             len(self.workers.handles),
             self.http.port,
         )
+
+    def _join(self, *, at_start: bool = False) -> None:
+        """Register the member key and start the keepalive; a no-op once joined or while etcd fails.
+
+        A live process of our name refuses the start; met later (after a fenced start, the key
+        of our own previous process not yet expired) it is retried like an unreachable etcd.
+        """
+        now = time.monotonic()
+        if self.membership.lease or now < self._next_join:
+            return
+        self._next_join = now + self.config.timings.keepalive_s
+        try:
+            self.membership.join(self._member_info(ready=False))
+        except DuplicateNode:
+            if at_start:
+                raise
+            log.warning("node name %s is still registered; retrying", self.config.name)
+            return
+        except StoreError as exc:
+            log.warning("could not join the cluster (will retry): %s", exc)
+            return
+        self.table.lease = self.membership.lease
+        self.membership.start()
 
     def run(self) -> None:
         """The supervision loop: workers, ringback deadlines, configuration, gauges."""
@@ -149,10 +180,12 @@ class Supervisor:
         self.membership.stop(revoke=True)
 
     def _cycle(self) -> None:
+        self._join()
         self.workers.check(on_restarted=self.takeovers.worker_restarted)
         self.view.refresh_config()
         self.takeovers.scan()
-        self.calls.retry_frees()
+        self.takeovers.retry()
+        self.calls.retry()
         self.ringback.fire_deadlines()
         now = time.monotonic()
         if now - self._last_prune > PRUNE_S:

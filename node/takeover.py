@@ -22,7 +22,7 @@ from callpark.node.context import NodeContext, NodePart
 from callpark.node.protocol import Message, dialog_json
 from callpark.node.views import ClusterView
 from callpark.node.workers import WorkerHandle, WorkerPool
-from callpark.store.parking import Fenced, Held, LostRace
+from callpark.store.parking import Fenced, Held, LostRace, Unresolved
 from callpark.store.records import CallState, Dialog, Holder, ParkedCall, RecordKind, parse_members, parse_stamp
 from callpark.store.schema import Keys
 
@@ -40,9 +40,14 @@ class Takeovers(NodePart):
         self.view = view
         self.workers = workers
         self.last_scan = 0.0
+        self.recovered = False  # our records of before a restart were read (see recover_own_calls)
+        self.retake: dict[str, str] = {}  # orbit -> park id: own calls whose takeover claim failed
+        self.unsure: dict[str, str] = {}  # orbit -> write id: claims of other nodes' calls that timed out
 
     def _send(self, target: WorkerHandle, call: ParkedCall) -> None:
         """Ask ``target`` to INVITE the caller with Replaces (answered by ``takeover_result``)."""
+        with self.calls.lock:
+            self.calls.moving.add(call.orbit)  # no ringback before the worker holds the call
         target.send(
             "takeover",
             orbit=call.orbit,
@@ -54,7 +59,12 @@ class Takeovers(NodePart):
     # -- our own calls ------------------------------------------------------------------------------
 
     def take_over(self, held: Held) -> None:
-        """Move one of our own calls (its worker or this node restarted) to a worker with room."""
+        """Move one of our own calls (its worker or this node restarted) to a worker with room.
+
+        A claim etcd does not confirm is retried by :meth:`retry` until done or not ours.
+        """
+        orbit = held.call.orbit
+        self.retake.pop(orbit, None)
         if not held.call.dialog.supports_replaces:
             # INVITE/Replaces to a UA without it would ring it as a new call: never do that
             self.calls.lose(held, "caller without Replaces support")
@@ -71,14 +81,15 @@ class Takeovers(NodePart):
                 except LostRace:
                     fresh = self.table.refresh(held) if attempt == 0 else None
                     if fresh is None or fresh.call.holder.node != self.config.name:
-                        log.warning("orbit %s is no longer ours to take over", held.call.orbit)
-                        self.calls.held.pop(held.call.orbit, None)
+                        log.warning("orbit %s is no longer ours to take over", orbit)
+                        self.calls.held.pop(orbit, None)
                         return
                     held = fresh
                 except (Fenced, StoreError) as exc:
-                    log.warning("cannot claim orbit %s for takeover: %s", held.call.orbit, exc)
+                    log.warning("cannot claim orbit %s for takeover (will retry): %s", orbit, exc)
+                    self.retake[orbit] = held.call.park_id
                     return
-            self.calls.held[held.call.orbit] = held
+            self.calls.held[orbit] = held
         self._send(target, held.call)
 
     def worker_restarted(self, handle: WorkerHandle) -> None:
@@ -87,17 +98,35 @@ class Takeovers(NodePart):
         for held in orphans:
             self.take_over(held)
 
-    def recover_own_calls(self) -> None:
-        """After a restart: records that still name this node are ours to take over."""
+    def recover_own_calls(self) -> bool:
+        """After a restart: records that still name this node are ours to take over; False: retry."""
         try:
             mine = [h for h in self.table.all_parked() if h.call.holder.node == self.config.name]
         except StoreError as exc:
-            log.warning("could not read parked calls: %s", exc)
-            return
+            log.warning("could not read parked calls (will retry): %s", exc)
+            return False
+        self.recovered = True
         for held in mine:
             with self.calls.lock:
                 self.calls.held[held.call.orbit] = held
             self.take_over(held)
+        return True
+
+    def retry(self) -> None:
+        """Every cycle, while etcd answers: recover our calls after a restart, retry failed claims."""
+        if not self.is_valid() or self.kv.unreachable():
+            return
+        if not self.recovered:
+            self.recover_own_calls()
+            return
+        for orbit, park_id in list(self.retake.items()):
+            held = self.calls.get(orbit)
+            if held is None or held.call.park_id != park_id:
+                self.retake.pop(orbit, None)
+                continue
+            self.take_over(held)
+            if orbit in self.retake:
+                return  # etcd still fails: next cycle
 
     def release_moved(self) -> None:
         """After a rejoin: drop (and have the worker forget) calls that now name another holder."""
@@ -116,6 +145,8 @@ class Takeovers(NodePart):
     def handle_result(self, w: WorkerHandle, msg: Message) -> None:
         """``takeover_result``: the call is ours on worker ``w`` now, or it is lost."""
         orbit = str(msg["orbit"])
+        with self.calls.lock:
+            self.calls.moving.discard(orbit)
         held = self.calls.get(orbit)
         if held is None:
             return
@@ -151,6 +182,7 @@ class Takeovers(NodePart):
         view.live_nodes = live
         if view.draining or not self.is_valid():
             return
+        self._settle_unsure(parked)
         owned = {r.name for r in view.ranges}
         for held in parked:
             call = held.call
@@ -159,12 +191,28 @@ class Takeovers(NodePart):
             if not self._take_over_from(held, live):
                 return
 
+    def _settle_unsure(self, parked: list[Held]) -> None:
+        """Claims of other nodes' calls whose outcome was unknown: applied -> take the call over."""
+        if not self.unsure:
+            return
+        by_orbit = {h.call.orbit: h for h in parked}
+        for orbit, write_id in list(self.unsure.items()):
+            del self.unsure[orbit]
+            held = by_orbit.get(orbit)
+            if held is not None and held.call.write_id == write_id:
+                with self.calls.lock:
+                    self.calls.held[orbit] = held
+                self.take_over(held)  # ours, but no worker was asked to INVITE the caller
+
     def _take_over_from(self, held: Held, live: dict[str, bool]) -> bool:
         """Take over one call of another node if it is gone or draining; False: stop the scan."""
         call = held.call
         holder = call.holder.node
-        if holder in live and not live[holder]:
-            return True  # alive and not draining: it keeps its calls
+        if holder in live and (not live[holder] or call.state != CallState.PARKED or not call.dialog.supports_replaces):
+            # alive and not draining: it keeps its calls. Alive and draining: only parked calls
+            # move; a call ringing back or being retrieved finishes there, and a caller without
+            # Replaces stays until it ends (it cannot be moved, and is not lost)
+            return True
         if not call.dialog.supports_replaces:
             self._lose_orphan(held, "caller without Replaces support")
             return True
@@ -178,6 +226,10 @@ class Takeovers(NodePart):
                 Holder(self.config.name, target.index, target.sip(self.config.host)),
                 timeout_s=self.view.settings.call_pickup_timeout_s,
             )
+        except Unresolved as exc:
+            self.unsure[call.orbit] = exc.call.write_id  # settled by the next scan
+            log.info("orbit %s: takeover claim outcome unknown: %s", call.orbit, exc)
+            return True
         except (LostRace, Fenced, StoreError) as exc:
             log.info("orbit %s not taken over here: %s", call.orbit, exc)
             return True
@@ -195,6 +247,9 @@ class Takeovers(NodePart):
         me = Holder(self.config.name, 0, handles[0].sip(self.config.host) if handles else "")
         try:
             claimed = self.table.take_over(held, me, timeout_s=self.view.settings.call_pickup_timeout_s)
+        except Unresolved as exc:
+            self.unsure[held.call.orbit] = exc.call.write_id  # settled (and lost) by the next scan
+            return
         except (LostRace, Fenced, StoreError):
             return
         with self.calls.lock:

@@ -4,6 +4,11 @@ Every write compares the writer's member key lease (a node whose lease expired
 cannot write) and, for an existing record, the record's mod revision as last seen
 (so two writers never both win). Allocation is "create if absent" on
 ``parked/<orbit>``, least recently freed orbit first.
+
+Every write of ``parked/<orbit>`` carries a fresh ``write_id``; a write that times out is
+read back: applied -> returned as if etcd had answered, else :class:`Unapplied` (with what
+etcd holds) or :class:`Unresolved` (the read failed too; the caller keeps the write id).
+What the node does in each case: :mod:`callpark.node.calls`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from callpark.errors import StoreError, StoreIndeterminate
 from callpark.model.orbits import OrbitRange
 from callpark.store.kv import KV, Compare, Delete, Entry, Put, absent, unchanged
 from callpark.store.records import (
@@ -57,6 +63,22 @@ class OwnershipChanged(Exception):
 
 class Fenced(Exception):
     """This node's lease is gone: it may not write."""
+
+
+class Unapplied(StoreIndeterminate):
+    """A write timed out and reading it back shows it did not apply; ``current``: what etcd holds."""
+
+    def __init__(self, message: str, current: Held | None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class Unresolved(StoreIndeterminate):
+    """A write timed out and reading it back failed too: etcd may hold ``call`` (its write id tells)."""
+
+    def __init__(self, message: str, call: ParkedCall) -> None:
+        super().__init__(message)
+        self.call = call
 
 
 # Guards, in one place: acquiring a call (allocate, take over) compares the range
@@ -127,14 +149,34 @@ class ParkTable:
         if call.state in (CallState.RINGING, CallState.FORWARDING):
             call = replace(call, attempts=call.attempts + 1, deadline=now + timeout_s)
         call = replace(call, holder=holder, state=CallState.PARKED, owner_epoch=self.owner_epoch(call.range))
-        result = self.kv.txn(
-            [unchanged(Keys.parked(call.orbit), held.mod_revision), self._alive(), self._owns(call.range)],
-            [Put(Keys.parked(call.orbit), call.to_bytes())],
+        written = self._put(
+            [unchanged(Keys.parked(call.orbit), held.mod_revision), self._alive(), self._owns(call.range)], call
         )
-        if not result.succeeded:
+        if written is None:
             self._check_alive()
             raise LostRace(f"orbit {call.orbit}: another node claimed it or its range moved")
-        return Held(call, result.revision)
+        return written
+
+    def _put(self, compares: list[Compare], call: ParkedCall) -> Held | None:
+        """Write ``call`` with a fresh write id if ``compares`` hold; None when they do not.
+
+        A time-out is resolved by reading the record back: our write id there means the write
+        applied (returned as usual); otherwise :class:`Unapplied` (with what etcd holds), or
+        :class:`Unresolved` when the read fails too.
+        """
+        call = replace(call, write_id=secrets.token_hex(8))
+        try:
+            result = self.kv.txn(compares, [Put(Keys.parked(call.orbit), call.to_bytes())])
+        except StoreIndeterminate as exc:
+            try:
+                current = self.get(call.orbit)
+            except StoreError as err:
+                raise Unresolved(f"orbit {call.orbit}: {exc}; reading it back failed: {err}", call) from err
+            if current is not None and current.call.write_id == call.write_id:
+                log.info("orbit %s: a write that timed out had applied", call.orbit)
+                return current
+            raise Unapplied(f"orbit {call.orbit}: {exc}; it did not apply", current) from exc
+        return Held(call, result.revision) if result.succeeded else None
 
     def _alive(self) -> Compare:
         """Holds only while our member key is bound to our current lease."""
@@ -208,12 +250,9 @@ class ParkTable:
                 attempts=0,
             )
             call = replace(call, owner_epoch=self.owner_epoch(rng.name))
-            result = self.kv.txn(
-                [absent(Keys.parked(orbit)), self._alive(), self._owns(rng.name)],
-                [Put(Keys.parked(orbit), call.to_bytes())],
-            )
-            if result.succeeded:
-                return Held(call, result.revision)
+            written = self._put([absent(Keys.parked(orbit)), self._alive(), self._owns(rng.name)], call)
+            if written is not None:
+                return written
             self._check_alive()
             if not self.kv.txn([self._owns(rng.name)], []).succeeded:
                 raise OwnershipChanged(f"range {rng.name} changed owner; re-read the owners")
@@ -225,14 +264,11 @@ class ParkTable:
 
     def update(self, held: Held, call: ParkedCall) -> Held:
         """Replace the record if nobody changed it since ``held`` was read."""
-        result = self.kv.txn(
-            [unchanged(Keys.parked(held.call.orbit), held.mod_revision), self._alive()],
-            [Put(Keys.parked(call.orbit), call.to_bytes())],
-        )
-        if not result.succeeded:
+        written = self._put([unchanged(Keys.parked(held.call.orbit), held.mod_revision), self._alive()], call)
+        if written is None:
             self._check_alive()
             raise LostRace(f"orbit {held.call.orbit} changed under us")
-        return Held(call, result.revision)
+        return written
 
     def claim(self, held: Held, state: CallState) -> Held:
         """Move a parked call to ``state`` (retrieving, ringing...) if still as seen."""

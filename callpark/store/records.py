@@ -279,6 +279,7 @@ class ParkedCall:
     deadline: float
     attempts: int
     owner_epoch: int = 0
+    write_id: str = ""  # fresh on every write: a write that timed out is known applied when it reads back
 
     def to_bytes(self) -> bytes:
         """Encode ``parked/<orbit>``."""
@@ -318,6 +319,7 @@ class ParkedCall:
             deadline=number(data, "deadline"),
             attempts=whole(data, "attempts"),
             owner_epoch=whole(data, "owner_epoch", default=0),
+            write_id=opt_text(data, "write_id") or "",
         )
 
     def with_state(self, state: CallState) -> ParkedCall:

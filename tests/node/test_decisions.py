@@ -24,6 +24,7 @@ from callpark.store.memkv import MemoryKV
 from callpark.store.parking import ParkTable
 from callpark.store.records import CallState, Dialog, Holder, ParkKind, RecordDecoder
 from callpark.store.session import LeaseTimings
+from tests.node.faults import FaultKV
 
 POOL = "pool-a"
 RANGES = [OrbitRange("r", "7000", "7001", POOL)]
@@ -60,7 +61,7 @@ class Facts:
 
 @dataclass
 class Node:
-    kv: CutKV
+    kv: CutKV | FaultKV
     member: Membership
     calls: HeldCalls
     facts: Facts
@@ -77,7 +78,7 @@ class Node:
         return self.workers.handles[1]
 
 
-def make_node(tmp_path: Path, kv: CutKV | None = None, name: str = "n1", edge: str | None = None) -> Node:
+def make_node(tmp_path: Path, kv: CutKV | FaultKV | None = None, name: str = "n1", edge: str | None = None) -> Node:
     kv = kv or CutKV()
     config = NodeConfig(pool=POOL, name=name, run_dir=tmp_path, edge=edge)
     metrics = NodeMetrics(POOL, name)
