@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
+from callpark.lab.phone.flows import blind_park, connected_call
 from callpark.store.kv import Put
 from callpark.store.records import encode, stamp_bytes
 from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 from tests.node.conftest import POOL, ParkLab, corrupt
-from tests.node.flows import blind_park, connected_call
 
 
 def test_a_draining_node_keeps_a_caller_without_replaces_and_its_peer_takes_the_rest(lab: ParkLab) -> None:

@@ -8,9 +8,9 @@ import signal
 import time
 
 from callpark.lab.etcd import LocalEtcdCluster
+from callpark.lab.phone.flows import blind_park, call_and_answer, hears_music
 from callpark.waiting import wait_until
 from tests.node.conftest import ParkLab
-from tests.node.flows import blind_park, call_and_answer, hears_music
 
 
 def test_a_node_restarted_before_etcd_is_back_starts_fenced_then_recovers_its_calls(
