@@ -233,6 +233,9 @@ class Decisions(NodePart):
             return reject(
                 RETRIEVALS, "not-found", 404, "Orbit not found", f"35000 Orbit not found: nothing is parked on {orbit}"
             )
+        if msg.get("referred_by"):
+            # a transfer onto an occupied orbit is a second park, not a retrieval (Lync 35006)
+            return reject(PARKS, "double-park", 486, "Orbit not available", f"35006 Double park: {orbit} is occupied")
         wanted = msg.get("park_id")
         if wanted and wanted != held.call.park_id:
             self.scan.miss(source)

@@ -361,3 +361,23 @@ def test_fixed_worker_port_bases_for_static_edge_configs(lab: ParkLab) -> None:
     parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
     blind_park(parker, alice, f"sip:park@{LOOPBACK}:{sip_base + 1}")
     assert lab.wait_parked("alice")["holder"]["worker"] == 1
+
+
+def test_a_transfer_to_an_occupied_orbit_is_refused_as_a_double_park(lab: ParkLab) -> None:
+    """erin transfers dave to *7000 where alice is parked: 486 (35006), nothing else changes."""
+    node, _, alice, record = alice_parked(lab)
+    erin, dave = lab.phone("erin"), lab.phone("dave", auto_answer=True)
+    handle = call_and_answer(erin, dave)
+    since = dave.mark()
+    erin.blind_transfer(handle, node.orbit_uri("7000"), hangup=False)
+    event = dave.wait_event(
+        lambda e: e["event"] == "call_state" and e.get("state") == "DISCONNECTED" and e.get("role") == "caller",
+        since=since,
+        timeout=10,
+        what="dave's transferred INVITE refused",
+    )
+    assert event["code"] == 486
+    assert lab.parked()["7000"]["park_id"] == record["park_id"], "alice must stay parked on 7000"
+    assert connected_call(alice, remote_contains="park@")
+    assert connected_call(dave, remote_contains="erin@")
+    assert node.metric("callpark_parks_total", result="double-park") == 1
