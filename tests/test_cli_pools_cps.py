@@ -102,3 +102,15 @@ def test_site_overrides_global_for_the_pools_of_that_site(run_cli: Cli, etcd: Et
 )
 def test_settings_refusals(run_cli: Cli, etcd: EtcdStore, args: list[str], rule: str) -> None:
     assert_refused(run_cli, etcd, rule, "cps", "set", *args)
+
+
+def test_cps_set_creates_a_site_scope_as_the_readme_shows(run_cli: Cli, etcd: EtcdStore) -> None:
+    """``cps set --identity site:X`` without ``cps new`` first creates the scope from the defaults."""
+    run_cli.ok("pool", "new", "a", "--site", "site-a")
+    run_cli.ok("cps", "set", "--identity", "site:site-a", "--timeout", "00:00:45", "--attempts", "2")
+    a = json.loads(run_cli.ok("cps", "effective", "--pool", "a", "--json"))
+    assert (a["scope"], a["CallPickupTimeoutThreshold"], a["MaxCallPickupAttempts"]) == ("site:site-a", "00:00:45", 2)
+    assert a["EnableMusicOnHold"] is True  # the rest from the defaults, as cps new would
+    run_cli.ok("cps", "set", "--identity", "site:site-a", "--attempts", "3")
+    a = json.loads(run_cli.ok("cps", "effective", "--pool", "a", "--json"))
+    assert (a["CallPickupTimeoutThreshold"], a["MaxCallPickupAttempts"]) == ("00:00:45", 3)

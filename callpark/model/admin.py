@@ -216,8 +216,13 @@ def cps_new(state: AdminState, scope: str, changes: Mapping[str, Any]) -> AdminS
 
 
 def cps_set(state: AdminState, scope: str, changes: Mapping[str, Any]) -> AdminState:
+    """Change a scope's settings; a site scope not yet there is created from the defaults.
+
+    Lync's Set-CsCpsConfiguration needs New-CsCpsConfiguration first; here ``cps set`` on a
+    new site works as the README shows (``cps new`` still refuses an existing scope).
+    """
     scope = parse_scope(scope)
-    current = state.settings(scope)
+    current = state.cps.get(scope, DEFAULTS) if scope != GLOBAL_SCOPE else state.settings(scope)
     return replace(state, cps={**state.cps, scope: current.with_changes(changes)})
 
 
