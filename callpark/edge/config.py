@@ -30,8 +30,9 @@ Security (see docs/ARCHITECTURE.md, "Security: SIP"):
 
 * ``trusted_peers`` (networks): requests from any other source address get
   ``403 Forbidden: untrusted source`` (the park nodes of the dispatcher list are always let in).
-* Every request leaves with exactly one ``X-Callpark-Source: <source ip>`` header: any such
-  header arriving from outside is removed first. Nodes believe it only from the edge.
+* Every request to a park node leaves with exactly one ``X-Callpark-Source: <source ip>``
+  header: any such header arriving from outside is removed first, and requests to phones
+  carry none (route[SOURCE]). Nodes believe it only from the edge.
 * ``auth`` (:class:`~callpark.edge.credentials.DigestAuth`): REGISTER is challenged with 401,
   every other initial request from outside the dispatcher list with 407; a wrong password or
   an unknown user gets ``403 Forbidden: bad credentials``, a From user other than the
@@ -713,6 +714,7 @@ request_route {{
 	if ($var(local) == 0) {{
 		# not addressed to the edge (e.g. the holder node's Contact in a 302):
 		# relay as addressed
+		route(SOURCE);
 		route(RELAY_PATIENT);
 	}}
 
@@ -746,8 +748,8 @@ route[REQINIT] {{
 	}}
 {acl_block}
 	# the original source, for the nodes' orbit-scan limit: never trust one from outside
+	# (route[SOURCE] adds ours, only on requests towards park nodes)
 	remove_hf("X-Callpark-Source");
-	append_hf("X-Callpark-Source: $si\\r\\n");
 	if (!sanity_check("17895", "7")) {{
 		xlog("L_WARN", "malformed SIP request from $si:$sp\\n");
 		exit;
@@ -858,7 +860,17 @@ route[DISPATCH] {{
 		$avp(ds_stage) = "backup";
 	}}
 	t_on_failure("DS_FAILOVER");
+	route(SOURCE);
 	route(RELAY);
+}}
+
+# X-Callpark-Source: $si for the park nodes (their orbit-scan limit), added only to requests
+# going to a node (dispatched, or to a node's Contact from a 302) and not to a node's own
+# requests: phones never see this internal header (orbit MESSAGE, ringback, phone calls).
+route[SOURCE] {{
+	if (!ds_is_from_list()) {{
+		append_hf("X-Callpark-Source: $si\\r\\n");
+	}}
 }}
 
 # Failover: on a local timeout, 408 or 503 try the next node of the same set, then the

@@ -84,3 +84,18 @@ def test_each_unanswered_ringback_rearms_the_timer_then_the_call_is_disconnected
     assert lab.wait_outcome(first["park_id"]) == "disconnected"
     assert node.metric("callpark_ringbacks_total", outcome="no-answer") == 2
     assert node.metric("callpark_timeouts_total", outcome="disconnected") == 1
+
+
+def test_the_edge_keeps_its_internal_source_header_away_from_phones(lab: ParkLab) -> None:
+    """X-Callpark-Source is for the nodes only: not on the orbit MESSAGE, not on a phone's call."""
+    _, parker, alice = behind_the_edge(lab)
+    since = parker.mark()
+    a_since = alice.mark()
+    handle = blind_park(parker, alice, uri("park"), caller_uri=uri("alice"))
+    assert handle
+    incoming = alice.wait_event(lambda e: e["event"] == "incoming", since=a_since, timeout=10, what="parker's call")
+    assert "X-Callpark-Source" not in incoming["x_headers"], incoming["x_headers"]
+    lab.wait_parked("alice")
+    message = parker.wait_event(lambda e: e["event"] == "message", since=since, timeout=10, what="orbit MESSAGE")
+    assert "X-Callpark-Source" not in message["x_headers"], message["x_headers"]
+    assert "X-Callpark-Orbit" in message["x_headers"] or "orbit=" in message["body"]
