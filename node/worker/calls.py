@@ -438,11 +438,24 @@ class CallControl:
             replaces = replaces_value(
                 str(dialog["call_id"]), to_tag=str(dialog["remote_tag"]), from_tag=str(dialog["local_tag"])
             )
-            call.makeCall(str(dialog["remote_contact"]), op_param(headers={"Replaces": replaces}))
+            prm = op_param(headers={"Replaces": replaces})
+            prm.txOption.localUri = orbit_uri(str(self.direct.getInfo().uri), orbit)
+            call.makeCall(str(dialog["remote_contact"]), prm)
         except (pj.Error, ValueError, KeyError) as exc:
             call.state = "DISCONNECTED"
             reason = exc.info() if isinstance(exc, pj.Error) else str(exc)
             self.send("takeover_result", orbit=orbit, ok=False, reason=f"cannot send INVITE/Replaces: {reason}")
+
+
+def orbit_uri(account_uri: str, orbit: str) -> str:
+    """``sip:orbit-<orbit>@<host>`` from our account's URI: the From of an INVITE with Replaces.
+
+    Not the park URI the caller dialled: liblinphone refuses an INVITE/Replaces whose From
+    equals the remote URI of a call it already has ("486 Busy - duplicated call").
+    """
+    host = account_uri.strip("<>").split("@", 1)[-1].split(";", 1)[0].rstrip(">")
+    user = orbit.replace("#", "%23")
+    return f"sip:orbit-{user}@{host}"
 
 
 def call_dialog(call: WorkerCall) -> dict[str, Any]:

@@ -381,3 +381,21 @@ def test_a_transfer_to_an_occupied_orbit_is_refused_as_a_double_park(lab: ParkLa
     assert connected_call(alice, remote_contains="park@")
     assert connected_call(dave, remote_contains="erin@")
     assert node.metric("callpark_parks_total", result="double-park") == 1
+
+
+def test_the_takeover_invite_comes_from_the_orbit_not_the_dialled_park_uri(lab: ParkLab) -> None:
+    """liblinphone refuses an INVITE/Replaces whose From equals the remote URI of a call it has
+    ("486 Busy - duplicated call"): the takeover's From must differ from what the caller dialled."""
+    node, _, alice, record = alice_parked(lab, workers=2)
+    dialled = next(
+        str(c["remote_uri"]) for c in alice.calls() if c["state"] == "CONFIRMED" and "park@" in c["remote_uri"]
+    )
+    pid = int(json.loads(node.get("/api/node")[1])["workers"][record["holder"]["worker"]]["pid"])
+    os.kill(pid, signal.SIGKILL)
+    taken = wait_until(
+        lambda: next((c for c in alice.calls() if c["state"] == "CONFIRMED" and c.get("replaces")), None),
+        timeout=20,
+        what="alice's call after takeover",
+    )
+    assert taken["remote_uri"] != dialled and "park@" not in taken["remote_uri"]
+    assert f"orbit-{record['orbit']}@" in taken["remote_uri"], taken["remote_uri"]
