@@ -20,8 +20,9 @@ from callpark.node.calls import HeldCalls
 from callpark.node.context import NodeContext, NodePart
 from callpark.node.protocol import Message
 from callpark.node.workers import WorkerHandle, WorkerPool
+from callpark.sip.message import SipParseError, parse_name_addr, parse_sip_uri
 from callpark.store.parking import Fenced, LostRace
-from callpark.store.records import CallState
+from callpark.store.records import CallState, ParkedCall
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,11 @@ class Ringback(NodePart):
             except (LostRace, Fenced, StoreError) as exc:
                 log.info("ringback for orbit %s skipped (retried next cycle): %s", held.call.orbit, exc)
                 continue
-            if not claimed.call.parker_uri:
-                self.handle_result(handle, {"orbit": held.call.orbit, "result": "failed"})
+            parker = ringback_target(claimed.call)
+            if parker is None:
+                self.time_out(handle, held.call.orbit)  # nobody to ring: straight to OnTimeoutURI
                 continue
-            handle.send(
-                "ringback",
-                orbit=held.call.orbit,
-                parker_uri=claimed.call.parker_uri,
-                ring_time_s=self.config.ring_time_s,
-            )
+            handle.send("ringback", orbit=held.call.orbit, parker_uri=parker, ring_time_s=self.config.ring_time_s)
 
     def handle_result(self, w: WorkerHandle, msg: Message) -> None:
         """``ringback_result``: count it; re-arm the timer, or forward or disconnect at the last try."""
@@ -82,14 +79,41 @@ class Ringback(NodePart):
             return
         settings = self.settings()
         if held.call.attempts >= settings.max_call_pickup_attempts:
-            uri = settings.on_timeout_uri
-            if uri:
-                self.calls.mutate(orbit, lambda c: c.with_state(CallState.FORWARDING))
-                self.metrics.timeouts.labels(self.config.pool, "forwarded").inc()
-                w.send("forward", orbit=orbit, uri=uri)
-            else:
-                self.metrics.timeouts.labels(self.config.pool, "disconnected").inc()
-                w.send("disconnect", orbit=orbit)
+            self.time_out(w, orbit)
             return
         timeout = settings.call_pickup_timeout_s
         self.calls.mutate(orbit, lambda c: replace(c, state=CallState.PARKED, deadline=time.time() + timeout))
+
+    def time_out(self, w: WorkerHandle, orbit: str) -> None:
+        """No more ringbacks: REFER the caller to OnTimeoutURI, or hang up when there is none."""
+        uri = self.settings().on_timeout_uri
+        if uri:
+            self.calls.mutate(orbit, lambda c: c.with_state(CallState.FORWARDING))
+            self.metrics.timeouts.labels(self.config.pool, "forwarded").inc()
+            w.send("forward", orbit=orbit, uri=uri)
+        else:
+            self.metrics.timeouts.labels(self.config.pool, "disconnected").inc()
+            w.send("disconnect", orbit=orbit)
+
+
+def ringback_target(call: ParkedCall) -> str | None:
+    """The URI to ring back, or None when the parker is unknown.
+
+    Unknown: no parker recorded, or the "parker" is the parked caller itself. That is a park
+    INVITE with no Referred-By that no INVITE/Replaces followed: a transferee that drops the
+    REFER's Referred-By (baresip 1.0) looks exactly like a parker calling ``park`` for an
+    attended park, and nothing in its INVITE names the transferor. Ringing it would ring the
+    caller with its own call, so such a call goes to OnTimeoutURI (or is hung up) instead.
+    """
+    if not call.parker_uri or same_party(call.parker_uri, call.caller_uri):
+        return None
+    return call.parker_uri
+
+
+def same_party(a: str, b: str) -> bool:
+    """Whether two URIs name the same user at the same host (ports and parameters ignored)."""
+    try:
+        ua, ub = parse_sip_uri(parse_name_addr(a).uri), parse_sip_uri(parse_name_addr(b).uri)
+    except SipParseError:
+        return a.strip() == b.strip()
+    return (ua.user, ua.host.lower()) == (ub.user, ub.host.lower())

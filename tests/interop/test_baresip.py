@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from callpark.lab.nodeproc import NodeProcess
 from callpark.lab.phone import Phone
 from callpark.waiting import wait_until
 from tests.interop.baresip import Baresip, missing
@@ -32,11 +34,11 @@ class Retrieved:
     call: str  # carol's call to the orbit
 
 
-def park_by_transfer_and_retrieve(lab: ParkLab, bare: Baresip) -> Retrieved:
-    """parker calls baresip, REFERs it to the park URI; carol retrieves the orbit."""
+def park_by_transfer(lab: ParkLab, bare: Baresip) -> tuple[NodeProcess, dict[str, Any]]:
+    """parker calls baresip and REFERs it to the park URI; returns the node and the record."""
     lab.configure()
     node = lab.node()
-    parker, carol = lab.phone("parker"), lab.phone("carol")
+    parker = lab.phone("parker")
     bare.start()
     ctrl = bare.ctrl
 
@@ -75,7 +77,13 @@ def park_by_transfer_and_retrieve(lab: ParkLab, bare: Baresip) -> Retrieved:
     # baresip 1.0.0 puts a per-UA user in its Contact: <sip:bare-0x55d2...@127.0.0.1:PORT>
     assert dialog["remote_contact"].startswith("sip:bare"), dialog
     assert f"@127.0.0.1:{bare.config.sip_port}" in dialog["remote_contact"], dialog
+    return node, record
 
+
+def park_by_transfer_and_retrieve(lab: ParkLab, bare: Baresip) -> Retrieved:
+    """parker calls baresip, REFERs it to the park URI; carol retrieves the orbit."""
+    node, record = park_by_transfer(lab, bare)
+    carol = lab.phone("carol")
     # carol retrieves the orbit: with no Replaces on baresip's side the node bridges
     c_since = carol.mark()
     c_call = carol.call(node.orbit_uri(record["orbit"]))
@@ -107,5 +115,28 @@ def test_baresip_caller_is_heard_by_the_retriever_through_the_bridge(lab: ParkLa
         got = park_by_transfer_and_retrieve(lab, bare)
         heard = listen_for(got.carol, got.call, TONE_HZ)
         assert heard.present(min_presence=0.6), f"carol does not hear baresip's {TONE_HZ:.0f} Hz: {heard}"
+    finally:
+        bare.stop()
+
+
+def test_a_caller_parked_without_referred_by_is_never_rung_back_itself(lab: ParkLab) -> None:
+    """No Referred-By and no Replaces: the parker is unknown. At the timeout the node must not
+    ring back the parked caller (the record's "parker" is baresip itself); with no OnTimeoutURI
+    the call is disconnected, and no ringback was even tried."""
+    bare = Baresip(lab.root / "baresip")
+    try:
+        node, record = park_by_transfer(lab, bare)
+        since = bare.ctrl.mark()
+        assert lab.wait_outcome(record["park_id"], timeout=30) == "disconnected"
+        rung = [e for e in bare.ctrl.events(since=since) if e.get("type") == "CALL_INCOMING"]
+        assert rung == [], f"the node rang the parked caller back: {rung}"
+        _, text = node.get("/metrics")
+        tried = [
+            (s.labels, s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "callpark_ringbacks_total" and s.value
+        ]
+        assert tried == [], f"a ringback to the parked caller itself was tried: {tried}"
     finally:
         bare.stop()
