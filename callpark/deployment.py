@@ -8,6 +8,7 @@ and is committed in one transaction.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -132,6 +133,7 @@ class Deployment:
     nodes: dict[str, PoolNodes] = field(default_factory=dict)
     timings: Timings = field(default_factory=Timings)
     edge_port: int = 0  # 0: a free port is picked at start
+    sip_domain: str = "127.0.0.1"  # [edge] domain: the one SIP domain of nodes, edge and URIs
     sip_security: sipsecurity.SipSecurity = field(default_factory=sipsecurity.SipSecurity)
 
 
@@ -188,6 +190,9 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
     edge_port = _table(raw, "edge", "").get("port", 0)
     if not isinstance(edge_port, int) or isinstance(edge_port, bool) or not 0 <= edge_port <= 65535:
         raise ValidationError("config-edge", "[edge] port must be 0 (any free port) to 65535")
+    domain = _str(_table(raw, "edge", ""), "domain", "[edge]", required=False) or "127.0.0.1"
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", domain):
+        raise ValidationError("config-edge", f"[edge] domain {domain!r} is not a host name or IPv4 address")
     return Deployment(
         path=path,
         etcd=etcd,
@@ -196,6 +201,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
         nodes=nodes,
         timings=timings,
         edge_port=edge_port,
+        sip_domain=domain,
         sip_security=sipsecurity.parse(_table(raw, "security", ""), path.parent),
     )
 

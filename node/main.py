@@ -17,7 +17,7 @@ from typing import Any
 
 from callpark import admintoken
 from callpark.node.supervisor import NodeConfig, Supervisor
-from callpark.peers import parse_peers
+from callpark.peers import host_of, parse_peers
 from callpark.ratelimit import ScanLimit
 from callpark.store.access import EtcdAccess
 from callpark.store.etcd import EtcdStore
@@ -47,7 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="pjsua2 worker processes (4 calls each)")
     p.add_argument("--http-port", type=int, default=0, help="port of /metrics, /healthz, /readyz (0: any)")
     p.add_argument("--edge", help="host:port of the SIP edge (outbound proxy and registrar)")
-    p.add_argument("--domain", default="callpark.test")
+    p.add_argument(
+        "--domain",
+        help="the deployment's SIP domain: From of orbit MESSAGEs and ringbacks (default: the --edge host)",
+    )
     p.add_argument("--ring-time", type=float, default=20.0, help="seconds a ringback rings (default 20)")
     p.add_argument("--lease-ttl", type=int, default=10)
     p.add_argument("--keepalive", type=float, default=2.0)
@@ -82,8 +85,10 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     """
     timings = lease_timings(args)
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix=f"callpark-{args.name}-"))
+    same = {name: getattr(args, name) for name in _SAME_NAME}
+    same["domain"] = args.domain or (host_of(args.edge) if args.edge else "callpark.test")
     return NodeConfig(
-        **{name: getattr(args, name) for name in _SAME_NAME},
+        **same,
         run_dir=run_dir,
         ring_time_s=args.ring_time,
         timings=timings,

@@ -18,6 +18,9 @@ def test_shipped_local_cluster_file_is_valid() -> None:
     dep = deployment.load(GOOD)
     assert dep.etcd.members == 3
     assert dep.state.pools["pool-a"].backup == "pool-b" and dep.state.pools["pool-b"].backup == "pool-a"
+    # one SIP domain for the whole deployment; the OnTimeoutURI lives in it (no 478 at the edge)
+    assert dep.sip_domain == "127.0.0.1"
+    assert dep.state.settings("global").on_timeout_uri == f"sip:operator@{dep.sip_domain}"
 
 
 @pytest.mark.parametrize(
@@ -41,6 +44,7 @@ def test_shipped_local_cluster_file_is_valid() -> None:
         ("[timings]\nlease_ttl_s=4.5\n", "[config-type]"),
         ("[timings]\nlease_tt=4\n", "[config-unknown]"),
         ("[edge]\nport=70000\n", "[config-edge]"),
+        ("[edge]\ndomain='bad domain'\n", "[config-edge]"),
     ],
 )
 def test_bad_files_give_one_line_naming_the_problem(tmp_path: Path, text: str, message: str) -> None:

@@ -113,6 +113,7 @@ class LocalCluster:
             run_dir=self.run_dir / name,
             workers=workers,
             edge=self.edge_address,
+            domain=self.dep.sip_domain,
             ring_time_s=t.ring_time_s,
             lease_ttl_s=t.lease_ttl_s,
             keepalive_s=t.keepalive_s,
@@ -184,7 +185,7 @@ class LocalCluster:
         default_pool = next((p for p in sorted(state.pools) if self.nodes.get(p)), None)
         return EdgeConfig(
             port=self.edge_port,
-            domain=LOOPBACK,
+            domain=self.dep.sip_domain,
             pools=pools,
             ranges=ranges,
             default_pool=default_pool,

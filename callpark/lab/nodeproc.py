@@ -34,6 +34,7 @@ class NodeProcess(ReadyLineProcess):
         run_dir: Path,
         workers: int = 1,
         edge: str | None = None,
+        domain: str | None = None,
         ring_time_s: float = 5.0,
         lease_ttl_s: int = 6,
         keepalive_s: float = 1.0,
@@ -69,6 +70,8 @@ class NodeProcess(ReadyLineProcess):
         ]
         if edge:
             argv += ["--edge", edge]
+        if domain:
+            argv += ["--domain", domain]
         super().__init__(f"node-{name}", argv, log_path=run_dir / "node.log")
 
     @property

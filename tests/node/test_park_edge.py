@@ -99,3 +99,14 @@ def test_the_edge_keeps_its_internal_source_header_away_from_phones(lab: ParkLab
     message = parker.wait_event(lambda e: e["event"] == "message", since=since, timeout=10, what="orbit MESSAGE")
     assert "X-Callpark-Source" not in message["x_headers"], message["x_headers"]
     assert "X-Callpark-Orbit" in message["x_headers"] or "orbit=" in message["body"]
+
+
+def test_the_orbit_message_comes_from_the_deployments_sip_domain(lab: ParkLab) -> None:
+    """One SIP domain per deployment: the lab's edge serves 127.0.0.1, so the orbit MESSAGE
+    must come from sip:park@127.0.0.1 (a reply to sip:park@callpark.test got 478 from the edge)."""
+    _, parker, alice = behind_the_edge(lab)
+    since = parker.mark()
+    blind_park(parker, alice, uri("park"), caller_uri=uri("alice"))
+    lab.wait_parked("alice")
+    message = parker.wait_event(lambda e: e["event"] == "message", since=since, timeout=10, what="orbit MESSAGE")
+    assert message["from"].strip("<>").startswith(f"sip:park@{LOOPBACK}"), message["from"]
