@@ -20,6 +20,7 @@ from callpark.model import admin
 from callpark.model.orbits import OrbitRange, RangeType
 from callpark.model.pools import FailbackPolicy
 from callpark.model.settings import GLOBAL_SCOPE, parse_scope
+from callpark.sip.message import in_domains
 from callpark.store.access import EtcdAccess
 from callpark.store.admin import AdminStore
 from callpark.store.session import ControllerTimings, LeaseTimings
@@ -134,6 +135,7 @@ class Deployment:
     timings: Timings = field(default_factory=Timings)
     edge_port: int = 0  # 0: a free port is picked at start
     sip_domain: str = "127.0.0.1"  # [edge] domain: the one SIP domain of nodes, edge and URIs
+    target_domains: tuple[str, ...] = ()  # [edge] target_domains: more hosts OnTimeoutURI etc. may name
     sip_security: sipsecurity.SipSecurity = field(default_factory=sipsecurity.SipSecurity)
 
 
@@ -190,9 +192,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
     edge_port = _table(raw, "edge", "").get("port", 0)
     if not isinstance(edge_port, int) or isinstance(edge_port, bool) or not 0 <= edge_port <= 65535:
         raise ValidationError("config-edge", "[edge] port must be 0 (any free port) to 65535")
-    domain = _str(_table(raw, "edge", ""), "domain", "[edge]", required=False) or "127.0.0.1"
-    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", domain):
-        raise ValidationError("config-edge", f"[edge] domain {domain!r} is not a host name or IPv4 address")
+    domain, targets = _domains(_table(raw, "edge", ""), state)
     return Deployment(
         path=path,
         etcd=etcd,
@@ -202,8 +202,27 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
         timings=timings,
         edge_port=edge_port,
         sip_domain=domain,
+        target_domains=targets,
         sip_security=sipsecurity.parse(_table(raw, "security", ""), path.parent),
     )
+
+
+def _domains(edge: dict[str, Any], state: admin.AdminState) -> tuple[str, tuple[str, ...]]:
+    """``[edge] domain`` and ``target_domains``; every OnTimeoutURI must be in one of them."""
+    domain = _str(edge, "domain", "[edge]", required=False) or "127.0.0.1"
+    targets = edge.get("target_domains", [])
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise ValidationError("config-edge", "[edge] target_domains must be a list of host names")
+    for name in (domain, *targets):
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", name):
+            raise ValidationError("config-edge", f"[edge] {name!r} is not a host name or IPv4 address")
+    allowed = (domain, *targets)
+    for scope, settings in sorted(state.cps.items()):
+        uri = settings.on_timeout_uri
+        if uri and not in_domains(uri, allowed):
+            where = f"[cps.{scope}] OnTimeoutURI {uri}"
+            raise ValidationError("config-on-timeout-uri", f"{where} is outside the SIP domains {', '.join(allowed)}")
+    return domain, tuple(targets)
 
 
 def _pools(state: admin.AdminState, pools: list[dict[str, Any]]) -> admin.AdminState:

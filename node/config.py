@@ -28,6 +28,7 @@ class NodeConfig:
     http_port: int = 0
     edge: str | None = None
     domain: str = "callpark.test"
+    target_domains: tuple[str, ...] = ()  # besides domain: hosts ringbacks/MESSAGEs/OnTimeoutURI may address
     ring_time_s: float = 20.0
     timings: LeaseTimings = field(default_factory=LeaseTimings)
     worker_log_level: str = "WARNING"
@@ -36,6 +37,11 @@ class NodeConfig:
     trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS  # the --edge host is always added
     scan_limit: ScanLimit = field(default_factory=ScanLimit)
     admin_token: AdminToken | None = None  # None: the HTTP API is read-only
+
+    @property
+    def allowed_domains(self) -> frozenset[str]:
+        """Hosts a ringback, orbit MESSAGE or OnTimeoutURI transfer may address (no toll fraud)."""
+        return frozenset(d.lower() for d in (self.domain, *self.target_domains))
 
     def validate(self) -> NodeConfig:
         TrustedPeers.parse(self.trusted_peers, where="--trusted-peers")

@@ -19,6 +19,7 @@ from callpark.node.protocol import Message
 from callpark.node.ringback import Ringback
 from callpark.node.takeover import Takeovers
 from callpark.node.workers import WorkerHandle
+from callpark.sip.message import in_domains
 from callpark.store.records import Dialog, Outcome, ParkKind
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,13 @@ class Dispatcher(NodePart):
         if started is not None:
             self.metrics.park_latency.labels(self.config.pool).observe(time.perf_counter() - started)
         self.metrics.parks.labels(self.config.pool, "ok").inc()
-        if held is not None and held.call.kind != ParkKind.ATTENDED and held.call.parker_uri:
+        parker = held.call.parker_uri if held is not None else None
+        if (
+            held is not None
+            and held.call.kind != ParkKind.ATTENDED
+            and parker
+            and in_domains(parker, self.config.allowed_domains)
+        ):
             w.send(
                 "notify",
                 uri=held.call.parker_uri,

@@ -49,7 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--edge", help="host:port of the SIP edge (outbound proxy and registrar)")
     p.add_argument(
         "--domain",
-        help="the deployment's SIP domain: From of orbit MESSAGEs and ringbacks (default: the --edge host)",
+        help="the deployment's SIP domain: From of orbit MESSAGEs, ringbacks (default: the --edge host, else --host)",
+    )
+    p.add_argument(
+        "--target-domains",
+        default="",
+        help="comma-separated SIP domains besides --domain that ringbacks, orbit MESSAGEs and OnTimeoutURI may address",
     )
     p.add_argument("--ring-time", type=float, default=20.0, help="seconds a ringback rings (default 20)")
     p.add_argument("--lease-ttl", type=int, default=10)
@@ -86,9 +91,10 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     timings = lease_timings(args)
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix=f"callpark-{args.name}-"))
     same = {name: getattr(args, name) for name in _SAME_NAME}
-    same["domain"] = args.domain or (host_of(args.edge) if args.edge else "callpark.test")
+    same["domain"] = args.domain or (host_of(args.edge) if args.edge else args.host)
     return NodeConfig(
         **same,
+        target_domains=tuple(d.strip() for d in args.target_domains.split(",") if d.strip()),
         run_dir=run_dir,
         ring_time_s=args.ring_time,
         timings=timings,

@@ -20,7 +20,7 @@ from callpark.node.calls import HeldCalls
 from callpark.node.context import NodeContext, NodePart
 from callpark.node.protocol import Message
 from callpark.node.workers import WorkerHandle, WorkerPool
-from callpark.sip.message import SipParseError, parse_name_addr, parse_sip_uri
+from callpark.sip.message import SipParseError, in_domains, parse_name_addr, parse_sip_uri
 from callpark.store.parking import Fenced, LostRace
 from callpark.store.records import CallState, ParkedCall
 
@@ -62,7 +62,7 @@ class Ringback(NodePart):
             except (LostRace, Fenced, StoreError) as exc:
                 log.info("ringback for orbit %s skipped (retried next cycle): %s", held.call.orbit, exc)
                 continue
-            parker = ringback_target(claimed.call)
+            parker = ringback_target(claimed.call, self.config.allowed_domains)
             if parker is None:
                 self.time_out(handle, held.call.orbit)  # nobody to ring: straight to OnTimeoutURI
                 continue
@@ -87,6 +87,11 @@ class Ringback(NodePart):
     def time_out(self, w: WorkerHandle, orbit: str) -> None:
         """No more ringbacks: REFER the caller to OnTimeoutURI, or hang up when there is none."""
         uri = self.settings().on_timeout_uri
+        if uri and not in_domains(uri, self.config.allowed_domains):
+            log.warning(
+                "OnTimeoutURI %s is outside the SIP domains %s: orbit %s hung up", uri, self.config.domain, orbit
+            )
+            uri = None
         if uri:
             self.calls.mutate(orbit, lambda c: c.with_state(CallState.FORWARDING))
             self.metrics.timeouts.labels(self.config.pool, "forwarded").inc()
@@ -96,8 +101,11 @@ class Ringback(NodePart):
             w.send("disconnect", orbit=orbit)
 
 
-def ringback_target(call: ParkedCall) -> str | None:
-    """The URI to ring back, or None when the parker is unknown.
+def ringback_target(call: ParkedCall, domains: frozenset[str]) -> str | None:
+    """The URI to ring back, or None when the parker is unknown or outside ``domains``.
+
+    The parker URI comes from the park INVITE (Referred-By or From), so anyone could name any
+    target: only the deployment's SIP domains are rung (no toll fraud through ringbacks).
 
     Unknown: no parker recorded, or the "parker" is the parked caller itself. That is a park
     INVITE with no Referred-By that no INVITE/Replaces followed: a transferee that drops the
@@ -107,7 +115,7 @@ def ringback_target(call: ParkedCall) -> str | None:
     """
     if not call.parker_uri or same_party(call.parker_uri, call.caller_uri):
         return None
-    return call.parker_uri
+    return call.parker_uri if in_domains(call.parker_uri, domains) else None
 
 
 def same_party(a: str, b: str) -> bool:

@@ -45,6 +45,7 @@ def test_shipped_local_cluster_file_is_valid() -> None:
         ("[timings]\nlease_tt=4\n", "[config-unknown]"),
         ("[edge]\nport=70000\n", "[config-edge]"),
         ("[edge]\ndomain='bad domain'\n", "[config-edge]"),
+        ("[edge]\ndomain='example.org'\n[cps.global]\nOnTimeoutURI='sip:op@evil.example'\n", "[config-on-timeout-uri]"),
     ],
 )
 def test_bad_files_give_one_line_naming_the_problem(tmp_path: Path, text: str, message: str) -> None:

@@ -122,6 +122,7 @@ class LocalCluster:
                 "--etcd-timeout",
                 str(t.etcd_timeout_s),
                 *self.dep.sip_security.node_args(),
+                *(["--target-domains", ",".join(self.dep.target_domains)] if self.dep.target_domains else []),
                 *self.node_extra(pool, index),
             ],
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
@@ -472,6 +472,18 @@ def referred_by_uri(raw: str) -> str | None:
         return parse_name_addr(value).uri
     except SipParseError:
         return None
+
+
+def in_domains(uri: str, domains: Iterable[str]) -> bool:
+    """Whether ``uri`` (a URI or name-addr) is a SIP URI whose host is one of ``domains``.
+
+    Ringbacks, orbit MESSAGEs and OnTimeoutURI transfers go only to such URIs (no toll fraud).
+    """
+    try:
+        host = parse_sip_uri(parse_name_addr(uri).uri).host.lower()
+    except SipParseError:
+        return False
+    return host in {d.lower() for d in domains}
 
 
 def contact_uri(value: str) -> SipUri:

@@ -8,6 +8,9 @@ ringback test waits at least that long.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
 from callpark.lab.phone.flows import blind_park, connected_call, hears_music, talking
 from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
@@ -110,3 +113,28 @@ def test_the_orbit_message_comes_from_the_deployments_sip_domain(lab: ParkLab) -
     lab.wait_parked("alice")
     message = parker.wait_event(lambda e: e["event"] == "message", since=since, timeout=10, what="orbit MESSAGE")
     assert message["from"].strip("<>").startswith(f"sip:park@{LOOPBACK}"), message["from"]
+
+
+def test_parker_and_on_timeout_uri_outside_the_sip_domain_are_never_called(lab: ParkLab) -> None:
+    """Toll fraud: the parker URI comes from Referred-By, so anyone can name any target. A parker
+    at 127.0.0.9 (outside the deployment's domain 127.0.0.1; loopback only, nothing leaves the
+    machine) gets no MESSAGE and no ringback, and an OnTimeoutURI there is not dialled either:
+    the call is hung up. A UDP socket on 127.0.0.9:5060 catches anything sent there."""
+    outside = "127.0.0.9"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trap:
+        trap.bind((outside, 5060))
+        trap.settimeout(0.2)
+        lab.configure(on_timeout_uri=f"sip:operator@{outside}")
+        node = lab.node(edge=True)
+        lab.start_edge()
+        parker = lab.phone("parker", domain=outside)
+        alice = lab.phone("alice", auto_answer=True)
+        blind_park(parker, alice, node.park_uri())
+        record = lab.wait_parked("alice")
+        assert record["parker_uri"].startswith(f"sip:parker@{outside}"), record
+        assert lab.wait_outcome(record["park_id"], timeout=30) == "disconnected"
+        caught = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                caught.append(trap.recv(65535).decode(errors="replace").split("\r\n", 1)[0])
+        assert caught == [], f"the node sent requests outside its SIP domain: {caught}"
