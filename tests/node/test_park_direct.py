@@ -82,20 +82,26 @@ def test_directed_park_on_a_chosen_orbit(lab: ParkLab) -> None:
     assert (record["orbit"], record["kind"]) == ("7005", "directed")
 
 
+def transfer_refused(transferor: Phone, transferee: Phone, target: str) -> int:
+    """transferor calls transferee and REFERs it to ``target`` (keeping the call); the SIP
+    status of the transferee's refused INVITE."""
+    handle = call_and_answer(transferor, transferee)
+    since = transferee.mark()
+    transferor.blind_transfer(handle, target, hangup=False)
+    event = transferee.wait_event(
+        lambda e: e["event"] == "call_state" and e.get("state") == "DISCONNECTED" and e.get("role") == "caller",
+        since=since,
+        timeout=10,
+        what=f"{transferee.user}'s transferred INVITE refused",
+    )
+    return int(event["code"])
+
+
 def test_directed_park_outside_the_pool_is_refused(lab: ParkLab) -> None:
     lab.configure()
     node = lab.node()
     parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
-    handle = call_and_answer(parker, alice)
-    since = alice.mark()
-    parker.blind_transfer(handle, node.orbit_uri("8000"), hangup=False)
-    event = alice.wait_event(
-        lambda e: e["event"] == "call_state" and e.get("state") == "DISCONNECTED" and e.get("role") == "caller",
-        since=since,
-        timeout=10,
-        what="alice's park INVITE refused",
-    )
-    assert event["code"] == 404
+    assert transfer_refused(parker, alice, node.orbit_uri("8000")) == 404
     assert lab.parked() == {}
 
 
@@ -367,16 +373,7 @@ def test_a_transfer_to_an_occupied_orbit_is_refused_as_a_double_park(lab: ParkLa
     """erin transfers dave to *7000 where alice is parked: 486 (35006), nothing else changes."""
     node, _, alice, record = alice_parked(lab)
     erin, dave = lab.phone("erin"), lab.phone("dave", auto_answer=True)
-    handle = call_and_answer(erin, dave)
-    since = dave.mark()
-    erin.blind_transfer(handle, node.orbit_uri("7000"), hangup=False)
-    event = dave.wait_event(
-        lambda e: e["event"] == "call_state" and e.get("state") == "DISCONNECTED" and e.get("role") == "caller",
-        since=since,
-        timeout=10,
-        what="dave's transferred INVITE refused",
-    )
-    assert event["code"] == 486
+    assert transfer_refused(erin, dave, node.orbit_uri("7000")) == 486
     assert lab.parked()["7000"]["park_id"] == record["park_id"], "alice must stay parked on 7000"
     assert connected_call(alice, remote_contains="park@")
     assert connected_call(dave, remote_contains="erin@")
