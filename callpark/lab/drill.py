@@ -23,7 +23,7 @@ from callpark.deployment import Deployment
 from callpark.dr.controller import request
 from callpark.lab.localcluster import LocalCluster
 from callpark.lab.phone import Phone
-from callpark.lab.phone.flows import connected_call, hears_music, park_probe, talking
+from callpark.lab.phone.flows import connected_call, hears_music, park_probe, parked_call, talking
 from callpark.netutil import LOOPBACK
 from callpark.store.kv import KV
 from callpark.store.ownership import events, read_snapshot
@@ -313,7 +313,7 @@ class Drill:
                 reason = json.loads(hist.value).get("detail") if hist else "record missing"
                 self.report.lost.append({"orbit": old["orbit"], "caller": caller.user, "reason": str(reason)})
                 continue
-            call = connected_call(caller, remote_contains="park@")
+            call = parked_call(caller, str(old["orbit"]))
             phase.check(f"{caller.user} hears the music", hears_music(caller, call))
             since = retriever.mark()
             handle = retriever.call(f"sip:{old['orbit']}@{LOOPBACK}")

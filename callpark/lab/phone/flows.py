@@ -14,22 +14,29 @@ from callpark.waiting import WaitTimeout, wait_until
 MUSIC_NOTES_HZ = sorted(set(DEFAULT_NOTES_HZ))
 
 
-def connected_call(phone: Phone, *, remote_contains: str, timeout: float = 10.0) -> str:
-    """The newest confirmed call of ``phone`` whose remote URI contains the text.
+def connected_call(phone: Phone, *, remote_contains: str | tuple[str, ...], timeout: float = 10.0) -> str:
+    """The newest confirmed call of ``phone`` whose remote URI contains the text (any of them).
 
     After a takeover (INVITE with Replaces) the phone briefly lists both the replaced
     dialog and its successor; the successor has the higher handle.
     """
+    texts = (remote_contains,) if isinstance(remote_contains, str) else remote_contains
 
     def find() -> str | None:
         found = [
             str(c["call"])
             for c in phone.calls()
-            if c.get("state") == "CONFIRMED" and remote_contains in str(c.get("remote_uri", ""))
+            if c.get("state") == "CONFIRMED" and any(t in str(c.get("remote_uri", "")) for t in texts)
         ]
         return max(found, key=lambda h: int(h.lstrip("c")), default=None)
 
     return wait_until(find, timeout=timeout, what=f"{phone.user} connected to {remote_contains}")
+
+
+def parked_call(phone: Phone, orbit: str, timeout: float = 10.0) -> str:
+    """The parked caller's call to the park service: to ``park``, or, after a takeover, from
+    ``orbit-<orbit>`` (a takeover's INVITE/Replaces comes from the orbit, see node/worker/calls.py)."""
+    return connected_call(phone, remote_contains=("park@", f"orbit-{orbit}@"), timeout=timeout)
 
 
 def call_and_answer(caller: Phone, callee: Phone, uri: str | None = None) -> str:
