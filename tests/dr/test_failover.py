@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from callpark.lab.phone import Phone
-from callpark.lab.phone.flows import connected_call, hears_music, park_probe
+from callpark.lab.phone.flows import connected_call, hears_music, park_probe, parked_call
 from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
 from tests.dr.conftest import DrLab
@@ -61,7 +61,7 @@ def test_whole_primary_pool_killed_backup_parks_and_keeps_every_call(dr: DrLab) 
         assert same_call(record, after[record["orbit"]]), "orbit, park id, deadline and ringback count are kept"
     assert dr.owners()["a-park"] == ("pool-b", 2)
     for caller in callers:
-        assert hears_music(caller, connected_call(caller, remote_contains="park@")), caller.user
+        assert hears_music(caller, parked_call(caller, before[caller.user]["orbit"])), caller.user
     for caller in callers:
         retrieve(dr, retriever, before[caller.user]["orbit"], caller)
         retriever.hangup_all()
@@ -89,7 +89,7 @@ def test_node_killed_inside_a_pool_its_sibling_takes_the_calls(dr: DrLab) -> Non
     for r in before:
         assert same_call(r, dr.parked()[r["orbit"]])
     caller = next(c for c in callers if f"sip:{c.user}@" in mine[0]["caller_uri"])
-    assert hears_music(caller, connected_call(caller, remote_contains="park@"))
+    assert hears_music(caller, parked_call(caller, mine[0]["orbit"]))
 
 
 def test_paused_node_wakes_up_fenced_and_never_serves_twice(dr: DrLab) -> None:
@@ -129,7 +129,7 @@ def test_controller_leader_killed_during_a_failover_the_standby_finishes_it(dr: 
     assert dr.owners()["a-park"] == ("pool-b", 2), "exactly one move: epochs never skip or go backwards"
     assert standby.status().get("leader")
     wait_until(lambda: dr.parked()[record["orbit"]]["holder"]["node"] in POOL_B_NODES, timeout=20, what="takeover")
-    assert hears_music(caller, connected_call(caller, remote_contains="park@"))
+    assert hears_music(caller, parked_call(caller, record["orbit"]))
 
 
 def test_planned_failover_and_failback_with_calls_parked(dr: DrLab) -> None:
@@ -174,7 +174,7 @@ def test_drain_moves_a_nodes_calls_to_its_peer_live(dr: DrLab) -> None:
         # drained means the caller's dialog really moved (INVITE/Replaces done), not just claimed
         assert now[r["orbit"]]["dialog"]["call_id"] != r["dialog"]["call_id"]
     caller = next(c for c in callers if f"sip:{c.user}@" in moved[0]["caller_uri"])
-    assert hears_music(caller, connected_call(caller, remote_contains="park@"))
+    assert hears_music(caller, parked_call(caller, moved[0]["orbit"]))
     victim = next(n for n in cluster.nodes["pool-a"] if n.name == node)
     assert victim.get("/readyz")[0] == 503
 
