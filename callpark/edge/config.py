@@ -22,7 +22,9 @@ Routing implemented by the generated config (each route is commented in the outp
 
   A pool's requests go to its dispatcher set (round robin over live nodes); on a local timeout,
   408 or 503 the next node is tried, then the backup pool's set.
-* Any other request-URI (e.g. the holder node's Contact from a 302) is relayed as addressed.
+* Any other request-URI is relayed only when it names a park node of the dispatcher list (the
+  holder node's Contact from a 302); everything else gets ``403 Forbidden: relaying denied``
+  and nothing is sent (no open relay).
 * Dialog-creating requests are record-routed; in-dialog requests follow ``loose_route``.
 * Replies (including a 302 from a node) are relayed back to the caller.
 
@@ -711,9 +713,8 @@ request_route {{
 
 	route(LOCALURI);
 	if ($var(local) == 0) {{
-		# not addressed to the edge (e.g. the holder node's Contact in a 302):
-		# relay as addressed
-		route(RELAY_PATIENT);
+		# not addressed to the edge: only a park node (the holder's Contact in a 302)
+		route(FOREIGN);
 	}}
 
 	if ($rU == $null) {{
@@ -808,6 +809,18 @@ route[LOCALURI] {{
 			$var(local) = 1;
 		}}
 	}}
+}}
+
+# A request-URI outside the edge's domains is relayed only when it names a park node of the
+# dispatcher list (host, port; any transport): the edge is no open relay. Anything else
+# gets 403 and nothing is sent.
+route[FOREIGN] {{
+	if (ds_is_from_list("-1", "2", "$ru")) {{
+		route(RELAY_PATIENT);
+	}}
+	xlog("L_WARN", "relaying refused for $si:$sp: $rm $ru\\n");
+	sl_send_reply("403", "Forbidden: relaying denied");
+	exit;
 }}
 
 # park (default pool) and park-<pool> (that pool) -> the pool's dispatcher set.
