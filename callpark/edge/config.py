@@ -23,15 +23,17 @@ Routing implemented by the generated config (each route is commented in the outp
   A pool's requests go to its dispatcher set (round robin over live nodes); on a local timeout,
   408 or 503 the next node is tried, then the backup pool's set.
 * Any other request-URI is relayed only when it names a park node of the dispatcher list (the
-  holder node's Contact from a 302); everything else gets ``403 Forbidden: relaying denied``
-  and nothing is sent (no open relay).
+  holder node's Contact from a 302) or a registered user (to that user's registered contacts,
+  ``lookup``); everything else gets ``404 Not Found: relaying denied`` and nothing is sent (no
+  open relay).
 * Dialog-creating requests are record-routed; in-dialog requests follow ``loose_route``.
 * Replies (including a 302 from a node) are relayed back to the caller.
 
 Security (see docs/ARCHITECTURE.md, "Security: SIP"):
 
-* ``trusted_peers`` (networks): requests from any other source address get
-  ``403 Forbidden: untrusted source`` (the park nodes of the dispatcher list are always let in).
+* ``trusted_peers`` (networks, default loopback only): requests from any other source address
+  get ``403 Forbidden: untrusted source`` (the park nodes of the dispatcher list are always let
+  in). An empty tuple is the explicit opt-out: any source.
 * Every request leaves with exactly one ``X-Callpark-Source: <source ip>`` header: any such
   header arriving from outside is removed first. Nodes believe it only from the edge.
 * ``auth`` (:class:`~callpark.edge.credentials.DigestAuth`): REGISTER is challenged with 401,
@@ -55,7 +57,7 @@ from callpark.edge.credentials import DigestAuth
 from callpark.errors import ValidationError
 from callpark.model import orbits
 from callpark.model.pools import validate_name
-from callpark.peers import parse_peers
+from callpark.peers import DEFAULT_TRUSTED_PEERS, parse_peers
 from callpark.sip.message import unescape_orbit_user
 from callpark.sip.reasons import ETCD_TROUBLE_REASONS
 
@@ -234,7 +236,7 @@ class EdgeConfig:
     log_level: int = -1
     ping_from_user: str = "edge"
     ping_reply_codes: str = "class=2"
-    trusted_peers: tuple[str, ...] = ()  # empty: any source (no ACL)
+    trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS  # loopback; () opts out: any source
     auth: DigestAuth | None = None
 
     def __post_init__(self) -> None:
@@ -811,16 +813,20 @@ route[LOCALURI] {{
 	}}
 }}
 
-# A request-URI outside the edge's domains is relayed only when it names a park node of the
-# dispatcher list (host, port; any transport): the edge is no open relay. Anything else
-# gets 403 and nothing is sent.
+# A request-URI outside the edge's domains (a park node's Contact in a 302, a phone's Contact
+# in a Refer-To) is relayed only to a park node of the dispatcher list (host and port, any
+# transport) or to the registered contacts of its user: the edge is no open relay. Anything
+# else gets 404 and nothing is sent.
 route[FOREIGN] {{
 	if (ds_is_from_list("-1", "2", "$ru")) {{
 		route(RELAY_PATIENT);
 	}}
-	xlog("L_WARN", "relaying refused for $si:$sp: $rm $ru\\n");
-	sl_send_reply("403", "Forbidden: relaying denied");
-	exit;
+	if (!registered("location")) {{
+		xlog("L_WARN", "relaying refused for $si:$sp: $rm $ru\\n");
+		sl_send_reply("404", "Not Found: relaying denied");
+		exit;
+	}}
+	route(LOCATION);
 }}
 
 # park (default pool) and park-<pool> (that pool) -> the pool's dispatcher set.

@@ -18,6 +18,7 @@ import pytest
 
 from callpark.edge import OrbitRange
 from tests.edge.conftest import DOMAIN, Lab, needs_kamailio, needs_sipp, two_pool_config
+from tests.edge.sipp import register
 from tests.edge.uac import Uac
 
 INSIDE = "CALLPARK_TEST_RELAY_NETNS"
@@ -74,20 +75,30 @@ def test_relay_attacks_are_refused_and_parking_still_works(lab: Lab) -> None:
     node = lab.uas("a1", scenario="redirect.xml", keys={"holder": holder.address})
     orbits = (OrbitRange(start="500", end="599", pool="a"),)
     edge = lab.edge(two_pool_config((node.address,), (holder.address,), extra_ranges=orbits))
+    carol = lab.uas("carol")
+    register(edge.address, "carol", carol.port, lab.root)
     bystander = _listener("127.0.0.5")  # listens, but no phone registered it
     bystander_uri = f"sip:victim@127.0.0.5:{bystander.getsockname()[1]}"
     before = _outside_packets()
     with bystander, Uac(edge.address, host="127.0.0.2") as attacker:
         for uri in (bystander_uri, f"sip:victim@{VICTIM}", f"sip:victim@{VICTIM}:5060"):
             call = attacker.invite(uri)
-            assert call.status == 403 and call.final is not None, uri
-            assert call.final.reason == "Forbidden: relaying denied"
-            assert [r.status_code for r in call.responses] == [403], uri  # no 100: no transaction
-            assert attacker.message(uri).status == 403, uri
+            assert call.status == 404 and call.final is not None, uri
+            assert call.final.reason == "Not Found: relaying denied"
+            assert [r.status_code for r in call.responses] == [404], uri  # no 100: no transaction
+            assert attacker.message(uri).status == 404, uri
         assert _received(bystander) == []
         assert _outside_packets() == before
+        # a registered user's name on a foreign host reaches only that user's registered contact
+        hijack = attacker.invite(f"sip:carol@127.0.0.5:{bystander.getsockname()[1]}")
+        assert hijack.answered_by == "carol" and _received(bystander) == []
         # legitimate traffic through the same edge: park, and a retrieve following the 302
         redirect = attacker.invite(f"sip:550@{DOMAIN}")
         assert redirect.status == 302 and redirect.final is not None
         follow = attacker.invite((redirect.final.header("Contact") or "").strip("<>"))
         assert follow.status == 200 and follow.answered_by == "holder" and follow.bye_status == 200
+        # a registered phone, also by its Contact URI (as a Refer-To names it)
+        for uri in (f"sip:carol@{DOMAIN}", f"sip:carol@127.0.0.1:{carol.port}"):
+            call = attacker.invite(uri)
+            assert call.status == 200 and call.answered_by == "carol" and call.bye_status == 200, uri
+        assert _received(bystander) == []
