@@ -40,7 +40,12 @@ Security (see docs/ARCHITECTURE.md, "Security: SIP"):
   every other initial request from outside the dispatcher list with 407; a wrong password or
   an unknown user gets ``403 Forbidden: bad credentials``, a From user other than the
   authenticated one ``403 Forbidden: identity mismatch``. HA1 hashes live in a separate
-  credentials file (mode 0600) rendered by :func:`render_credentials_cfg`.
+  credentials file (mode 0600) rendered by :func:`render_credentials_cfg`. Replay protection:
+  ``qop=auth`` challenges, ``nonce_count`` (each nc once and upwards), ``one_time_nonce`` and
+  ``auth_checks_*`` for responses without nc, nonces valid 30 s.
+* Flood limit (pike): a source other than a park node sending more than ``flood_requests``
+  requests per ``flood_window_s`` has its requests dropped without reply, each counted in the
+  kamailio counter ``callpark.flood_blocked`` (:data:`FLOOD_COUNTER`); 0 turns it off.
 """
 
 from __future__ import annotations
