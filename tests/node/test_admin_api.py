@@ -109,7 +109,7 @@ def test_idle_connections_are_closed_and_real_requests_still_answered() -> None:
         healthy=lambda: (True, "ok"),
         ready=lambda: (True, "ready"),
         api={},
-        timeout_s=1.0,
+        timeout_s=2.0,
     )
     http.start()
     idle: list[socket.socket] = []
@@ -121,11 +121,11 @@ def test_idle_connections_are_closed_and_real_requests_still_answered() -> None:
             idle.append(conn)
         began = time.monotonic()
         code, body, _ = request(http.port, "GET", "/healthz")
-        assert (code, body) == (200, "ok\n") and time.monotonic() - began < 0.5
+        assert (code, body) == (200, "ok\n") and time.monotonic() - began < 1.5  # not after the time-out
         for conn in idle:
             conn.settimeout(5)
             assert conn.recv(1024) == b"", "an idle connection stayed open"
-        assert time.monotonic() - began < 4.0
+        assert time.monotonic() - began < 6.0
     finally:
         for conn in idle:
             conn.close()
