@@ -188,6 +188,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
     edge_port = _table(raw, "edge", "").get("port", 0)
     if not isinstance(edge_port, int) or isinstance(edge_port, bool) or not 0 <= edge_port <= 65535:
         raise ValidationError("config-edge", "[edge] port must be 0 (any free port) to 65535")
+    sip_security = sipsecurity.parse(_table(raw, "security", ""), path.parent)
+    sip_security.check_exposure(_listeners(raw, pools))
     return Deployment(
         path=path,
         etcd=etcd,
@@ -196,8 +198,16 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
         nodes=nodes,
         timings=timings,
         edge_port=edge_port,
-        sip_security=sipsecurity.parse(_table(raw, "security", ""), path.parent),
+        sip_security=sip_security,
     )
+
+
+def _listeners(raw: dict[str, Any], pools: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """Where the edges (``[edge] hosts``) and each pool's nodes (``[[pool]] hosts``) listen."""
+    out = {"the SIP edge": sipsecurity.parse_hosts(_table(raw, "edge", "").get("hosts"), "[edge]")}
+    for i, item in enumerate(pools):
+        out[f"pool {item['name']!r}"] = sipsecurity.parse_hosts(item.get("hosts"), f"pool #{i + 1}")
+    return out
 
 
 def _pools(state: admin.AdminState, pools: list[dict[str, Any]]) -> admin.AdminState:

@@ -124,6 +124,7 @@ class Supervisor:
             api={"/api/parked": self.parked_view, "/api/node": self.node_view},
             admin_token=self.config.admin_token,
             actions=drain_actions(self.kv, self.config.pool, self.config.name),
+            private=frozenset({"/api/parked"}),  # callers, parkers and park ids: admin token only
         )
         self._join(at_start=True)
         self.http.start()

@@ -313,8 +313,8 @@ def test_bad_sip_input_gets_proper_answers_and_the_node_keeps_serving(lab: ParkL
 def test_http_endpoints_and_parked_list(lab: ParkLab) -> None:
     node, _, _, record = alice_parked(lab)
     assert node.get("/healthz")[0] == 200 and node.get("/readyz")[0] == 200
-    parked = json.loads(node.get("/api/parked")[1])
-    assert [(p["orbit"], p["park_id"]) for p in parked] == [("7000", record["park_id"])]
+    code, body = node.get("/api/parked")  # no admin token configured: nothing personal served
+    assert code == 403 and record["park_id"] not in body and "alice" not in body
     assert node.get("/nope")[0] == 404
     text = node.get("/metrics")[1]
     for name in (
