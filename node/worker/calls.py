@@ -167,6 +167,7 @@ class CallControl:
             if call.state == "DISCONNECTED" and call not in self.graveyard:
                 self.graveyard.append(call)
                 del self.calls[handle]
+                self.music.wanted.pop(handle, None)  # per-call state ends with the call
         if len(self.graveyard) > 8:
             live = {c.getId() for c in self.calls.values()}
             keep = [c for c in self.graveyard if c.getId() in live]
