@@ -72,7 +72,6 @@ class HeldCalls(NodePart):
 
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__(ctx)
-        self.node = ctx.config.name
         self.pool = ctx.config.pool
         self.lock = threading.RLock()
         self.held: dict[str, Held] = {}
@@ -158,7 +157,7 @@ class HeldCalls(NodePart):
     def _adopt(self, held: Held, current: Held | None) -> bool:
         """Take what etcd holds as our view; False (and forgotten) when it is gone or another's."""
         orbit = held.call.orbit
-        if current is None or current.call.park_id != held.call.park_id or current.call.holder.node != self.node:
+        if current is None or current.call.park_id != held.call.park_id or not self.me.holds(current.call.holder):
             self.held.pop(orbit, None)
             self.owed.pop(orbit, None)
             return False
@@ -255,7 +254,7 @@ class HeldCalls(NodePart):
                     break
                 except LostRace:
                     refreshed = self.table.refresh(current)
-                    if refreshed is None or refreshed.call.holder.node != self.node:
+                    if refreshed is None or not self.me.holds(refreshed.call.holder):
                         # gone, or taken over by another node: never free what is not ours
                         self.held.pop(held.call.orbit, None)
                         return
@@ -285,7 +284,7 @@ class HeldCalls(NodePart):
                 held is None
                 or current is None
                 or current.call.park_id != park_id
-                or current.call.holder.node != self.node  # taken over: never free what is not ours
+                or not self.me.holds(current.call.holder)  # taken over: never free what is not ours
             ):
                 with self.lock:  # already recorded (an indeterminate txn that applied) or not ours
                     self.pending_free.pop(orbit, None)
