@@ -8,6 +8,16 @@ The parked-call state machine (``parked/<orbit>``, :class:`~callpark.store.recor
                            PARKED|RINGING|RETRIEVING --caller hangs up / lost--> free --> (absent)
     any state of a gone or draining holder --take over--> PARKED (held by us)
 
+Who holds a call: ``holder`` names the node as ``pool/node`` plus its *incarnation* (a random
+id per process start, also published in the member key; :class:`~callpark.store.records.NodeId`).
+"Ours" is ``me.holds(holder)``: same pool and name, any incarnation (a restarted node takes its
+own calls back, and stamps its incarnation on them in that claim); ``pool-b/n1`` never counts
+``pool-a/n1``'s calls as its own. Records written before these fields existed are matched by
+the bare name, as before. Takeovers (the ``take over`` edge) reserve a worker slot until the
+worker answers; a worker that is full answers ``full`` and the call waits for another worker
+(``moving``, retried), it is never recorded lost for want of a slot. The take-over claim of a
+gone or draining holder's call also compares that holder's member key as the scan read it.
+
 Every write is one guarded transaction (:mod:`callpark.store.parking`) and carries a fresh
 ``write_id``; a write that times out (:class:`~callpark.errors.StoreIndeterminate`) is resolved
 by reading the record back: our write id there means it applied and the node goes on as if the
