@@ -69,7 +69,7 @@ class Supervisor:
             node=config.name,
             timings=config.timings,
             on_rejoin=self._on_rejoin,
-            on_renew=lambda s: self.metrics.lease_renew.labels(config.name).observe(s),
+            on_renew=lambda s: self.metrics.lease_renew.labels(str(self.me)).observe(s),
         )
         self.table = ParkTable(
             self.kv, node=config.name, pool=config.pool, member_key=self.membership.key, decoder=self.decoder
@@ -203,10 +203,10 @@ class Supervisor:
 
     def _set_gauges(self) -> None:
         self.metrics.parked_calls.labels(self.config.pool, self.config.name).set(len(self.calls))
-        self.metrics.lease_remaining.labels(self.config.name).set(self.membership.remaining_s())
+        self.metrics.lease_remaining.labels(str(self.me)).set(self.membership.remaining_s())
         self.metrics.ready.labels(self.config.pool, self.config.name).set(1 if self.ready()[0] else 0)
-        self.metrics.workers_up.labels(self.config.name).set(self.workers.ready_count())
-        self.metrics.orbit_scan_sources.labels(self.config.name).set(len(self.scan))
+        self.metrics.workers_up.labels(str(self.me)).set(self.workers.ready_count())
+        self.metrics.orbit_scan_sources.labels(str(self.me)).set(len(self.scan))
 
     def _on_rejoin(self) -> None:
         """Our lease expired and we re-registered: drop calls that now name another holder."""

@@ -167,7 +167,7 @@ class WorkerPool(NodePart):
                 continue
             code = handle.process.returncode()
             log.warning("worker %d died (exit %s); restarting it and taking its calls over", handle.index, code)
-            self.metrics.worker_restarts.labels(self.config.name).inc()
+            self.metrics.worker_restarts.labels(str(self.me)).inc()
             handle.process.stop()
             if handle.channel is not None:
                 handle.channel.close()
@@ -260,6 +260,6 @@ class WorkerPool(NodePart):
             w.ready.set()
         elif op == "slots":
             w.free_slots = int(msg["free"])
-            self.metrics.slots_free.labels(self.config.name, str(w.index)).set(w.free_slots)
+            self.metrics.slots_free.labels(str(self.me), str(w.index)).set(w.free_slots)
         else:
             self.on_message(w, msg)
