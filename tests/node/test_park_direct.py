@@ -331,7 +331,7 @@ def test_http_endpoints_and_parked_list(lab: ParkLab) -> None:
     assert listed.code == 0
     rows = json.loads(listed.out)
     assert [(r["orbit"], r["park_id"], r["ringbacks"], r["holder"]) for r in rows] == [
-        ("7000", record["park_id"], 0, "n1/w0")
+        ("7000", record["park_id"], 0, "pool-a/n1/w0")
     ]
     assert "7000" in Cli(lab.endpoints)("parked", "list").out
 
