@@ -193,6 +193,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
     if not isinstance(edge_port, int) or isinstance(edge_port, bool) or not 0 <= edge_port <= 65535:
         raise ValidationError("config-edge", "[edge] port must be 0 (any free port) to 65535")
     domain, targets = _domains(_table(raw, "edge", ""), state)
+    sip_security = sipsecurity.parse(_table(raw, "security", ""), path.parent)
+    sip_security.check_exposure(_listeners(raw, pools))
     return Deployment(
         path=path,
         etcd=etcd,
@@ -203,7 +205,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
         edge_port=edge_port,
         sip_domain=domain,
         target_domains=targets,
-        sip_security=sipsecurity.parse(_table(raw, "security", ""), path.parent),
+        sip_security=sip_security,
     )
 
 
@@ -223,6 +225,14 @@ def _domains(edge: dict[str, Any], state: admin.AdminState) -> tuple[str, tuple[
             where = f"[cps.{scope}] OnTimeoutURI {uri}"
             raise ValidationError("config-on-timeout-uri", f"{where} is outside the SIP domains {', '.join(allowed)}")
     return domain, tuple(targets)
+
+
+def _listeners(raw: dict[str, Any], pools: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """Where the edges (``[edge] hosts``) and each pool's nodes (``[[pool]] hosts``) listen."""
+    out = {"the SIP edge": sipsecurity.parse_hosts(_table(raw, "edge", "").get("hosts"), "[edge]")}
+    for i, item in enumerate(pools):
+        out[f"pool {item['name']!r}"] = sipsecurity.parse_hosts(item.get("hosts"), f"pool #{i + 1}")
+    return out
 
 
 def _pools(state: admin.AdminState, pools: list[dict[str, Any]]) -> admin.AdminState:

@@ -1,9 +1,16 @@
 """The HTTP side of nodes and controllers: /metrics, /healthz, /readyz, a JSON API, admin writes.
 
-Reads are open. Writes (``actions``) exist only with an admin token: without one every
-POST/PUT/DELETE is 405 (read-only API); with one, a write needs ``Authorization: Bearer``
-(401 with ``WWW-Authenticate`` when missing, 403 when wrong, checked in constant time by
-:mod:`callpark.admintoken`) before it is even routed. The token is never logged or echoed.
+Reads are open, except ``private`` API paths (data that names people: callers, parkers, park
+ids): those need the admin token like writes, and without a configured token they answer 403
+(nothing personal is served to anyone). Writes (``actions``) exist only with an admin token:
+without one every POST/PUT/DELETE is 405 (read-only API); with one, a write needs
+``Authorization: Bearer`` (401 with ``WWW-Authenticate`` when missing, 403 when wrong, checked in
+constant time by :mod:`callpark.admintoken`) before it is even routed. The token is never logged
+or echoed.
+
+Every connection has a socket time-out (:data:`SOCKET_TIMEOUT_S`): a client that opens a
+connection and sends nothing (or stops half-way) is disconnected, so idle connections cannot
+pile up threads for ever.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ log = logging.getLogger(__name__)
 # An admin write: query parameters in, (HTTP status, JSON body) out.
 Action = Callable[[dict[str, str]], tuple[int, dict[str, Any]]]
 TEXT = "text/plain; charset=utf-8"
+SOCKET_TIMEOUT_S = 10.0
+"""Seconds a connection may stay silent (before or within a request) before it is closed."""
 
 
 class NodeHttp:
@@ -42,10 +51,14 @@ class NodeHttp:
         api: dict[str, Callable[[], Any]],
         admin_token: AdminToken | None = None,
         actions: Mapping[tuple[str, str], Action] | None = None,
+        private: frozenset[str] = frozenset(),
+        timeout_s: float = SOCKET_TIMEOUT_S,
     ) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = timeout_s  # StreamRequestHandler applies it to the connection's socket
+
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("http: " + format, *args)
 
@@ -56,6 +69,8 @@ class NodeHttp:
                 elif path in ("/healthz", "/readyz"):
                     ok, why = (healthy if path == "/healthz" else ready)()
                     self._send(200 if ok else 503, (why + "\n").encode(), TEXT)
+                elif path in outer.private and not outer._reader_allowed(self, path):
+                    return
                 elif path in outer.api:
                     body = json.dumps(outer.api[path](), indent=2, sort_keys=True, default=str).encode()
                     self._send(200, body, "application/json")
@@ -77,11 +92,35 @@ class NodeHttp:
                 self.wfile.write(body)
 
         self.api = api
+        self.private = private
         self.admin_token = admin_token
         self.actions = dict(actions or {})
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+
+    def _authenticated(self, handler: Any, token: AdminToken, kind: str, who: str) -> bool:
+        """Check the bearer token of a request; a refusal (401 or 403) is answered and logged."""
+        verdict = token.check(handler.headers.get("Authorization"))
+        if verdict == 401:
+            log.warning("%s refused (no bearer token): %s", kind, who)
+            challenge = {"WWW-Authenticate": f'Bearer realm="{REALM}"'}
+            handler._send(401, b"admin token required: send Authorization: Bearer <token>\n", TEXT, challenge)
+            return False
+        if verdict == 403:
+            log.warning("%s refused (wrong token): %s", kind, who)
+            handler._send(403, b"admin token rejected\n", TEXT)
+            return False
+        return True
+
+    def _reader_allowed(self, handler: Any, path: str) -> bool:
+        """A private read: only with the admin token; none configured means none is served."""
+        who = f"{handler.client_address[0]} GET {path!r}"
+        if self.admin_token is None:
+            log.info("private read refused (no admin token is configured): %s", who)
+            handler._send(403, f"{path} names callers and parkers: it needs an admin token\n".encode(), TEXT)
+            return False
+        return self._authenticated(handler, self.admin_token, "private read", who)
 
     def _write(self, handler: Any, method: str) -> None:
         """Authenticate, then route an admin write; every refusal is one line."""
@@ -90,15 +129,7 @@ class NodeHttp:
         if self.admin_token is None:
             handler._send(405, b"read-only API: no admin token is configured\n", TEXT, {"Allow": "GET"})
             return
-        verdict = self.admin_token.check(handler.headers.get("Authorization"))
-        if verdict == 401:
-            log.warning("admin write refused (no bearer token): %s", who)
-            challenge = {"WWW-Authenticate": f'Bearer realm="{REALM}"'}
-            handler._send(401, b"admin token required: send Authorization: Bearer <token>\n", TEXT, challenge)
-            return
-        if verdict == 403:
-            log.warning("admin write refused (wrong token): %s", who)
-            handler._send(403, b"admin token rejected\n", TEXT)
+        if not self._authenticated(handler, self.admin_token, "admin write", who):
             return
         action = self.actions.get((method, path))
         if action is None:

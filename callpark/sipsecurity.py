@@ -11,11 +11,14 @@
     orbit_scan_per_minute = 6.0              # ... and sustained
 
 Every key is optional; without the section the local cluster behaves as before (loopback
-trusted, no authentication).
+trusted, no authentication). A deployment whose edges or nodes listen on a non-loopback address
+(``[edge] hosts``, ``[[pool]] hosts``) must set ``digest_auth_file`` or its own
+``trusted_peers`` (not ``0.0.0.0/0``): :meth:`SipSecurity.check_exposure`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,14 +40,42 @@ KEYS = frozenset(
 )
 
 
+OPEN_RULE = "config-open-deployment"
+"""The rule :meth:`SipSecurity.check_exposure` names when it refuses an open deployment."""
+
+
 @dataclass(frozen=True)
 class SipSecurity:
-    """Who may talk SIP to the edge and the nodes, digest auth at the edge, the orbit-scan limit."""
+    """Who may talk SIP to the edge and the nodes, digest auth at the edge, the orbit-scan limit.
+
+    ``peers_given``: ``trusted_peers`` came from the file (not the loopback default).
+    """
 
     trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS
     node_trusted_peers: tuple[str, ...] | None = None  # None: trusted_peers
     digest: DigestAuth | None = None
     scan: ScanLimit = field(default_factory=ScanLimit)
+    peers_given: bool = False
+
+    def check_exposure(self, listeners: dict[str, tuple[str, ...]]) -> None:
+        """Refuse an open deployment: one that listens on a non-loopback address (``listeners``:
+        what -> addresses) with neither digest auth nor a trusted-peer list of its own that
+        leaves the world out (``0.0.0.0/0`` or ``::/0`` count as no list).
+
+        :raises ValidationError: rule :data:`OPEN_RULE`, naming the first exposed listener.
+        """
+        exposed = [(what, a) for what, addresses in listeners.items() for a in addresses if not _loopback(a)]
+        if not exposed or self.digest is not None:
+            return
+        world = any(n.prefixlen == 0 for n in parse_peers(self.trusted_peers))
+        if self.peers_given and not world:
+            return
+        what, address = exposed[0]
+        raise ValidationError(
+            OPEN_RULE,
+            f"{what} listens on {address}, not loopback, but [security] sets neither digest_auth_file nor"
+            " trusted_peers (without 0.0.0.0/0): anyone could park, retrieve and relay",
+        )
 
     def node_args(self) -> list[str]:
         """``callpark node`` flags that carry these settings."""
@@ -100,7 +131,24 @@ def parse(raw: dict[str, Any], base: Path) -> SipSecurity:
             digest = DigestAuth(realm, read_htdigest(base / file, realm))
         except CredentialsError as exc:
             raise ValidationError("config-security", f"[security] {exc}") from None
-    return SipSecurity(trusted_peers=trusted, node_trusted_peers=nodes, digest=digest, scan=scan)
+    given = raw.get("trusted_peers") is not None
+    return SipSecurity(trusted_peers=trusted, node_trusted_peers=nodes, digest=digest, scan=scan, peers_given=given)
 
 
-__all__ = ["SipSecurity", "parse"]
+def _loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+def parse_hosts(value: Any, where: str) -> tuple[str, ...]:
+    """A TOML array of listen addresses (IP addresses; default loopback when absent)."""
+    if value is None:
+        return ("127.0.0.1",)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValidationError("config-hosts", f"{where}: 'hosts' must be a non-empty array of IP addresses")
+    try:
+        return tuple(str(ipaddress.ip_address(v)) for v in value)
+    except ValueError as exc:
+        raise ValidationError("config-hosts", f"{where}: 'hosts': {exc}") from None
+
+
+__all__ = ["OPEN_RULE", "SipSecurity", "parse", "parse_hosts"]

@@ -6,6 +6,10 @@ callpark prefix (a watch replay from revision 1, :meth:`EtcdStore.changes`), and
 processes' logs. Each invariant gives a verdict row with the evidence of every
 violation; the run passes only when all hold. Like Jepsen, this never proves the
 system correct: it reports what it failed to find.
+
+A node process is identified by its holder's ``pool/node`` and incarnation id (random per
+start; :func:`incarnation`), not by a lease: ``parked/`` records carry none. An ``error``
+operation fails the run unless a fault explains it (:func:`errors_explained`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from callpark.store.schema import Keys
 
 OUTCOMES = {"retrieved", "abandoned", "rang-back", "forwarded", "disconnected", "lost"}
 BUG_LINE = re.compile(r"\bBUG\b")
+ERROR_GRACE_S = 5.0  # a workload error this long after a fault's heal is still the fault's
 
 
 @dataclass
@@ -97,6 +102,35 @@ def orbit_exclusive(changes: Sequence[Change]) -> Verdict:
     return _verdict("orbit held by one call at a time", n, bad)
 
 
+def incarnation(rec: dict[str, Any], lease: int) -> str:
+    """The node process that wrote a parked record: ``pool/node#incarnation`` from its holder.
+
+    ``parked/`` records are written without a lease, so the lease tells no process from the
+    next (a restarted node taking its call back looked like a stale writer); records written
+    before holders carried an incarnation fall back to name and lease.
+    """
+    holder = rec.get("holder") or {}
+    if not isinstance(holder, dict):
+        return f"?#lease{lease:x}"
+    node = f"{holder['pool']}/{holder.get('node')}" if holder.get("pool") else str(holder.get("node"))
+    return f"{node}#{holder['incarnation']}" if holder.get("incarnation") else f"{node}#lease{lease:x}"
+
+
+def errors_explained(ops: Sequence[Op], grace_s: float = ERROR_GRACE_S) -> Verdict:
+    """Every ``error`` operation is explained by a fault: a workload error inside a fault's window
+    (its start until ``grace_s`` after its heal). The runner's own errors (the workload did not
+    stop, calls did not end) and errors outside every window are never explained."""
+    heals = {o.data.get("fault_start"): o.end for o in ops if o.op == "heal"}
+    windows = [(f.start, max(f.end, heals.get(f.start, f.end)) + grace_s) for f in ops if f.op == "fault"]
+    errors = [o for o in ops if o.op == "error"]
+    bad = [
+        f"{o.process} at {o.start:.1f}: {o.detail or 'error'} (no fault explains it)"
+        for o in errors
+        if o.process == "runner" or not any(start <= o.start <= end for start, end in windows)
+    ]
+    return _verdict("every error is explained by a fault", len(errors), bad)
+
+
 def single_server(changes: Sequence[Change], ops: Sequence[Op]) -> Verdict:
     """Fencing: once a call moves from one node incarnation to another, the old one never writes it again;
     and no parked call is connected to two retrievers."""
@@ -105,8 +139,7 @@ def single_server(changes: Sequence[Change], ops: Sequence[Op]) -> Verdict:
     n = 0
     for ch, rec in _puts(changes, Keys.PARKED):
         n += 1
-        holder = rec.get("holder") or {}
-        who = (f"{holder.get('node')}#lease{ch.entry.lease:x}", ch.entry.mod_revision)
+        who = (incarnation(rec, ch.entry.lease), ch.entry.mod_revision)
         seq = history[str(rec.get("park_id"))]
         if seq and seq[-1][0] != who[0] and any(h == who[0] for h, _ in seq):
             bad.append(
@@ -315,6 +348,7 @@ def check(
     rto_verdict, worst = rto(ops, rto_bound_s)
     verdicts = [
         faults_happened(ops),
+        errors_explained(ops),
         orbit_exclusive(changes),
         single_server(changes, ops),
         epochs_monotonic(changes),

@@ -13,6 +13,7 @@ from callpark.errors import CallparkError, NotFound
 from callpark.store.drain import cancel_drain, request_drain
 from callpark.store.kv import KV
 from callpark.store.parking import read_history, read_parked
+from callpark.store.records import NodeId
 from callpark.store.schema import Keys
 from callpark.waiting import WaitTimeout, wait_until
 
@@ -42,14 +43,15 @@ def drain(kv: KV, pool: str, node: str, timeout_s: float) -> Drained:
     # park id -> Call-ID of the dialog the node holds: a call has moved only when a peer
     # holds the record AND its INVITE/Replaces replaced that dialog (stopping the node
     # between the claim and the Replaces would hang the caller up)
-    dialogs = {h.call.park_id: h.call.dialog.call_id for h in read_parked(kv) if h.call.holder.node == node}
+    draining = NodeId(pool, node)  # pool/node: a namesake in another pool is not this node
+    dialogs = {h.call.park_id: h.call.dialog.call_id for h in read_parked(kv) if draining.holds(h.call.holder)}
 
     def remaining() -> int:
         now = {h.call.park_id: h.call for h in read_parked(kv)}
         return sum(
             1
             for park_id, call_id in dialogs.items()
-            if park_id in now and (now[park_id].holder.node == node or now[park_id].dialog.call_id == call_id)
+            if park_id in now and (draining.holds(now[park_id].holder) or now[park_id].dialog.call_id == call_id)
         )
 
     try:

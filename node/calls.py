@@ -8,6 +8,16 @@ The parked-call state machine (``parked/<orbit>``, :class:`~callpark.store.recor
                            PARKED|RINGING|RETRIEVING --caller hangs up / lost--> free --> (absent)
     any state of a gone or draining holder --take over--> PARKED (held by us)
 
+Who holds a call: ``holder`` names the node as ``pool/node`` plus its *incarnation* (a random
+id per process start, also published in the member key; :class:`~callpark.store.records.NodeId`).
+"Ours" is ``me.holds(holder)``: same pool and name, any incarnation (a restarted node takes its
+own calls back, and stamps its incarnation on them in that claim); ``pool-b/n1`` never counts
+``pool-a/n1``'s calls as its own. Records written before these fields existed are matched by
+the bare name, as before. Takeovers (the ``take over`` edge) reserve a worker slot until the
+worker answers; a worker that is full answers ``full`` and the call waits for another worker
+(``moving``, retried), it is never recorded lost for want of a slot. The take-over claim of a
+gone or draining holder's call also compares that holder's member key as the scan read it.
+
 Every write is one guarded transaction (:mod:`callpark.store.parking`) and carries a fresh
 ``write_id``; a write that times out (:class:`~callpark.errors.StoreIndeterminate`) is resolved
 by reading the record back: our write id there means it applied and the node goes on as if the
@@ -72,7 +82,6 @@ class HeldCalls(NodePart):
 
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__(ctx)
-        self.node = ctx.config.name
         self.pool = ctx.config.pool
         self.lock = threading.RLock()
         self.held: dict[str, Held] = {}
@@ -158,7 +167,7 @@ class HeldCalls(NodePart):
     def _adopt(self, held: Held, current: Held | None) -> bool:
         """Take what etcd holds as our view; False (and forgotten) when it is gone or another's."""
         orbit = held.call.orbit
-        if current is None or current.call.park_id != held.call.park_id or current.call.holder.node != self.node:
+        if current is None or current.call.park_id != held.call.park_id or not self.me.holds(current.call.holder):
             self.held.pop(orbit, None)
             self.owed.pop(orbit, None)
             return False
@@ -255,7 +264,7 @@ class HeldCalls(NodePart):
                     break
                 except LostRace:
                     refreshed = self.table.refresh(current)
-                    if refreshed is None or refreshed.call.holder.node != self.node:
+                    if refreshed is None or not self.me.holds(refreshed.call.holder):
                         # gone, or taken over by another node: never free what is not ours
                         self.held.pop(held.call.orbit, None)
                         return
@@ -285,7 +294,7 @@ class HeldCalls(NodePart):
                 held is None
                 or current is None
                 or current.call.park_id != park_id
-                or current.call.holder.node != self.node  # taken over: never free what is not ours
+                or not self.me.holds(current.call.holder)  # taken over: never free what is not ours
             ):
                 with self.lock:  # already recorded (an indeterminate txn that applied) or not ours
                     self.pending_free.pop(orbit, None)

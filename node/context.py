@@ -3,6 +3,8 @@
 The parts (:mod:`~callpark.node.calls`, :mod:`~callpark.node.decisions`, ...) derive from
 :class:`NodePart`; the supervisor builds one :class:`NodeContext` and hands it to each.
 Nothing here is mutable but the objects it points to (each documents its own locking).
+A node's identity is ``pool/name`` plus its incarnation (:class:`~callpark.store.records.NodeId`):
+compare holders with ``me.holds(holder)``, never by the bare name.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from callpark.node.config import NodeConfig
 from callpark.node.metrics import NodeMetrics
 from callpark.store.kv import KV
 from callpark.store.parking import ParkTable
-from callpark.store.records import RecordDecoder
+from callpark.store.records import NodeId, RecordDecoder
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class NodeContext:
     metrics: NodeMetrics
     decoder: RecordDecoder
     is_valid: Callable[[], bool]
+    me: NodeId  # pool/name and this process's incarnation (random per start)
 
 
 class NodePart:
@@ -40,3 +43,4 @@ class NodePart:
         self.metrics = ctx.metrics
         self.decoder = ctx.decoder
         self.is_valid = ctx.is_valid
+        self.me = ctx.me

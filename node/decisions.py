@@ -36,7 +36,7 @@ from callpark.store.parking import (
     Unapplied,
     Unresolved,
 )
-from callpark.store.records import CallState, Dialog, Holder, ParkKind
+from callpark.store.records import CallState, Dialog, ParkKind
 
 PARKS = "parks"  # the NodeMetrics counter a reply's result is counted in
 RETRIEVALS = "retrievals"
@@ -77,7 +77,7 @@ class NodeFacts(Protocol):
     all_ranges: list[OrbitRange]
     settings: CpsSettings
     draining: bool
-    live_nodes: dict[str, bool]
+    live_nodes: dict[str, bool]  # pool/node -> draining
 
     def owner_elsewhere(self, orbit: str | None) -> str | None: ...
 
@@ -165,7 +165,7 @@ class Decisions(NodePart):
                 held = self.table.allocate(
                     self.facts.ranges,
                     target=None if target == "park" else target,
-                    holder=Holder(self.config.name, w.index, w.sip(self.config.host)),
+                    holder=self.me.holder(w.index, w.sip(self.config.host)),
                     dialog=dialog,
                     kind=kind,
                     caller_uri=str(msg.get("from_uri", "")),
@@ -251,15 +251,16 @@ class Decisions(NodePart):
     def _connect(self, w: WorkerHandle, msg: Message, held: Held, wanted: Any) -> Reply:
         """The call is there: redirect to its holder, or claim it for this worker's retriever."""
         call, orbit = held.call, held.call.orbit
-        if call.holder.node != self.config.name and call.holder.node not in self.facts.live_nodes:
+        mine = self.me.holds(call.holder)
+        if not mine and call.holder.member_id(self.facts.live_nodes) is None:
             return reject(
                 RETRIEVALS,
                 "holder-gone",
                 480,
                 "Parked call being taken over",
-                f"holder {call.holder.node} is gone; retry in a moment",
+                f"holder {call.holder.node_id} is gone; retry in a moment",
             )
-        if call.holder.node != self.config.name or call.holder.worker != w.index:
+        if not mine or call.holder.worker != w.index:
             safe = f";park-id={wanted}" if wanted else ""  # the holder checks it again
             return redirect(RETRIEVALS, "redirected", f"sip:{orbit}@{call.holder.sip}{safe}")
         try:

@@ -66,7 +66,7 @@ class Dispatcher(NodePart):
             self.metrics.untrusted_rejected.labels(self.config.pool).inc()
             log.debug("worker %d refused %s from untrusted peer %s", w.index, msg.get("what"), msg.get("peer"))
         elif op == "callback_error":
-            self.metrics.callback_errors.labels(self.config.name).inc()
+            self.metrics.callback_errors.labels(str(self.me)).inc()
             log.error("worker %d callback error: %s", w.index, msg.get("error"))
         elif op == "log":
             log.log(int(msg.get("level", logging.INFO)), "worker %d: %s", w.index, msg.get("message"))

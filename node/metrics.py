@@ -1,6 +1,8 @@
 """The park node's Prometheus metrics (one registry per supervisor).
 
 Names follow Prometheus conventions and are the contract for dashboards and alerts.
+A ``node`` label without a ``pool`` label holds ``pool/node`` (two pools may both have an
+``n1``); with a ``pool`` label beside it, the bare name.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Worker -> supervisor
   ``ended``      {call, orbit?, reason}                       a call left (caller-hangup, retrieved,
                                                               rang-back, forwarded, disconnected, failed)
   ``ringback_result`` {orbit, result}                         answered | no-answer | failed
-  ``takeover_result`` {orbit, ok, reason, dialog?}
+  ``takeover_result`` {orbit, ok, reason, dialog?, full?} (full: no free slot; the node tries another worker)
   ``log``        {level, message}
 
 Supervisor -> worker

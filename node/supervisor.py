@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from typing import Any
@@ -44,7 +45,7 @@ from callpark.ratelimit import ScanLimiter
 from callpark.store.admin import AdminStore
 from callpark.store.kv import KV
 from callpark.store.parking import ParkTable
-from callpark.store.records import ParkedCall, RecordDecoder
+from callpark.store.records import NodeId, ParkedCall, RecordDecoder
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Supervisor:
 
     def __init__(self, config: NodeConfig, kv: KV) -> None:
         self.config = config.validate()
+        self.me = NodeId(config.pool, config.name, secrets.token_hex(8))  # a new incarnation per start
         self.metrics = NodeMetrics(config.pool, config.name)
         self.kv: KV = InstrumentedKV(kv, self.metrics)
         self.decoder = RecordDecoder(self.metrics.registry)  # malformed etcd records: reported, skipped
@@ -67,7 +69,7 @@ class Supervisor:
             node=config.name,
             timings=config.timings,
             on_rejoin=self._on_rejoin,
-            on_renew=lambda s: self.metrics.lease_renew.labels(config.name).observe(s),
+            on_renew=lambda s: self.metrics.lease_renew.labels(str(self.me)).observe(s),
         )
         self.table = ParkTable(
             self.kv, node=config.name, pool=config.pool, member_key=self.membership.key, decoder=self.decoder
@@ -83,7 +85,9 @@ class Supervisor:
 
     def _compose(self) -> None:
         """Build the node's parts; the workers reach the dispatcher and the view late, by lambda."""
-        ctx = NodeContext(self.config, self.kv, self.table, self.metrics, self.decoder, self.membership.is_valid)
+        ctx = NodeContext(
+            self.config, self.kv, self.table, self.metrics, self.decoder, self.membership.is_valid, self.me
+        )
         self.calls = HeldCalls(ctx)
         self.workers = WorkerPool(
             ctx,
@@ -124,6 +128,7 @@ class Supervisor:
             api={"/api/parked": self.parked_view, "/api/node": self.node_view},
             admin_token=self.config.admin_token,
             actions=drain_actions(self.kv, self.config.pool, self.config.name),
+            private=frozenset({"/api/parked"}),  # callers, parkers and park ids: admin token only
         )
         self._join(at_start=True)
         self.http.start()
@@ -199,10 +204,10 @@ class Supervisor:
 
     def _set_gauges(self) -> None:
         self.metrics.parked_calls.labels(self.config.pool, self.config.name).set(len(self.calls))
-        self.metrics.lease_remaining.labels(self.config.name).set(self.membership.remaining_s())
+        self.metrics.lease_remaining.labels(str(self.me)).set(self.membership.remaining_s())
         self.metrics.ready.labels(self.config.pool, self.config.name).set(1 if self.ready()[0] else 0)
-        self.metrics.workers_up.labels(self.config.name).set(self.workers.ready_count())
-        self.metrics.orbit_scan_sources.labels(self.config.name).set(len(self.scan))
+        self.metrics.workers_up.labels(str(self.me)).set(self.workers.ready_count())
+        self.metrics.orbit_scan_sources.labels(str(self.me)).set(len(self.scan))
 
     def _on_rejoin(self) -> None:
         """Our lease expired and we re-registered: drop calls that now name another holder."""
@@ -266,6 +271,7 @@ class Supervisor:
             "http": f"{host}:{self.http.port if self.http else 0}",
             "workers": [{"index": w.index, "sip": w.sip(host), "free": w.free_slots} for w in self.workers.handles],
             "pid": os.getpid(),
+            "incarnation": self.me.incarnation,  # tells this process from the node's previous ones
         }
 
     # -- kept for callers written before the split (tests/test_hostile_records.py) --------------

@@ -5,6 +5,18 @@ and was restarted, when this node restarted and finds records that still name it
 the takeover scan (every ``SCAN_S``) finds a call on a range our pool owns whose holder
 node is gone or draining. The scan also reads this node's drain key and the live members.
 
+Identity: a node is ``pool/name`` (:class:`~callpark.store.records.NodeId`); records that
+name ``pool-a/n1`` are never adopted by ``pool-b/n1``. Live members are keyed ``pool/node``.
+
+Capacity: every takeover reserves a slot (``WorkerPool.pick(reserve=True)``) until the
+worker's ``takeover_result``; a worker that is full anyway answers ``full`` and the call
+goes back to ``retake`` (another worker, or a later cycle), never to "lost". With no slot
+anywhere an own call waits in ``retake`` (``moving``, so not rung back meanwhile).
+
+The claim of another node's call also compares that node's member key as the scan read it
+(absent, or the revision of a live draining node's key): a holder that rejoins between the
+scan's reads and the claim keeps its call.
+
 Locks: claims and record changes hold ``HeldCalls.lock`` (see :mod:`~callpark.node.calls`);
 the scan writes ``draining``, ``live_nodes`` and ``last_refresh`` of the
 :class:`~callpark.node.views.ClusterView` without a lock, on the loop thread.
@@ -23,7 +35,7 @@ from callpark.node.protocol import Message, dialog_json
 from callpark.node.views import ClusterView
 from callpark.node.workers import WorkerHandle, WorkerPool
 from callpark.store.parking import Fenced, Held, LostRace, Unresolved
-from callpark.store.records import CallState, Dialog, Holder, ParkedCall, RecordKind, parse_members, parse_stamp
+from callpark.store.records import CallState, Dialog, ParkedCall, RecordKind, parse_members, parse_stamp
 from callpark.store.schema import Keys
 
 log = logging.getLogger(__name__)
@@ -69,28 +81,38 @@ class Takeovers(NodePart):
             # INVITE/Replaces to a UA without it would ring it as a new call: never do that
             self.calls.lose(held, "caller without Replaces support")
             return
-        target = self.workers.pick(need=1)
+        target = self.workers.pick(need=1, reserve=True)
         if target is None:
-            self.calls.lose(held, "no free worker slot for takeover")
+            log.warning("orbit %s: no free worker slot for its takeover yet (will retry)", orbit)
+            self._later(held)
             return
         with self.calls.lock:
             for attempt in range(2):
                 try:
-                    held = self.table.update(held, held.call.with_state(CallState.PARKED))
+                    mine = replace(held.call.holder, pool=self.me.pool, incarnation=self.me.incarnation)
+                    held = self.table.update(held, replace(held.call, holder=mine, state=CallState.PARKED))
                     break
                 except LostRace:
                     fresh = self.table.refresh(held) if attempt == 0 else None
-                    if fresh is None or fresh.call.holder.node != self.config.name:
+                    if fresh is None or not self.me.holds(fresh.call.holder):
                         log.warning("orbit %s is no longer ours to take over", orbit)
                         self.calls.held.pop(orbit, None)
+                        self.workers.release(target)
                         return
                     held = fresh
                 except (Fenced, StoreError) as exc:
                     log.warning("cannot claim orbit %s for takeover (will retry): %s", orbit, exc)
                     self.retake[orbit] = held.call.park_id
+                    self.workers.release(target)
                     return
             self.calls.held[orbit] = held
         self._send(target, held.call)
+
+    def _later(self, held: Held) -> None:
+        """No slot for this own call now: retried by :meth:`retry`; not rung back meanwhile."""
+        with self.calls.lock:
+            self.calls.moving.add(held.call.orbit)
+        self.retake[held.call.orbit] = held.call.park_id
 
     def worker_restarted(self, handle: WorkerHandle) -> None:
         """A dead worker is back (without its calls): take each of them over."""
@@ -101,7 +123,7 @@ class Takeovers(NodePart):
     def recover_own_calls(self) -> bool:
         """After a restart: records that still name this node are ours to take over; False: retry."""
         try:
-            mine = [h for h in self.table.all_parked() if h.call.holder.node == self.config.name]
+            mine = [h for h in self.table.all_parked() if self.me.holds(h.call.holder)]
         except StoreError as exc:
             log.warning("could not read parked calls (will retry): %s", exc)
             return False
@@ -147,14 +169,18 @@ class Takeovers(NodePart):
         orbit = str(msg["orbit"])
         with self.calls.lock:
             self.calls.moving.discard(orbit)
+        self.workers.release(w)
         held = self.calls.get(orbit)
         if held is None:
             return
         if msg.get("ok"):
             dialog = Dialog.from_json(msg["dialog"])
-            holder = Holder(self.config.name, w.index, w.sip(self.config.host))
+            holder = self.me.holder(w.index, w.sip(self.config.host))
             self.calls.mutate(orbit, lambda c: replace(c, holder=holder, dialog=dialog, state=CallState.PARKED))
             self.metrics.takeovers.labels(self.config.pool, "ok").inc()
+        elif msg.get("full"):
+            log.info("orbit %s: worker %d is full; another worker takes the call over", orbit, w.index)
+            self._later(held)
         else:
             self.metrics.takeovers.labels(self.config.pool, "failed").inc()
             self.calls.lose(held, str(msg.get("reason", "takeover failed")))
@@ -178,7 +204,8 @@ class Takeovers(NodePart):
         view.draining = drain is not None and self.decoder.decode(RecordKind.DRAIN, drain, parse_stamp) is not None
         if view.refresh_owners():
             view.last_refresh = 0.0  # ownership moved: recompute our ranges now
-        live = {m.node: m.draining for ms in parse_members(members, self.decoder).values() for m in ms}
+        live = {m.node_id: m.draining for ms in parse_members(members, self.decoder).values() for m in ms}
+        revisions = {key[len(Keys.MEMBERS) :]: entry.mod_revision for key, entry in members.items()}
         view.live_nodes = live
         if view.draining or not self.is_valid():
             return
@@ -186,9 +213,9 @@ class Takeovers(NodePart):
         owned = {r.name for r in view.ranges}
         for held in parked:
             call = held.call
-            if call.holder.node == self.config.name or call.range not in owned:
+            if self.me.holds(call.holder) or call.range not in owned:
                 continue
-            if not self._take_over_from(held, live):
+            if not self._take_over_from(held, live, revisions):
                 return
 
     def _settle_unsure(self, parked: list[Held]) -> None:
@@ -204,49 +231,66 @@ class Takeovers(NodePart):
                     self.calls.held[orbit] = held
                 self.take_over(held)  # ours, but no worker was asked to INVITE the caller
 
-    def _take_over_from(self, held: Held, live: dict[str, bool]) -> bool:
+    @staticmethod
+    def _member_key(call: ParkedCall, member: str | None, revisions: dict[str, int]) -> tuple[str, int]:
+        """The old holder's member key and its revision as read (0: absent) for the claim's compare."""
+        if member is not None:
+            pool, _, node = member.partition("/")
+            return Keys.member(pool, node), revisions.get(member, 0)
+        return Keys.member(call.holder.pool or call.pool, call.holder.node), 0
+
+    def _take_over_from(self, held: Held, live: dict[str, bool], revisions: dict[str, int]) -> bool:
         """Take over one call of another node if it is gone or draining; False: stop the scan."""
         call = held.call
-        holder = call.holder.node
-        if holder in live and (not live[holder] or call.state != CallState.PARKED or not call.dialog.supports_replaces):
+        member = call.holder.member_id(live)
+        if member is not None and (
+            not live[member] or call.state != CallState.PARKED or not call.dialog.supports_replaces
+        ):
             # alive and not draining: it keeps its calls. Alive and draining: only parked calls
             # move; a call ringing back or being retrieved finishes there, and a caller without
             # Replaces stays until it ends (it cannot be moved, and is not lost)
             return True
+        holder_member = self._member_key(call, member, revisions)
         if not call.dialog.supports_replaces:
-            self._lose_orphan(held, "caller without Replaces support")
+            self._lose_orphan(held, "caller without Replaces support", holder_member)
             return True
-        target = self.workers.pick(need=1)
+        target = self.workers.pick(need=1, reserve=True)
         if target is None:
             log.warning("cannot take over orbit %s: no free worker slot", call.orbit)
             return False
         try:
             claimed = self.table.take_over(
                 held,
-                Holder(self.config.name, target.index, target.sip(self.config.host)),
+                self.me.holder(target.index, target.sip(self.config.host)),
+                holder_member=holder_member,
                 timeout_s=self.view.settings.call_pickup_timeout_s,
             )
         except Unresolved as exc:
+            self.workers.release(target)
             self.unsure[call.orbit] = exc.call.write_id  # settled by the next scan
             log.info("orbit %s: takeover claim outcome unknown: %s", call.orbit, exc)
             return True
         except (LostRace, Fenced, StoreError) as exc:
+            self.workers.release(target)
             log.info("orbit %s not taken over here: %s", call.orbit, exc)
             return True
-        why = "draining" if holder in live else "gone"
-        log.warning("taking over orbit %s from %s (%s) on worker %d", call.orbit, holder, why, target.index)
+        why = "draining" if member is not None else "gone"
+        log.warning(
+            "taking over orbit %s from %s (%s) on worker %d", call.orbit, call.holder.node_id, why, target.index
+        )
         with self.calls.lock:
             self.calls.held[call.orbit] = claimed
-        target.free_slots -= 1
         self._send(target, call)
         return True
 
-    def _lose_orphan(self, held: Held, reason: str) -> None:
+    def _lose_orphan(self, held: Held, reason: str, holder_member: tuple[str, int]) -> None:
         """Record an orphan we cannot take over as lost: claim it first, so exactly one node does."""
         handles = self.workers.handles
-        me = Holder(self.config.name, 0, handles[0].sip(self.config.host) if handles else "")
+        me = self.me.holder(0, handles[0].sip(self.config.host) if handles else "")
         try:
-            claimed = self.table.take_over(held, me, timeout_s=self.view.settings.call_pickup_timeout_s)
+            claimed = self.table.take_over(
+                held, me, holder_member=holder_member, timeout_s=self.view.settings.call_pickup_timeout_s
+            )
         except Unresolved as exc:
             self.unsure[held.call.orbit] = exc.call.write_id  # settled (and lost) by the next scan
             return

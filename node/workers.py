@@ -6,7 +6,8 @@ restarts a worker that died and picks the worker with the most free call slots.
 Threads and locks: ``handles`` is built once by :meth:`WorkerPool.start` and never
 resized. Each handle's ``free_slots`` and ``ready`` are written by its reader thread
 (``ready``/``slots`` messages) and by the supervisor loop when it respawns the worker;
-no lock guards them (a stale read only picks a worse worker). Sends are thread-safe
+no lock guards them (a stale read only picks a worse worker). ``reserved`` (slots promised to
+takeovers in flight) changes under the pool's reservation lock only. Sends are thread-safe
 (:class:`~callpark.node.protocol.Channel`).
 """
 
@@ -49,6 +50,12 @@ class WorkerHandle:
     ready: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
     generation: int = 0
+    reserved: int = 0  # slots promised to takeovers in flight (released on their takeover_result)
+
+    @property
+    def room(self) -> int:
+        """Free slots not promised to a takeover in flight."""
+        return self.free_slots - self.reserved
 
     def sip(self, host: str) -> str:
         return f"{host}:{self.sip_port}"
@@ -84,6 +91,7 @@ class WorkerPool(NodePart):
         self.on_message = on_message
         self.music_path = music_path
         self.handles: list[WorkerHandle] = []
+        self._reserve_lock = threading.Lock()
 
     def start(self) -> None:
         """Spawn every worker, then wait until each one is ready."""
@@ -127,13 +135,26 @@ class WorkerPool(NodePart):
         """The worker with this index, None when there is none."""
         return self.handles[index] if 0 <= index < len(self.handles) else None
 
-    def pick(self, need: int, exclude: int | None = None) -> WorkerHandle | None:
-        """The ready worker with the most free slots, if it has ``need`` plus one spare."""
-        ready = [w for w in self.handles if w.ready.is_set() and w.index != exclude]
-        best = max(ready, key=lambda w: w.free_slots, default=None)
-        if best is None or best.free_slots < need + 1:
-            return None
-        return best
+    def pick(self, need: int, exclude: int | None = None, *, reserve: bool = False) -> WorkerHandle | None:
+        """The ready worker with the most room, if it has ``need`` plus one spare.
+
+        ``reserve`` (takeovers): the slot is promised at once, under the lock, until
+        :meth:`release` on the worker's ``takeover_result``, so several takeovers in one
+        cycle spread over the workers instead of all going to the one that looked emptiest.
+        """
+        with self._reserve_lock:
+            ready = [w for w in self.handles if w.ready.is_set() and w.index != exclude]
+            best = max(ready, key=lambda w: w.room, default=None)
+            if best is None or best.room < need + 1:
+                return None
+            if reserve:
+                best.reserved += 1
+            return best
+
+    def release(self, handle: WorkerHandle) -> None:
+        """A reserved slot's takeover ended (held, refused or failed)."""
+        with self._reserve_lock:
+            handle.reserved = max(0, handle.reserved - 1)
 
     def broadcast(self, op: str, **fields: Any) -> None:
         for handle in self.handles:
@@ -146,7 +167,7 @@ class WorkerPool(NodePart):
                 continue
             code = handle.process.returncode()
             log.warning("worker %d died (exit %s); restarting it and taking its calls over", handle.index, code)
-            self.metrics.worker_restarts.labels(self.config.name).inc()
+            self.metrics.worker_restarts.labels(str(self.me)).inc()
             handle.process.stop()
             if handle.channel is not None:
                 handle.channel.close()
@@ -164,6 +185,7 @@ class WorkerPool(NodePart):
         handle.generation += 1
         handle.ready.clear()
         handle.free_slots = 0
+        handle.reserved = 0  # takeovers sent to the dead process will not answer
         handle.channel = Channel(parent)
         log_path = self.config.run_dir / f"worker{handle.index}.log"
         handle.process = ManagedProcess(
@@ -238,6 +260,6 @@ class WorkerPool(NodePart):
             w.ready.set()
         elif op == "slots":
             w.free_slots = int(msg["free"])
-            self.metrics.slots_free.labels(self.config.name, str(w.index)).set(w.free_slots)
+            self.metrics.slots_free.labels(str(self.me), str(w.index)).set(w.free_slots)
         else:
             self.on_message(w, msg)

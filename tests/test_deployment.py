@@ -46,6 +46,12 @@ def test_shipped_local_cluster_file_is_valid() -> None:
         ("[edge]\nport=70000\n", "[config-edge]"),
         ("[edge]\ndomain='bad domain'\n", "[config-edge]"),
         ("[edge]\ndomain='example.org'\n[cps.global]\nOnTimeoutURI='sip:op@evil.example'\n", "[config-on-timeout-uri]"),
+        ("[edge]\nhosts=['10.0.0.1']\n", "[config-open-deployment] the SIP edge listens on 10.0.0.1"),
+        ("[[pool]]\nname='a'\nsite='s'\nhosts=['0.0.0.0']\n", "[config-open-deployment] pool 'a' listens on 0.0.0.0"),
+        ("[edge]\nhosts=['10.0.0.1']\n[security]\ntrusted_peers=['0.0.0.0/0']\n", "[config-open-deployment]"),
+        ("[edge]\nhosts=['10.0.0.1']\n[security]\ntrusted_peers=['10.0.0.0/8', '::/0']\n", "[config-open-deployment]"),
+        ("[edge]\nhosts=['edge.example']\n", "[config-hosts]"),
+        ("[edge]\nhosts=[]\n", "[config-hosts]"),
     ],
 )
 def test_bad_files_give_one_line_naming_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -55,6 +61,25 @@ def test_bad_files_give_one_line_naming_the_problem(tmp_path: Path, text: str, m
         deployment.load(f)
     assert message in str(info.value) and str(f) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_non_loopback_deployment_passes_with_trusted_peers_or_digest_auth(tmp_path: Path) -> None:
+    f = tmp_path / "d.toml"
+    f.write_text("[edge]\nhosts=['10.0.0.1']\n[security]\ntrusted_peers=['10.0.0.0/8']\n")
+    assert deployment.load(f).sip_security.peers_given
+    (tmp_path / "users.htdigest").write_text("alice:r:" + "0" * 32 + "\n")
+    f.write_text("[edge]\nhosts=['10.0.0.1']\n[security]\ndigest_auth_file='users.htdigest'\ndigest_realm='r'\n")
+    assert deployment.load(f).sip_security.digest is not None
+    f.write_text("[edge]\nhosts=['127.0.0.1', '::1']\n")  # loopback needs neither
+    assert deployment.load(f).sip_security.digest is None
+
+
+def test_config_check_refuses_an_open_deployment_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "open.toml"
+    bad.write_text("[edge]\nhosts=['192.0.2.10']\n")
+    result = run_console("config", "check", str(bad))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "[config-open-deployment]" in result.stderr and "neither digest_auth_file nor trusted_peers" in result.stderr
 
 
 def test_config_check_cli(tmp_path: Path) -> None:

@@ -22,14 +22,18 @@ Routing implemented by the generated config (each route is commented in the outp
 
   A pool's requests go to its dispatcher set (round robin over live nodes); on a local timeout,
   408 or 503 the next node is tried, then the backup pool's set.
-* Any other request-URI (e.g. the holder node's Contact from a 302) is relayed as addressed.
+* Any other request-URI is relayed only when it names a park node of the dispatcher list (the
+  holder node's Contact from a 302) or a registered user (to that user's registered contacts,
+  ``lookup``); everything else gets ``404 Not Found: relaying denied`` and nothing is sent (no
+  open relay).
 * Dialog-creating requests are record-routed; in-dialog requests follow ``loose_route``.
 * Replies (including a 302 from a node) are relayed back to the caller.
 
 Security (see docs/ARCHITECTURE.md, "Security: SIP"):
 
-* ``trusted_peers`` (networks): requests from any other source address get
-  ``403 Forbidden: untrusted source`` (the park nodes of the dispatcher list are always let in).
+* ``trusted_peers`` (networks, default loopback only): requests from any other source address
+  get ``403 Forbidden: untrusted source`` (the park nodes of the dispatcher list are always let
+  in). An empty tuple is the explicit opt-out: any source.
 * Every request to a park node leaves with exactly one ``X-Callpark-Source: <source ip>``
   header: any such header arriving from outside is removed first, and requests to phones
   carry none (route[SOURCE]). Nodes believe it only from the edge.
@@ -37,7 +41,12 @@ Security (see docs/ARCHITECTURE.md, "Security: SIP"):
   every other initial request from outside the dispatcher list with 407; a wrong password or
   an unknown user gets ``403 Forbidden: bad credentials``, a From user other than the
   authenticated one ``403 Forbidden: identity mismatch``. HA1 hashes live in a separate
-  credentials file (mode 0600) rendered by :func:`render_credentials_cfg`.
+  credentials file (mode 0600) rendered by :func:`render_credentials_cfg`. Replay protection:
+  ``qop=auth`` challenges, ``nonce_count`` (each nc once and upwards), ``one_time_nonce`` and
+  ``auth_checks_*`` for responses without nc, nonces valid 30 s.
+* Flood limit (pike): a source other than a park node sending more than ``flood_requests``
+  requests per ``flood_window_s`` has its requests dropped without reply, each counted in the
+  kamailio counter ``callpark.flood_blocked`` (:data:`FLOOD_COUNTER`); 0 turns it off.
 """
 
 from __future__ import annotations
@@ -54,12 +63,13 @@ from callpark.edge.credentials import DigestAuth
 from callpark.errors import ValidationError
 from callpark.model import orbits
 from callpark.model.pools import validate_name
-from callpark.peers import parse_peers
+from callpark.peers import DEFAULT_TRUSTED_PEERS, parse_peers
 from callpark.sip.message import unescape_orbit_user
 from callpark.sip.reasons import ETCD_TROUBLE_REASONS
 
 __all__ = [
     "DISPATCH_ROUND_ROBIN",
+    "FLOOD_COUNTER",
     "ConfigError",
     "EdgeConfig",
     "EdgeTimers",
@@ -233,8 +243,10 @@ class EdgeConfig:
     log_level: int = -1
     ping_from_user: str = "edge"
     ping_reply_codes: str = "class=2"
-    trusted_peers: tuple[str, ...] = ()  # empty: any source (no ACL)
+    trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS  # loopback; () opts out: any source
     auth: DigestAuth | None = None
+    flood_requests: int = 200  # per source and flood_window_s before pike blocks it; 0: no limit
+    flood_window_s: int = 2
 
     def __post_init__(self) -> None:
         if self.trusted_peers:
@@ -270,6 +282,8 @@ class EdgeConfig:
             raise ConfigError("children must be 1..64")
         if not -5 <= self.log_level <= 3:
             raise ConfigError("log_level must be -5..3 (kamailio debug levels)")
+        if self.flood_requests < 0 or not 1 <= self.flood_window_s <= 60:
+            raise ConfigError("flood_requests must be >= 0 (0: off) and flood_window_s 1..60")
 
     def pool(self, name: str) -> PoolSpec:
         """The pool called ``name``."""
@@ -421,6 +435,22 @@ def _acl_block(cfg: EdgeConfig) -> str:
     )
 
 
+# Digest replay protection (Kamailio auth module): challenges carry qop=auth and every nonce
+# count (nc) is accepted once and only upwards, so a captured Authorization header is refused
+# while a phone may still reuse its nonce with a higher nc; a response without nc is bound to
+# its request URI, source IP (and REGISTER's Call-ID) and accepted once (one_time_nonce).
+# Nonces expire after 30 s.
+_REPLAY_PARAMS = (
+    "# ----- digest replay protection: nc once and upwards; without nc a nonce works once\n"
+    'modparam("auth", "nonce_expire", 30)\n'
+    'modparam("auth", "qop", "auth")\n'
+    'modparam("auth", "nonce_count", 1)\n'
+    'modparam("auth", "one_time_nonce", 1)\n'
+    'modparam("auth", "auth_checks_register", 11)\n'
+    'modparam("auth", "auth_checks_no_dlg", 9)\n'
+)
+
+
 def _auth_route(cfg: EdgeConfig) -> str:
     if cfg.auth is None:
         return "route[AUTH] {\n\treturn;\n}\n"
@@ -432,9 +462,9 @@ def _auth_route(cfg: EdgeConfig) -> str:
 	}}
 	if ($au == $null) {{
 		if (is_method("REGISTER")) {{
-			www_challenge({realm}, "0");
+			www_challenge({realm}, "1");
 		}} else {{
-			proxy_challenge({realm}, "0");
+			proxy_challenge({realm}, "1");
 		}}
 		exit;
 	}}
@@ -456,9 +486,9 @@ def _auth_route(cfg: EdgeConfig) -> str:
 		}}
 		# no credentials for our realm, stale or reused nonce: challenge again
 		if (is_method("REGISTER")) {{
-			www_challenge({realm}, "0");
+			www_challenge({realm}, "1");
 		}} else {{
-			proxy_challenge({realm}, "0");
+			proxy_challenge({realm}, "1");
 		}}
 		exit;
 	}}
@@ -496,7 +526,7 @@ def _security_fields(cfg: EdgeConfig, credentials_file: Path | None) -> dict[str
         params = (
             "# ----- digest authentication: HA1 per user in an htable, filled from the credentials file\n"
             f'modparam("htable", "htable", "{AUTH_HTABLE}=>size=10;")\n'
-            'modparam("auth", "nonce_expire", 300)\n'
+            f"{_REPLAY_PARAMS}"
             f"import_file {_q(str(credentials_file))}\n"
         )
     return {
@@ -504,6 +534,44 @@ def _security_fields(cfg: EdgeConfig, credentials_file: Path | None) -> dict[str
         "security_params": params,
         "acl_block": _acl_block(cfg).replace("{", "{{").replace("}", "}}"),
         "auth_route": _auth_route(cfg).replace("{", "{{").replace("}", "}}"),
+    }
+
+
+FLOOD_COUNTER = ("callpark", "flood_blocked")
+"""The kamailio counter (group, name) of requests dropped by the flood limit (``cnt.get``)."""
+
+
+def _flood_fields(cfg: EdgeConfig) -> dict[str, str]:
+    """Template fields of the per-source flood limit (pike), counted in :data:`FLOOD_COUNTER`.
+
+    A source sending more than ``flood_requests`` requests per ``flood_window_s`` (pike blocks
+    between once and three times that) is ignored until it slows down: its requests are dropped
+    without a reply (answering a flood would amplify it). Park nodes are never limited.
+    """
+    if cfg.flood_requests == 0:
+        return {"flood_modules": "", "flood_params": "", "flood_block": "\t# no flood limit configured"}
+    group, name = FLOOD_COUNTER
+    params = (
+        f"# ----- flood limit: pike per source address; dropped requests counted in {group}.{name}\n"
+        f'modparam("pike", "sampling_time_unit", {cfg.flood_window_s})\n'
+        f'modparam("pike", "reqs_density_per_unit", {cfg.flood_requests})\n'
+        'modparam("pike", "remove_latency", 30)\n'
+        f'modparam("counters", "script_counter", "{group}.{name}:requests dropped by the flood limit")\n'
+    )
+    block = (
+        f"\t# flood limit: more than {cfg.flood_requests} requests per {cfg.flood_window_s} s from one source\n"
+        "\tif (!ds_is_from_list() && !pike_check_req()) {{\n"
+        "\t\tif ($rc == -2) {{\n"
+        '\t\t\txlog("L_WARN", "flood from $si: requests dropped until it slows down\\n");\n'
+        "\t\t}}\n"
+        f'\t\tcnt_inc("{group}.{name}");\n'
+        "\t\texit;\n"
+        "\t}}"
+    )
+    return {
+        "flood_modules": 'loadmodule "pike.so"\nloadmodule "counters.so"\n',
+        "flood_params": params,
+        "flood_block": block,
     }
 
 
@@ -588,6 +656,7 @@ def render_kamailio_cfg(
         **_listen_fields(cfg, instance),
         **_rpc_fields(rpc_socket),
         **_security_fields(cfg, credentials_file),
+        **_flood_fields(cfg),
         **_routing_fields(cfg, dispatcher_list),
     }
     return _TEMPLATE.format(**fields).replace("{{", "{").replace("}}", "}")
@@ -637,8 +706,8 @@ loadmodule "siputils.so"
 loadmodule "xlog.so"
 loadmodule "sanity.so"
 loadmodule "dispatcher.so"
-{rpc_modules}{security_modules}
-{rpc_params}{security_params}
+{rpc_modules}{security_modules}{flood_modules}
+{rpc_params}{security_params}{flood_params}
 # ----- tm: fr_timer bounds how long a node may stay silent (also the OPTIONS probe timeout);
 # everything else gets user_timeout via t_set_fr() in route[RELAY_PATIENT]
 modparam("tm", "fr_timer", {node_timeout_ms})
@@ -712,10 +781,8 @@ request_route {{
 
 	route(LOCALURI);
 	if ($var(local) == 0) {{
-		# not addressed to the edge (e.g. the holder node's Contact in a 302):
-		# relay as addressed
-		route(SOURCE);
-		route(RELAY_PATIENT);
+		# not addressed to the edge: only a park node (the holder's Contact in a 302)
+		route(FOREIGN);
 	}}
 
 	if ($rU == $null) {{
@@ -746,6 +813,7 @@ route[REQINIT] {{
 		sl_send_reply("200", "Keepalive");
 		exit;
 	}}
+{flood_block}
 {acl_block}
 	# the original source, for the nodes' orbit-scan limit: never trust one from outside
 	# (route[SOURCE] adds ours, only on requests towards park nodes)
@@ -810,6 +878,23 @@ route[LOCALURI] {{
 			$var(local) = 1;
 		}}
 	}}
+}}
+
+# A request-URI outside the edge's domains (a park node's Contact in a 302, a phone's Contact
+# in a Refer-To) is relayed only to a park node of the dispatcher list (host and port, any
+# transport) or to the registered contacts of its user: the edge is no open relay. Anything
+# else gets 404 and nothing is sent.
+route[FOREIGN] {{
+	if (ds_is_from_list("-1", "2", "$ru")) {{
+		route(SOURCE);
+		route(RELAY_PATIENT);
+	}}
+	if (!registered("location")) {{
+		xlog("L_WARN", "relaying refused for $si:$sp: $rm $ru\\n");
+		sl_send_reply("404", "Not Found: relaying denied");
+		exit;
+	}}
+	route(LOCATION);
 }}
 
 # park (default pool) and park-<pool> (that pool) -> the pool's dispatcher set.

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from callpark.edge import rpc as jsonrpc
-from callpark.edge.config import EdgeConfig, render_credentials_cfg, render_dispatcher_list, render_kamailio_cfg
+from callpark.edge.config import (
+    FLOOD_COUNTER,
+    EdgeConfig,
+    render_credentials_cfg,
+    render_dispatcher_list,
+    render_kamailio_cfg,
+)
 from callpark.edge.rpc import DispatcherTarget
 from callpark.edge.sipping import options_ping, options_probe
 from callpark.netutil import LOOPBACK, free_port, port_bindable
@@ -247,6 +253,11 @@ class Edge(StopsOnExit):
     def registrations(self) -> dict[str, list[str]]:
         """Registered AORs (user parts) and their contacts, from usrloc."""
         return jsonrpc.parse_ul_dump(self.rpc("ul.dump"))
+
+    def flood_blocked(self) -> int:
+        """Requests the flood limit (pike) dropped so far: kamailio counter ``callpark.flood_blocked``."""
+        group, name = FLOOD_COUNTER
+        return int(self.rpc("cnt.get", group, name))
 
     def wait_node_state(self, node: str, *, active: bool, timeout: float = 5.0) -> float:
         """Wait until dispatcher destination ``node`` (host:port) is (in)active in every set.

@@ -138,8 +138,21 @@ class ParkTable:
         mod, _, pool = self.owners.get(range_name, (0, 1, self.pool))
         return Compare(Keys.owner(range_name), "mod", "==", mod if pool == self.pool else -1)
 
-    def take_over(self, held: Held, holder: Holder, *, now: float | None = None, timeout_s: float = 90.0) -> Held:
+    def take_over(
+        self,
+        held: Held,
+        holder: Holder,
+        *,
+        holder_member: tuple[str, int] | None = None,
+        now: float | None = None,
+        timeout_s: float = 90.0,
+    ) -> Held:
         """Claim a call whose holder is gone: owner epoch, record revision and lease guarded.
+
+        ``holder_member`` is the old holder's member key and its mod revision when the caller
+        decided (0: absent, the holder is gone; else the revision of a live draining node's
+        key): the claim also compares it, so a holder that rejoins (or stops draining) between
+        the caller's reads and this claim keeps its call (:class:`LostRace`).
 
         A call that was ringing back when its holder died counts that ringback as done
         (the parker's phone rang once) and is re-armed, so no ringback happens twice.
@@ -149,12 +162,13 @@ class ParkTable:
         if call.state in (CallState.RINGING, CallState.FORWARDING):
             call = replace(call, attempts=call.attempts + 1, deadline=now + timeout_s)
         call = replace(call, holder=holder, state=CallState.PARKED, owner_epoch=self.owner_epoch(call.range))
-        written = self._put(
-            [unchanged(Keys.parked(call.orbit), held.mod_revision), self._alive(), self._owns(call.range)], call
-        )
+        compares = [unchanged(Keys.parked(call.orbit), held.mod_revision), self._alive(), self._owns(call.range)]
+        if holder_member is not None:
+            compares.append(unchanged(*holder_member))
+        written = self._put(compares, call)
         if written is None:
             self._check_alive()
-            raise LostRace(f"orbit {call.orbit}: another node claimed it or its range moved")
+            raise LostRace(f"orbit {call.orbit}: another node claimed it, its holder came back or its range moved")
         return written
 
     def _put(self, compares: list[Compare], call: ParkedCall) -> Held | None:

@@ -250,15 +250,60 @@ class Dialog:
 
 @dataclass(frozen=True)
 class Holder:
-    """Which node and worker hold the call, and the worker's SIP address for redirects."""
+    """Which node and worker hold the call, and the worker's SIP address for redirects.
+
+    A node is ``pool/node`` (two pools may both have an ``n1``), and ``incarnation`` tells
+    one process of a node from the next (a random id per start, also in the member key).
+    Records written before these fields existed have them empty: such a holder is matched by
+    its bare node name, as before.
+    """
 
     node: str
     worker: int
     sip: str  # host:port of the worker
+    pool: str = ""  # the holding node's pool ("" in old records)
+    incarnation: str = ""  # the holding process ("" in old records)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Holder:
-        return cls(node=text(data, "node"), worker=whole(data, "worker"), sip=text(data, "sip"))
+        return cls(
+            node=text(data, "node"),
+            worker=whole(data, "worker"),
+            sip=text(data, "sip"),
+            pool=opt_text(data, "pool") or "",
+            incarnation=opt_text(data, "incarnation") or "",
+        )
+
+    @property
+    def node_id(self) -> str:
+        """``pool/node`` (the bare name for an old record)."""
+        return f"{self.pool}/{self.node}" if self.pool else self.node
+
+    def member_id(self, live: Mapping[str, T]) -> str | None:
+        """The ``pool/node`` of ``live`` (keyed so) that is this holder's node; None when absent."""
+        if self.pool:
+            return self.node_id if self.node_id in live else None
+        return next((k for k in sorted(live) if k.rpartition("/")[2] == self.node), None)
+
+
+@dataclass(frozen=True)
+class NodeId:
+    """One park node process: ``pool/name`` plus the incarnation (random per start)."""
+
+    pool: str
+    name: str
+    incarnation: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.pool}/{self.name}"
+
+    def holder(self, worker: int, sip: str) -> Holder:
+        """This process as the holder of a call on ``worker``."""
+        return Holder(self.name, worker, sip, self.pool, self.incarnation)
+
+    def holds(self, holder: Holder) -> bool:
+        """True when ``holder`` is this node (any incarnation; an old record: by name)."""
+        return holder.node == self.name and holder.pool in ("", self.pool)
 
 
 @dataclass(frozen=True)
@@ -337,7 +382,7 @@ class ParkedCall:
             "parked_for_s": round(now - self.parked_at, 1),
             "next_ringback_in_s": round(self.deadline - now, 1),
             "ringbacks": self.attempts,
-            "holder": f"{self.holder.node}/w{self.holder.worker}",
+            "holder": f"{self.holder.node_id}/w{self.holder.worker}",
             "pool": self.pool,
         }
 
@@ -403,6 +448,17 @@ class Member:
     ready: bool
     draining: bool
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def node_id(self) -> str:
+        """``pool/node``, the node's identity (two pools may both have an ``n1``)."""
+        return f"{self.pool}/{self.node}"
+
+    @property
+    def incarnation(self) -> str:
+        """The process that holds the key now ("" from a node that does not publish it)."""
+        value = self.info.get("incarnation", "")
+        return value if isinstance(value, str) else ""
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,7 @@ class CallControl:
             if call.state == "DISCONNECTED" and call not in self.graveyard:
                 self.graveyard.append(call)
                 del self.calls[handle]
+                self.music.wanted.pop(handle, None)  # per-call state ends with the call
         if len(self.graveyard) > 8:
             live = {c.getId() for c in self.calls.values()}
             keep = [c for c in self.graveyard if c.getId() in live]
@@ -429,8 +430,12 @@ class CallControl:
             hangup(call)
 
     def take_over(self, msg: Message) -> None:
+        """INVITE the caller with Replaces; refused (``full``, not lost) when every slot is taken."""
         orbit = str(msg["orbit"])
         dialog = msg["dialog"]
+        if self.free_slots() < 1:
+            self.send("takeover_result", orbit=orbit, ok=False, full=True, reason="full: no free call slot")
+            return
         call = self.adopt(WorkerCall(self, self.direct, role=Role.TAKEOVER))
         call.orbit = orbit
         self.music.wanted[call.handle] = bool(msg.get("music", True))

@@ -4,6 +4,10 @@ All pjsua2 work happens on the main thread inside the pump (:mod:`callpark.sip.p
 reader thread queues the supervisor's messages and wakes the pump. The worker never talks
 to etcd and never decides on its own whether a call is parked: it asks (``park``/``retrieve``),
 keeps pumping, and acts on the ``reply`` (:mod:`callpark.node.worker.calls` does the calls).
+
+State is bounded: one pjsua Buddy per parker URI notified, at most ``MAX_BUDDIES`` (least
+recently used evicted), at most ``MAX_PENDING`` requests awaiting a reply; per-call entries
+(``CallControl.calls``, ``by_orbit``, the music's ``wanted``) go when the call ends.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from callpark.errors import ValidationError
 from callpark.model.orbits import parse_orbit
 from callpark.node.protocol import Channel, ChannelClosed, Message
 from callpark.node.worker.calls import UNTRUSTED, CallControl, Role, WorkerCall, contact_text
+from callpark.node.worker.lru import LruMap
 from callpark.node.worker.music import HoldMusic
 from callpark.peers import TrustedPeers
 from callpark.sip.endpoint import (
@@ -39,6 +44,8 @@ log = logging.getLogger("callpark.node.worker")
 
 SOURCE_HEADER = "X-Callpark-Source"  # the original source, added by the edge (see docs/ARCHITECTURE.md)
 PUMP_MS = 50
+MAX_BUDDIES = 64  # pjsua Buddies (one per parker URI notified), least recently used evicted
+MAX_PENDING = 64  # park/retrieve requests awaiting a reply; the oldest are dropped (never answered)
 
 
 def orbit_of(user: str | None) -> str | None:
@@ -79,7 +86,7 @@ class Worker:
         self.pending: dict[int, WorkerCall] = {}  # park/retrieve requests awaiting the reply
         self.requests = itertools.count(1)
         self.accounts: list[Any] = []
-        self.buddies: dict[str, Any] = {}
+        self.buddies: LruMap[str, Any] = LruMap(MAX_BUDDIES)  # evicted Buddies are deleted by pjsua2's destructor
         self.last_slots = -1
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -201,6 +208,8 @@ class Worker:
         """A new request id; the supervisor's ``reply`` with it acts on ``call``."""
         req = next(self.requests)
         self.pending[req] = call
+        while len(self.pending) > MAX_PENDING:  # a reply that never came: forget the oldest request
+            del self.pending[next(iter(self.pending))]
         return req
 
     # -- commands from the supervisor -------------------------------------------------------------------------
@@ -251,14 +260,7 @@ class Worker:
 
     def notify(self, uri: str, text: str, msg: Message) -> None:
         """Tell the parker where its call is: a SIP MESSAGE through the edge (blind park)."""
-        buddy = self.buddies.get(uri)
-        if buddy is None:
-            cfg = pj.BuddyConfig()
-            cfg.uri = uri
-            cfg.subscribe = False
-            buddy = pj.Buddy()
-            buddy.create(self.control.outgoing_account(), cfg)
-            self.buddies[uri] = buddy
+        buddy = self.buddies.get_or_create(uri, lambda: self._buddy(uri))
         prm = pj.SendInstantMessageParam()
         prm.contentType = "text/plain"
         retrieve = str(msg.get("retrieve_uri", ""))
@@ -270,6 +272,14 @@ class Worker:
         if retrieve:
             prm.txOption.headers.append(sip_header("X-Callpark-Retrieve-Uri", f"<{retrieve}>"))
         buddy.sendInstantMessage(prm)
+
+    def _buddy(self, uri: str) -> Any:
+        cfg = pj.BuddyConfig()
+        cfg.uri = uri
+        cfg.subscribe = False
+        buddy = pj.Buddy()
+        buddy.create(self.control.outgoing_account(), cfg)
+        return buddy
 
 
 def _channel_messages(channel: Channel) -> Iterator[Message]:

@@ -62,6 +62,7 @@ def good_run() -> tuple[list[Op], EtcdLog]:
         Op("nemesis", "fault", 2.0, 8.0, True, fault="kill-pool", data={"pool_fault": True}),
         Op("probe", "probe", 2.0, 3.2, True, fault="kill-pool", data={"fault_start": 2.0, "rto_s": 1.2}),
         Op("nemesis", "heal", 8.0, 9.0, True, fault="kill-pool", data={"fault_start": 2.0}),
+        Op("pair-2", "error", 5.0, detail="TimeoutError: no 200 to the park"),  # the pool was down
         Op("pair-0", "retrieve", 9.0, 9.2, True, orbit="7000", caller="caller0", park_id="p1", connected_to="caller0"),
         Op("pair-1", "timeout", 1.1, 12.0, True, orbit="7001", caller="caller1", park_id="p2", connected_to="caller1"),
     ]
@@ -202,3 +203,42 @@ def test_history_round_trips_through_its_file(tmp_path: Path) -> None:
         ("fault", False, "", "kill-node"),
     ]
     assert loaded[0].data["retrieve_uri"].endswith("park-id=p1")
+
+
+def parked_by(log: EtcdLog, orbit: str, park_id: str, node: str, incarnation: str) -> None:
+    """A parked record as nodes write it now: no lease; the holder names pool/node and its process."""
+    pool, _, name = node.partition("/")
+    holder = {"node": name, "pool": pool, "incarnation": incarnation, "worker": 0}
+    rec = {"orbit": orbit, "park_id": park_id, "caller_uri": "sip:caller5@127.0.0.1", "holder": holder}
+    log.put(Keys.parked(orbit), rec, lease=0)
+
+
+def test_a_restarted_node_taking_its_call_back_is_not_a_stale_writer() -> None:
+    ops, log = good_run()
+    # pool-a/n2 killed; pool-a/n1 took the call over, then paused past its lease; the
+    # restarted pool-a/n2 (a new process) took it back: legitimate, every write without a lease
+    parked_by(log, "7005", "p5", "pool-a/n2", "aaaa")
+    parked_by(log, "7005", "p5", "pool-a/n1", "bbbb")
+    parked_by(log, "7005", "p5", "pool-a/n2", "cccc")
+    log.end("7005", "p5", "retrieved")
+    assert "one node serves an orbit (fencing)" not in failed(judge(ops, log))
+
+
+def test_a_stale_incarnation_writing_after_takeover_is_caught() -> None:
+    ops, log = good_run()
+    parked_by(log, "7005", "p5", "pool-a/n2", "aaaa")
+    parked_by(log, "7005", "p5", "pool-a/n1", "bbbb")
+    parked_by(log, "7005", "p5", "pool-a/n2", "aaaa")  # the paused old process of pool-a/n2 writes again
+    log.end("7005", "p5", "retrieved")
+    bad = failed(judge(ops, log))["one node serves an orbit (fencing)"]
+    assert any("written again by pool-a/n2#aaaa" in v and "after pool-a/n1#bbbb" in v for v in bad), bad
+
+
+def test_errors_no_fault_explains_are_caught() -> None:
+    ops, log = good_run()
+    assert "every error is explained by a fault" not in failed(judge(ops, log))  # pair-2's error: during the fault
+    ops.append(Op("pair-0", "error", 30.0, detail="ValueError: no orbit in the MESSAGE"))  # long after every heal
+    ops.append(Op("runner", "error", 31.0, detail="workload did not stop in time"))
+    bad = " ".join(failed(judge(ops, log))["every error is explained by a fault"])
+    assert "pair-0 at 30.0: ValueError" in bad and "workload did not stop in time" in bad
+    assert "pair-2" not in bad

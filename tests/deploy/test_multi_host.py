@@ -49,6 +49,20 @@ def test_callpark_config_check_passes() -> None:
     assert "ok (2 pools, 4 ranges" in result.stdout
 
 
+def test_the_example_passes_only_because_it_is_secured(tmp_path: Path) -> None:
+    text = (MULTI / "callpark.toml").read_text(encoding="utf-8")
+    secured = deployment.load(MULTI / "callpark.toml").sip_security
+    assert secured.peers_given and "0.0.0.0/0" not in secured.trusted_peers
+    assert "127.0.0.1" not in text  # its edges and nodes listen on site addresses
+    start = text.index("[security]")
+    open_file = tmp_path / "open.toml"
+    open_file.write_text(text[:start] + text[text.index("[[pool]]", start) :])
+    with pytest.raises(
+        deployment.DeploymentError, match=r"\[config-open-deployment\] the SIP edge listens on 10\.1\.0\.10"
+    ):
+        deployment.load(open_file)
+
+
 def test_deployment_pairs_pools_across_sites_and_names_every_etcd_member() -> None:
     dep = deployment.load(MULTI / "callpark.toml")
     pools = dep.state.pools
@@ -205,6 +219,9 @@ def test_edge_notes_render_configs_that_kamailio_accepts(tmp_path: Path, monkeyp
         cfg = (tmp_path / site / "kamailio.cfg").read_text()
         dispatcher = (tmp_path / site / "dispatcher.list").read_text()
         assert f"listen=udp:{address}:5060" in cfg
+        assert (
+            'is_in_subnet("$si", "10.1.0.0/16")' in cfg and 'sl_send_reply("403", "Forbidden: untrusted source")' in cfg
+        )
         assert dispatcher.count("sip:10.1.0.2") == 8 and dispatcher.count("sip:10.2.0.2") == 8
     if KAMAILIO is None:
         pytest.skip("kamailio not installed (Debian package kamailio): rendered, not checked with kamailio -c")

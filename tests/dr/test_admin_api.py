@@ -4,11 +4,14 @@ and failback with the token (from CALLPARK_ADMIN_TOKEN_FILE), refusals without i
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from callpark.httpapi import SOCKET_TIMEOUT_S
 from callpark.lab.controllerproc import ControllerProcess
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.model import admin
@@ -69,3 +72,20 @@ def test_failover_and_failback_over_http_need_the_token(controller: ControllerPr
     wait_until(lambda: owner(etcd) == "pool-a", timeout=10, what="failback to pool-a")
     logs = controller.log_text()
     assert TOKEN not in logs and "admin write refused (wrong token)" in logs
+
+
+def test_the_controller_closes_idle_connections_and_keeps_answering(controller: ControllerProcess) -> None:
+    """Slowloris against the real controller: connections that send nothing are closed after
+    the socket time-out while monitoring is answered at once."""
+    port = int(controller.info["http"])
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
+    try:
+        began = time.monotonic()
+        assert request(port, "GET", "/healthz")[0] == 200 and time.monotonic() - began < SOCKET_TIMEOUT_S / 2
+        for conn in idle:
+            conn.settimeout(SOCKET_TIMEOUT_S + 5)
+            assert conn.recv(1024) == b"", "an idle connection stayed open"
+        assert time.monotonic() - began < SOCKET_TIMEOUT_S + 3
+    finally:
+        for conn in idle:
+            conn.close()

@@ -29,9 +29,12 @@ def secured(**fields: object) -> EdgeConfig:
     )
 
 
-def test_without_security_settings_only_the_source_header_is_added() -> None:
+def test_without_security_settings_only_loopback_is_trusted() -> None:
     cfg = render_kamailio_cfg(secured(), dispatcher_list=Path("/tmp/ds.list"))
-    assert "is_in_subnet" not in cfg and "proxy_challenge" not in cfg and "auth.so" not in cfg
+    assert 'if (!(ds_is_from_list() || is_in_subnet("$si", "127.0.0.0/8") || is_in_subnet("$si", "::1/128")))' in cfg
+    assert "proxy_challenge" not in cfg and "auth.so" not in cfg
+    opted_out = render_kamailio_cfg(secured(trusted_peers=()), dispatcher_list=Path("/tmp/ds.list"))
+    assert "is_in_subnet" not in opted_out
     assert cfg.index('remove_hf("X-Callpark-Source")') < cfg.index('append_hf("X-Callpark-Source: $si\\r\\n")')
 
 

@@ -142,6 +142,18 @@ class Uac:
             result.bye_status = bye_result.status
         return result
 
+    def register(
+        self, registrar: str, *, call_id: str, cseq: int, headers: list[tuple[str, str]] | None = None
+    ) -> CallResult:
+        """REGISTER this caller's address for its user at ``registrar`` (a SIP URI); one transaction."""
+        aor = f"sip:{self.user}@{registrar.removeprefix('sip:')}"
+        dialog = _Dialog(to_uri=aor, call_id=call_id, from_tag=new_tag())
+        contact = ("Contact", f"<{self.from_uri}>;expires=300")
+        request = self._request("REGISTER", registrar, dialog, cseq=cseq, headers=[contact, *(headers or [])])
+        result = CallResult()
+        self._transaction(request, call_id, 5.0, result, "REGISTER")
+        return result
+
     def message(self, uri: str, text: str = "hello", *, timeout: float = 5.0) -> CallResult:
         """Send a MESSAGE to ``uri`` and wait for its final response."""
         dialog = _Dialog(to_uri=uri, call_id=secrets.token_hex(8) + "@edge-test", from_tag=new_tag())

@@ -66,12 +66,14 @@ class ParkLab:
         }
         self.admin.change(lambda s: admin.cps_set(s, "global", settings))
 
-    def node(self, name: str = "n1", *, workers: int = 1, edge: bool = False, **kwargs: Any) -> NodeProcess:
+    def node(
+        self, name: str = "n1", *, workers: int = 1, edge: bool = False, pool: str = POOL, **kwargs: Any
+    ) -> NodeProcess:
         node = NodeProcess(
             etcd=self.endpoints,
-            pool=POOL,
+            pool=pool,
             name=name,
-            run_dir=self.root / name,
+            run_dir=self.root / (name if pool == POOL else f"{pool}-{name}"),
             workers=workers,
             edge=self.edge_address if edge else None,
             **kwargs,

@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
+from callpark.httpapi import NodeHttp
 from callpark.lab.nodeproc import NodeProcess
 from callpark.store.schema import Keys
 from callpark.waiting import wait_until
@@ -77,6 +82,56 @@ def test_with_a_token_drain_needs_it_and_works(lab: ParkLab, tmp_path: Path) -> 
     wait_until(lambda: node.get("/readyz")[0] == 200, timeout=5, what="node ready again")
 
 
+def test_parked_calls_are_served_only_with_the_token_and_monitoring_stays_open(lab: ParkLab, tmp_path: Path) -> None:
+    lab.configure()
+    open_node = lab.node()
+    code, body, _ = request(open_node.http_port, "GET", "/api/parked", token=TOKEN)
+    assert (code, body) == (403, "/api/parked names callers and parkers: it needs an admin token\n")
+    for path in ("/metrics", "/healthz", "/readyz", "/api/node"):
+        assert open_node.get(path)[0] == 200, path
+    node = start_node(lab, "n2", "--admin-token-file", str(write_token(tmp_path / "token")))
+    code, _, headers = request(node.http_port, "GET", "/api/parked")
+    assert code == 401 and headers["WWW-Authenticate"] == 'Bearer realm="callpark-admin"'
+    assert request(node.http_port, "GET", "/api/parked", token=TOKEN + "x")[0] == 403
+    code, body, _ = request(node.http_port, "GET", "/api/parked", token=TOKEN)
+    assert code == 200 and json.loads(body) == []
+    for path in ("/metrics", "/healthz", "/readyz", "/api/node"):
+        assert node.get(path)[0] == 200, path
+
+
+def test_idle_connections_are_closed_and_real_requests_still_answered() -> None:
+    """Slowloris: 40 connections that send nothing (or half a request line) hold no thread for
+    ever; a real request is answered meanwhile and every idle one is closed after the time-out."""
+    http = NodeHttp(
+        "127.0.0.1",
+        0,
+        registry=CollectorRegistry(),
+        healthy=lambda: (True, "ok"),
+        ready=lambda: (True, "ready"),
+        api={},
+        timeout_s=2.0,
+    )
+    http.start()
+    idle: list[socket.socket] = []
+    try:
+        for i in range(40):
+            conn = socket.create_connection(("127.0.0.1", http.port), timeout=5)
+            if i % 2:
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x")  # never finished
+            idle.append(conn)
+        began = time.monotonic()
+        code, body, _ = request(http.port, "GET", "/healthz")
+        assert (code, body) == (200, "ok\n") and time.monotonic() - began < 1.5  # not after the time-out
+        for conn in idle:
+            conn.settimeout(5)
+            assert conn.recv(1024) == b"", "an idle connection stayed open"
+        assert time.monotonic() - began < 6.0
+    finally:
+        for conn in idle:
+            conn.close()
+        http.stop()
+
+
 def test_the_token_never_appears_in_logs_metrics_api_or_errors(lab: ParkLab, tmp_path: Path) -> None:
     lab.configure()
     node = start_node(lab, "n1", "--admin-token-file", str(write_token(tmp_path / "token")), verbose=True)
@@ -88,6 +143,8 @@ def test_the_token_never_appears_in_logs_metrics_api_or_errors(lab: ParkLab, tmp
     assert request(port, "DELETE", "/api/drain", token=TOKEN)[0] == 200
     for path in ("/metrics", "/api/node", "/api/parked", "/healthz", "/readyz", "/nope"):
         seen.append(node.get(path)[1])
+    for token in (None, "wrong-token-0123456789", TOKEN):
+        seen.append(request(port, "GET", "/api/parked", token=token)[1])
     cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes().decode(errors="replace")
     logs = "".join(p.read_text(errors="replace") for p in sorted(node.run_dir.glob("*.log")))
     # the logs were captured at debug level and do record the admin traffic...

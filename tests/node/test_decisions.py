@@ -22,7 +22,7 @@ from callpark.peers import TrustedPeers
 from callpark.ratelimit import ScanLimit, ScanLimiter
 from callpark.store.memkv import MemoryKV
 from callpark.store.parking import ParkTable
-from callpark.store.records import CallState, Dialog, Holder, ParkKind, RecordDecoder
+from callpark.store.records import CallState, Dialog, Holder, NodeId, ParkKind, RecordDecoder
 from callpark.store.session import LeaseTimings
 from tests.node.faults import FaultKV
 
@@ -58,6 +58,9 @@ class Facts:
     def refresh_config(self, force: bool = False) -> None:
         self.refreshes += 1
 
+    def refresh_owners(self) -> bool:
+        return False
+
 
 @dataclass
 class Node:
@@ -78,16 +81,19 @@ class Node:
         return self.workers.handles[1]
 
 
-def make_node(tmp_path: Path, kv: CutKV | FaultKV | None = None, name: str = "n1", edge: str | None = None) -> Node:
+def make_node(
+    tmp_path: Path, kv: CutKV | FaultKV | None = None, name: str = "n1", edge: str | None = None, pool: str = POOL
+) -> Node:
     kv = kv or CutKV()
-    config = NodeConfig(pool=POOL, name=name, run_dir=tmp_path, edge=edge)
-    metrics = NodeMetrics(POOL, name)
-    member = Membership(kv, pool=POOL, node=name, timings=LeaseTimings())
+    config = NodeConfig(pool=pool, name=name, run_dir=tmp_path, edge=edge)
+    metrics = NodeMetrics(pool, name)
+    member = Membership(kv, pool=pool, node=name, timings=LeaseTimings())
     member.join({"ready": True})
-    table = ParkTable(kv, node=name, pool=POOL, member_key=member.key)
+    table = ParkTable(kv, node=name, pool=pool, member_key=member.key)
     table.lease = member.lease
     valid = [True]
-    ctx = NodeContext(config, kv, table, metrics, RecordDecoder(metrics.registry), lambda: valid[0])
+    me = NodeId(pool, name, f"{name}-incarnation")
+    ctx = NodeContext(config, kv, table, metrics, RecordDecoder(metrics.registry), lambda: valid[0], me)
     calls = HeldCalls(ctx)
     trusted = TrustedPeers.parse(config.trusted_peers)
     workers = WorkerPool(ctx, trusted, on_message=lambda w, m: None, music_path=lambda: None)
@@ -150,7 +156,7 @@ def test_a_park_answers_with_the_first_free_orbit_and_records_the_call(node: Nod
     assert reply.fields["music"] == DEFAULTS.enable_music_on_hold
     held = node.calls.held[orbit]
     assert held.call.kind == ParkKind.BLIND and held.call.parker_uri == "sip:bob@example.test"
-    assert held.call.holder == Holder("n1", 0, "127.0.0.1:5070")
+    assert held.call.holder == Holder("n1", 0, "127.0.0.1:5070", POOL, "n1-incarnation")
     assert held.call.dialog.remote_contact == "sip:alice@10.0.0.5:5062"
     assert (0, "c1") in node.calls.started
     stored = node.decisions.table.get(orbit)
@@ -253,7 +259,7 @@ def test_a_call_held_by_another_node_is_redirected_while_it_lives(tmp_path: Path
     node = make_node(tmp_path / "n1", kv)
     gone = node.decisions.retrieve(node.w0, retrieve_msg(orbit))
     assert (gone.code, gone.fields["reason"], gone.result) == (480, "Parked call being taken over", "holder-gone")
-    node.facts.live_nodes = {"n2": False}
+    node.facts.live_nodes = {"pool-a/n2": False}
     reply = node.decisions.retrieve(node.w0, retrieve_msg(orbit))
     assert (reply.action, reply.fields["contact"]) == ("redirect", f"sip:{orbit}@127.0.0.1:5071")
 

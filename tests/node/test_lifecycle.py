@@ -59,6 +59,11 @@ def node(tmp_path: Path, kv: FaultKV) -> Node:
     return make_node(tmp_path, kv)
 
 
+def member_revisions(kv: FaultKV) -> dict[str, int]:
+    """The live members' ``pool/node`` and member key revisions, as the takeover scan reads them."""
+    return {k[len(Keys.MEMBERS) :]: e.mod_revision for k, e in kv.get_prefix(Keys.MEMBERS).entries.items()}
+
+
 def parked(node: Node, orbit: str) -> dict[str, Any] | None:
     entry = node.kv.inner.get(Keys.parked(orbit)) if isinstance(node.kv, FaultKV) else None
     return None if entry is None else dict(json.loads(entry.value))
@@ -210,7 +215,7 @@ def test_a_live_draining_holder_keeps_calls_ringing_or_without_replaces(tmp_path
     view = cast(ClusterView, scanner.facts)
     takeovers = Takeovers(scanner.calls.ctx, calls=scanner.calls, view=view, workers=scanner.workers)
     for held in scanner.decisions.table.all_parked():
-        assert takeovers._take_over_from(held, {"n2": True})
+        assert takeovers._take_over_from(held, {"pool-a/n2": True}, member_revisions(kv))
     assert sent.ops("takeover") == []
     assert {o: (parked(scanner, o) or {}).get("holder", {}).get("node") for o in (ringing, no_replaces)} == {
         ringing: "n2",
@@ -219,7 +224,7 @@ def test_a_live_draining_holder_keeps_calls_ringing_or_without_replaces(tmp_path
     assert holder.decisions.table.history(holder.calls.held[no_replaces].call.park_id) is None
     holder.calls.mutate(ringing, lambda c: c.with_state(CallState.PARKED))  # the ringback went unanswered
     fresh = scanner.decisions.table.get(ringing)
-    assert fresh is not None and takeovers._take_over_from(fresh, {"n2": True})
+    assert fresh is not None and takeovers._take_over_from(fresh, {"pool-a/n2": True}, member_revisions(kv))
     assert [m["orbit"] for m in sent.ops("takeover")] == [ringing]
 
 
@@ -271,7 +276,7 @@ def test_a_takeover_claim_that_timed_out_having_applied_is_settled_by_the_next_s
     record = scanner.decisions.table.get(orbit)
     assert record is not None
     kv.time_out(puts(Keys.parked(orbit), b'"node":"n1"'), applied=True, then_reads_fail=1)
-    assert takeovers._take_over_from(record, {})
+    assert takeovers._take_over_from(record, {}, {})
     assert (parked(scanner, orbit) or {})["holder"]["node"] == "n1"  # ours in etcd, yet no worker has it
     takeovers._settle_unsure(scanner.decisions.table.all_parked())
     assert [m["orbit"] for m in sent.ops("takeover")] == [orbit]

@@ -1,0 +1,75 @@
+"""The worker's per-URI and per-request state is bounded (no pjsua endpoint needed)."""
+
+from __future__ import annotations
+
+import argparse
+import types
+from typing import Any, cast
+
+import pytest
+
+from callpark.node.protocol import Channel
+from callpark.node.worker import loop
+
+
+class FakeBuddy:
+    made: list[str] = []
+
+    def create(self, _account: Any, cfg: Any) -> None:
+        FakeBuddy.made.append(cfg.uri)
+
+    def sendInstantMessage(self, _prm: Any) -> None:
+        pass
+
+
+class FakeParam:
+    def __init__(self) -> None:
+        self.txOption = types.SimpleNamespace(headers=[])
+
+
+@pytest.fixture()
+def worker(monkeypatch: pytest.MonkeyPatch) -> loop.Worker:
+    """A real Worker (its endpoint is never started) whose pjsua Buddies are fakes."""
+    fake_pj = types.SimpleNamespace(
+        BuddyConfig=lambda: types.SimpleNamespace(uri="", subscribe=True),
+        Buddy=FakeBuddy,
+        SendInstantMessageParam=FakeParam,
+    )
+    monkeypatch.setattr(loop, "pj", fake_pj)
+    monkeypatch.setattr(loop, "sip_header", lambda name, value: (name, value))
+    FakeBuddy.made = []
+    args = argparse.Namespace(
+        index=0, node="n1", sip_port=5060, host="127.0.0.1", music=None, trusted_peers="127.0.0.0/8"
+    )
+    w = loop.Worker(args, cast(Channel, None))
+    w.control.outgoing_account = lambda: None  # type: ignore[method-assign]
+    return w
+
+
+def test_buddies_are_bounded_and_the_least_recently_used_goes(worker: loop.Worker) -> None:
+    for i in range(100):
+        worker.notify(f"sip:parker{i}@example.test", "parked", {"orbit": "7001", "park_id": "x"})
+        worker.notify("sip:frequent@example.test", "parked", {"orbit": "7001", "park_id": "x"})
+    assert len(worker.buddies) == 64  # MAX_BUDDIES
+    assert "sip:frequent@example.test" in worker.buddies  # used all along: never evicted
+    assert "sip:parker0@example.test" not in worker.buddies
+    assert "sip:parker99@example.test" in worker.buddies
+    assert FakeBuddy.made.count("sip:frequent@example.test") == 1
+
+
+def test_requests_never_answered_are_forgotten(worker: loop.Worker) -> None:
+    for _ in range(500):
+        worker._ask(types.SimpleNamespace())  # type: ignore[arg-type]
+    assert len(worker.pending) <= 64  # MAX_PENDING
+
+
+def test_the_lru_map_evicts_the_least_recently_used_and_says_so() -> None:
+    from callpark.node.worker.lru import LruMap
+
+    evicted: list[str] = []
+    lru: LruMap[str, int] = LruMap(2, lambda k, _v: evicted.append(k))
+    lru.get_or_create("a", lambda: 1)
+    lru.get_or_create("b", lambda: 2)
+    assert lru.get_or_create("a", lambda: 9) == 1  # used: now the newest
+    lru.get_or_create("c", lambda: 3)
+    assert evicted == ["b"] and "a" in lru and "c" in lru and len(lru) == 2
