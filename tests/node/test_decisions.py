@@ -85,7 +85,7 @@ def make_node(
     tmp_path: Path, kv: CutKV | FaultKV | None = None, name: str = "n1", edge: str | None = None, pool: str = POOL
 ) -> Node:
     kv = kv or CutKV()
-    config = NodeConfig(pool=pool, name=name, run_dir=tmp_path, edge=edge)
+    config = NodeConfig(pool=pool, name=name, run_dir=tmp_path, edge=edge, domain="example.test")
     metrics = NodeMetrics(pool, name)
     member = Membership(kv, pool=pool, node=name, timings=LeaseTimings())
     member.join({"ready": True})
