@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from callpark.dr.leader import Leadership
 from callpark.errors import CallparkError, StoreError
 from callpark.model.pools import FailbackPolicy
+from callpark.store.expiry import EVENTS_BUCKET_S, EVENTS_KEEP_S, BucketLeases
 from callpark.store.kv import KV, Compare, Delete, Op, Put, unchanged
 from callpark.store.ownership import DrSnapshot, read_snapshot
 from callpark.store.records import Owner, RecordDecoder, Request, move_event_bytes, refusal_event_bytes, request_bytes
@@ -78,6 +79,8 @@ class Controller:
         self.last_sentence = ""
         self.last_cycle = time.monotonic()
         self.decoder = RecordDecoder(self.metrics.registry)  # malformed records: reported, skipped
+        # events/ records expire by themselves after about a week (callpark.store.expiry)
+        self.event_leases = BucketLeases(self.kv, keep_s=EVENTS_KEEP_S, bucket_s=EVENTS_BUCKET_S)
 
     # -- loop ------------------------------------------------------------------------------
 
@@ -268,7 +271,7 @@ class Controller:
             request=req.key if req else None,
             at=time.time(),
         )
-        ops.append(Put(_event_key(), event))
+        ops.append(self._event_put(event))
         if req is not None:
             compares.append(unchanged(req.key, req.mod_revision))
             ops.append(Delete(req.key))
@@ -284,13 +287,30 @@ class Controller:
         )
         self._commit(
             [self.leadership.guard(), unchanged(req.key, req.mod_revision)],
-            [Delete(req.key), Put(_event_key(), event)],
+            [Delete(req.key), self._event_put(event)],
         )
+
+    def _event_put(self, event: bytes) -> Put:
+        """The write of an ``events/`` record under the current event lease.
+
+        A failed lease grant must not hold up a failover: the event is then written without
+        a lease (kept until an operator prunes it) and the grant is tried again next time.
+        """
+        try:
+            lease = self.event_leases.lease()
+        except StoreError as exc:
+            log.warning("event lease unavailable (%s); recording the event without expiry", exc)
+            lease = 0
+        return Put(_event_key(), event, lease=lease)
 
     def _commit(self, compares: list[Compare], ops: list[Op]) -> bool:
         if self.leadership.token and self.leadership.guard() not in compares:
             compares = [self.leadership.guard(), *compares]
-        return self.kv.txn(compares, ops).succeeded
+        try:
+            return self.kv.txn(compares, ops).succeeded
+        except StoreError:
+            self.event_leases.forget()  # a lease etcd no longer has fails the whole txn; grant anew
+            raise
 
     def _export(self, snap: DrSnapshot, health: dict[str, bool]) -> None:
         for pool, up in health.items():

@@ -50,7 +50,6 @@ from callpark.store.records import NodeId, ParkedCall, RecordDecoder
 log = logging.getLogger(__name__)
 
 CYCLE_S = 0.1
-PRUNE_S = 60.0
 
 
 class Supervisor:
@@ -79,7 +78,6 @@ class Supervisor:
         self.http: NodeHttp | None = None
         self._stop = threading.Event()
         self._last_cycle = time.monotonic()
-        self._last_prune = 0.0
         self._next_join = 0.0
         self._compose()
 
@@ -192,13 +190,6 @@ class Supervisor:
         self.takeovers.retry()
         self.calls.retry()
         self.ringback.fire_deadlines()
-        now = time.monotonic()
-        if now - self._last_prune > PRUNE_S:
-            self._last_prune = now
-            try:
-                self.table.prune_history()
-            except StoreError as exc:
-                log.debug("history prune skipped: %s", exc)
         self.membership.update(**self._member_info(ready=self.ready()[0]))
         self._set_gauges()
 

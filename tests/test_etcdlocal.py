@@ -98,3 +98,34 @@ def test_a_store_that_fails_fast_stops_waiting_after_one_time_out_and_recovers(t
             store.close()
     finally:
         cluster.stop()
+
+
+def test_the_local_etcd_compacts_by_itself_and_refuses_writes_past_its_quota(tmp_path: Path) -> None:
+    from callpark.errors import StoreError
+    from callpark.waiting import wait_until
+
+    cluster = LocalEtcdCluster(tmp_path, compaction_retention="1s", quota_backend_bytes=1024**2)
+    try:
+        cluster.start()
+        store = EtcdStore.connect(cluster.endpoints, retry_deadline_s=10)
+        try:
+            store.txn([], [Put("/t/k", b"v1")])
+            first = store.get_prefix("/t/").revision
+            store.txn([], [Put("/t/k", b"v2")])
+
+            def compacted() -> bool:
+                store.txn([], [Put("/t/tick", b"x")])  # periodic compaction needs new revisions
+                try:
+                    store.get_prefix("/t/", revision=first)
+                except StoreError as exc:
+                    return "compact" in str(exc)
+                return False
+
+            wait_until(compacted, timeout=20, what="the old revision compacted away", interval=0.5)
+            with pytest.raises(StoreError, match="space"):
+                for i in range(40):  # 40 x 512 KiB > the 1 MiB quota
+                    store.txn([], [Put(f"/t/big{i}", bytes(512 * 1024))])
+        finally:
+            store.close()
+    finally:
+        cluster.stop()

@@ -16,7 +16,7 @@ from callpark.store.admin import AdminStore
 from callpark.store.kv import Put
 from callpark.store.memkv import MemoryKV
 from callpark.store.ownership import read_snapshot
-from callpark.store.parking import ParkTable
+from callpark.store.parking import ParkTable, prune_history
 from callpark.store.records import RecordDecoder
 from callpark.store.schema import Keys
 
@@ -96,7 +96,7 @@ def test_the_park_table_skips_garbage_and_still_allocates() -> None:
     assert table.all_parked() == [] and table.get("7000") is None
     rng = AdminStore(kv, decoder=decoder).state().ranges["a-park"]
     assert table.candidates([rng]) == [f"70{i:02d}" for i in range(len(GARBAGE), 10)]  # garbage keys are "taken"
-    assert table.prune_history(now=0.0) == len(GARBAGE)  # malformed history is reported, then pruned
+    assert prune_history(kv, now=0.0, decoder=decoder) == len(GARBAGE)  # malformed history is reported, then pruned
     assert decoder.counts == {"parked": len(GARBAGE), "lru": len(GARBAGE), "history": len(GARBAGE), "config": 2 * 6}
 
 

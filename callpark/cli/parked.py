@@ -1,4 +1,4 @@
-"""``callpark parked list``: every parked call in the cluster, from etcd."""
+"""``callpark parked list|prune-history``: parked calls in the cluster; old history records."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from callpark import tables
 from callpark.cli.common import Subparsers, command, connect, group, print_json
-from callpark.store.parking import read_parked
+from callpark.store.parking import prune_history, read_parked
 
 
 def cmd_parked_list(args: argparse.Namespace) -> int:
@@ -45,8 +45,20 @@ def cmd_parked_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parked_prune_history(args: argparse.Namespace) -> int:
+    """Delete lease-less history records older than an hour (written before history expired by itself)."""
+    store = connect(args)
+    try:
+        removed = prune_history(store)
+    finally:
+        store.close()
+    print(f"removed {removed} history record(s)")
+    return 0
+
+
 def add_parsers(sub: Subparsers) -> None:
-    """``parked list``."""
+    """``parked list``, ``parked prune-history``."""
     parked = group(sub, "parked", "parked calls")
     p = command(parked, "list", cmd_parked_list, "orbit, caller, parker, parked for, next ringback")
     p.add_argument("--json", action="store_true")
+    command(parked, "prune-history", cmd_parked_prune_history, "delete lease-less history older than an hour")

@@ -100,6 +100,8 @@ class LocalEtcdCluster(StopsOnExit):
         auth: bool = False,
         auth_token_ttl_s: int | None = None,
         log_level: str = "warn",
+        compaction_retention: str = "1h",
+        quota_backend_bytes: int = 2 * 1024**3,
     ) -> None:
         if members < 1 or members % 2 == 0:
             raise EtcdStartError(f"an etcd cluster needs an odd number of members, not {members}")
@@ -112,6 +114,8 @@ class LocalEtcdCluster(StopsOnExit):
         self.auth = auth
         self.auth_token_ttl_s = auth_token_ttl_s
         self.log_level = log_level
+        self.compaction_retention = compaction_retention
+        self.quota_backend_bytes = quota_backend_bytes
         self.pki: Pki | None = None
         context: ssl.SSLContext | None = None
         if tls:
@@ -234,6 +238,13 @@ class LocalEtcdCluster(StopsOnExit):
             "100",
             "--election-timeout",
             "1000",
+            # bounded like production (deploy/multi-host/etcd/*.env): an hour of revisions, 2 GiB
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            self.compaction_retention,
+            "--quota-backend-bytes",
+            str(self.quota_backend_bytes),
         ]
         if self.pki is not None:
             pki = self.pki

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from callpark.errors import StoreError, StoreIndeterminate
 from callpark.model.orbits import OrbitRange
+from callpark.store.expiry import HISTORY_BUCKET_S, HISTORY_KEEP_S, BucketLeases
 from callpark.store.kv import KV, Compare, Delete, Entry, Put, absent, unchanged
 from callpark.store.records import (
     DEFAULT,
@@ -41,8 +42,6 @@ from callpark.store.records import (
 from callpark.store.schema import Keys
 
 log = logging.getLogger(__name__)
-
-HISTORY_KEEP_S = 3600.0
 
 
 class NoFreeOrbit(Exception):
@@ -115,6 +114,25 @@ def read_history(kv: KV, park_id: str, decoder: RecordDecoder = DEFAULT) -> dict
     return dict(decode(entry.key, entry.value))
 
 
+def prune_history(kv: KV, now: float | None = None, decoder: RecordDecoder = DEFAULT, batch: int = 100) -> int:
+    """Delete ``history/`` records that carry no lease and ended over HISTORY_KEEP_S ago, and
+    malformed ones; returns how many. An operator's one-off (``callpark parked prune-history``):
+    records written since history leases exist expire by themselves and are left alone.
+
+    Deletes go ``batch`` keys per txn (etcd's default limit is 128 ops); a batch that times
+    out may have applied, and running the command again finishes the job.
+    """
+    now = time.time() if now is None else now
+    dead = []
+    for key, entry in kv.get_prefix(Keys.HISTORY).entries.items():
+        record = decoder.decode(RecordKind.HISTORY, entry, parse_history)
+        if record is None or (entry.lease == 0 and record.ended_at < now - HISTORY_KEEP_S):
+            dead.append(key)  # malformed history is reported, then pruned with the old
+    for start in range(0, len(dead), batch):
+        kv.txn([], [Delete(key) for key in dead[start : start + batch]])
+    return len(dead)
+
+
 class ParkTable:
     """The node's view of ``parked/``, ``lru/`` and ``history/`` in etcd."""
 
@@ -128,6 +146,8 @@ class ParkTable:
         # range -> (owner key mod revision, epoch, owning pool) as last read; a range without
         # an owner key yet (no controller has run) is served by its home pool
         self.owners: dict[str, tuple[int, int, str]] = {}
+        # history records expire by themselves (bucket leases): nobody scans history/
+        self.history_leases = BucketLeases(kv, keep_s=HISTORY_KEEP_S, bucket_s=HISTORY_BUCKET_S)
 
     def owner_epoch(self, range_name: str) -> int:
         """The epoch of the range's owner as this node last read it (1 before any owner key)."""
@@ -291,17 +311,26 @@ class ParkTable:
         return self.update(held, held.call.with_state(state))
 
     def free(self, held: Held, outcome: Outcome, detail: str = "", now: float | None = None) -> None:
-        """Delete the record, stamp the orbit's LRU time and record the outcome, in one txn."""
+        """Delete the record, stamp the orbit's LRU time and record the outcome, in one txn.
+
+        The history record is written under the current history bucket lease, so it expires
+        by itself after about :data:`HISTORY_KEEP_S` (:mod:`callpark.store.expiry`).
+        """
         now = time.time() if now is None else now
         call = held.call
-        result = self.kv.txn(
-            [unchanged(Keys.parked(call.orbit), held.mod_revision), self._alive()],
-            [
-                Delete(Keys.parked(call.orbit)),
-                Put(Keys.lru(call.orbit), stamp_bytes(now)),
-                Put(Keys.history(call.park_id), history_bytes(call, outcome, detail, now, self.node)),
-            ],
-        )
+        lease = self.history_leases.lease()
+        try:
+            result = self.kv.txn(
+                [unchanged(Keys.parked(call.orbit), held.mod_revision), self._alive()],
+                [
+                    Delete(Keys.parked(call.orbit)),
+                    Put(Keys.lru(call.orbit), stamp_bytes(now)),
+                    Put(Keys.history(call.park_id), history_bytes(call, outcome, detail, now, self.node), lease=lease),
+                ],
+            )
+        except StoreError:
+            self.history_leases.forget()  # e.g. the bucket lease ran out while we were paused
+            raise
         if not result.succeeded:
             self._check_alive()
             raise LostRace(f"orbit {call.orbit} changed before it could be freed")
@@ -312,18 +341,6 @@ class ParkTable:
         if current is None or current.call.park_id != held.call.park_id:
             return None
         return current
-
-    def prune_history(self, now: float | None = None) -> int:
-        """Delete history records older than HISTORY_KEEP_S (and malformed ones); returns how many."""
-        now = time.time() if now is None else now
-        dead = []
-        for key, entry in self.kv.get_prefix(Keys.HISTORY).entries.items():
-            record = self.decoder.decode(RecordKind.HISTORY, entry, parse_history)
-            if record is None or record.ended_at < now - HISTORY_KEEP_S:
-                dead.append(key)  # malformed history is reported, then pruned with the old
-        for key in dead:
-            self.kv.txn([], [Delete(key)])
-        return len(dead)
 
     def history(self, park_id: str) -> dict[str, object] | None:
         """The history record of ``park_id`` as a dict, None when absent or malformed."""

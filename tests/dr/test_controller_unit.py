@@ -7,7 +7,7 @@ import json
 import pytest
 
 from callpark.dr.controller import Controller, ControllerConfig, request
-from callpark.errors import ValidationError
+from callpark.errors import StoreError, ValidationError
 from callpark.model import admin
 from callpark.model.orbits import OrbitRange
 from callpark.model.pools import FailbackPolicy
@@ -197,3 +197,33 @@ def test_a_leader_that_lost_track_of_its_key_resumes_it_instead_of_blocking_ever
     other = Leadership(kv, "controller-2", ttl_s=4, safety_s=1.0)
     assert not other.campaign()  # the key is still there: controller-2 may not lead
     assert first.campaign() and first.token == token and first.is_leader()
+
+
+class LeaselessKV(MemoryKV):
+    """A store whose event-lease grants fail (etcd trouble): failovers must not wait for one."""
+
+    def grant_lease(self, ttl_s: int) -> int:
+        if ttl_s > 3600:  # the leader's own lease is seconds long; the event bucket lease days
+            raise StoreError("lease grant timed out")
+        return super().grant_lease(ttl_s)
+
+
+def test_events_are_written_under_an_expiring_lease_that_a_failover_never_waits_for() -> None:
+    kv, clock = setup_kv(), Clock()
+    member(kv, "b", "n2")
+    c = controller(kv, clock)
+    c.run_cycle()
+    clock.now += 2.5
+    assert "failover: moved" in c.run_cycle()
+    [entry] = kv.get_prefix(Keys.EVENTS).entries.values()
+    assert entry.lease != 0, "events expire by themselves"
+
+    bad = LeaselessKV()
+    bad.txn([], [Put(k, e.value) for k, e in setup_kv().get_prefix(Keys.ROOT).entries.items()])
+    member(bad, "b", "n2")
+    c = controller(bad, clock)
+    c.run_cycle()
+    clock.now += 2.5
+    assert "failover: moved" in c.run_cycle(), "no event lease: the failover still happens"
+    [entry] = bad.get_prefix(Keys.EVENTS).entries.values()
+    assert entry.lease == 0
