@@ -220,11 +220,36 @@ def _closing_lines(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _figure_lines(result: Mapping[str, Any]) -> list[str]:
+    """One row per headline figure (its JSON key), '-' and the reason when not measured."""
+    figures = result.get("figures") or {}
+    missing = result.get("figures_missing") or {}
+    lines = ["Figures (JSON key: value; ratios are to floors measured in this run)"]
+    for key, value in figures.items():
+        lines.append(f"  {key:28}{_num(value, 2):>12}" + (f"   ({missing[key]})" if key in missing else ""))
+    return lines
+
+
+def _scale_lines(scale: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
+    without, with_ = scale.get("without_records") or {}, scale.get("with_records") or {}
+    cost = scale.get("node_cost") or {}
+    park = (scale.get("latency") or {}).get("park_refer_to_parker_told")
+    return [
+        f"Scale: {scale.get('records')} parked records written directly in {_num(scale.get('write_s'), 2)} s",
+        f"  controller snapshot {_num(without.get('controller_snapshot_s'), 3)} s -> "
+        f"{_num(with_.get('controller_snapshot_s'), 3)} s; parked/ read {_num(without.get('read_parked_s'), 3)} s -> "
+        f"{_num(with_.get('read_parked_s'), 3)} s",
+        f"  node CPU % of a core with them: {_num(cost.get('node_cpu_pct_of_core'), 2)}; "
+        f"park REFER -> parker told with them: {_dist(park)}",
+    ]
+
+
 _SECTIONS: tuple[tuple[str, Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]]], ...] = (
     ("latency", _latency_lines),
     ("harness", _harness_lines),
     ("throughput", _throughput_lines),
     ("cost", _cost_lines),
+    ("scale", _scale_lines),
 )
 """Result keys with a section of their own, in print order; a missing or empty one is left out."""
 
@@ -232,6 +257,8 @@ _SECTIONS: tuple[tuple[str, Callable[[Mapping[str, Any], Mapping[str, Any]], lis
 def render(result: Mapping[str, Any]) -> str:
     """A plain-text table of the main numbers."""
     lines = _header_lines(result)
+    if result.get("figures"):
+        lines += ["", *_figure_lines(result)]
     for key, section in _SECTIONS:
         part = result.get(key)
         if part:

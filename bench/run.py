@@ -29,7 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import floors, report, scale
+from bench.figures import figures
 from bench.lab import BenchLab, port_is_free
 from bench.phones import BenchPhone
 from bench.scenarios import (
@@ -74,6 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="SIP port of the parker phone (default 5060: the node sends the orbit MESSAGE to the "
         "port-less Referred-By URI, i.e. to 5060; 0 = any port, then 'parker told' is not measured)",
     )
+    p.add_argument(
+        "--scale", type=int, default=50_000, help="parked-call records written directly for the scale phase (0: skip)"
+    )
+    p.add_argument("--floor-samples", type=int, default=200, help="guarded etcd puts for the etcd floor (default 200)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where JSON results go")
     p.add_argument("--keep", action="store_true", help="keep the run directory (logs of node and phones)")
     p.add_argument("--quick", action="store_true", help="a smoke run: levels 3,9, 8 samples, 4 s throughput")
@@ -82,6 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.levels, args.samples, args.harness_samples = "3,9", 8, 5
         args.lanes, args.throughput_seconds, args.cost_window = 4, 4.0, 2.0
+        args.scale, args.floor_samples = 2_000, 30
     args.level_list = sorted({int(x) for x in str(args.levels).split(",") if x.strip()})
     if not args.level_list or min(args.level_list) < 1:
         p.error("--levels needs positive numbers")
@@ -158,6 +164,8 @@ def _preamble(args: argparse.Namespace, topo: Topology, root: Path, parker_port:
             "cost_window_s": args.cost_window,
             "parker_port": parker_port,
             "parker_told_measured": told,
+            "scale_records": args.scale,
+            "floor_samples": args.floor_samples,
         },
         "topology": {
             "workers": topo.workers,
@@ -271,6 +279,9 @@ def _measure(r: _Run) -> None:
     result["setup_s"] = round(time.monotonic() - r.started, 2)
     r.phase("harness overhead")
     result["harness"] = harness_overhead(phones.retriever, phones.caller, args.harness_samples)
+    r.phase("etcd floor: guarded puts")
+    assert r.lab.store is not None
+    result["floors"] = {"etcd_guarded_put": floors.etcd_guarded_put(r.lab.store, args.floor_samples)}
     background = _levels(r, phones)
     r.phase("music check")
     try:
@@ -284,7 +295,38 @@ def _measure(r: _Run) -> None:
     )
     time.sleep(0.5)
     result["throughput"]["slots_after"] = slot_check(r.lab, r.topo, max(args.level_list))
+    if args.scale:
+        _scale(r, phones)
     r.phase("stopping")
+
+
+def _scale(r: _Run, phones: _Phones) -> None:
+    """Write ``--scale`` records of a pool nobody serves; what reads and the node cost with them."""
+    args, lab = r.args, r.lab
+    assert lab.store is not None
+    background = max(args.level_list)
+    out: dict[str, Any] = {"records": args.scale, "without_records": scale.read_costs(lab.store)}
+    r.phase(f"scale: writing {args.scale} parked records")
+    try:
+        out["write_s"] = round(scale.write_records(lab.store, args.scale), 2)
+        out["with_records"] = scale.read_costs(lab.store)
+        r.phase(f"scale: node cost with {args.scale} records")
+        out["node_cost"] = cost_sample(lab, background, args.cost_window, phones.all)
+        r.phase(f"scale: park/retrieve latency with {args.scale} records")
+        samples = max(4, args.samples // 4)
+        out["latency"] = latency_run(
+            lab,
+            phones.parker,
+            phones.caller,
+            phones.retriever,
+            r.topo.measure_workers,
+            samples=samples,
+            told=r.told,
+            deadline_s=max(30.0, samples * 2.0),
+        )
+    finally:
+        scale.remove_records(lab.store, args.scale)
+        r.result["scale"] = out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -312,6 +354,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             _remove_tree(root)
     result["meta"]["stamp"] = stamp
+    result["figures"], result["figures_missing"] = figures(result)
     return result
 
 
