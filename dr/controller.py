@@ -145,7 +145,7 @@ class Controller:
         health = self._track_health(snap, now)
         self._export(snap, health)
         head = f"leader {name} (token {self.leadership.token})"
-        for act in (self._init_owners, self._serve_requests, self._fail_over, self._fail_back):
+        for act in (self._init_owners, self._serve_requests, self._re_home, self._fail_over, self._fail_back):
             said = act(snap, health, now)
             if said:
                 return f"{head}: {said}"
@@ -173,7 +173,10 @@ class Controller:
         if not missing and not stale:
             return None
         ops: list[Op] = [
-            Put(Keys.owner(r), Owner(r, snap.config.ranges[r].pool, 1, reason="initial: home pool").to_bytes())
+            Put(
+                Keys.owner(r),
+                Owner(r, home := snap.config.ranges[r].pool, 1, reason="initial: home pool", home=home).to_bytes(),
+            )
             for r in missing
         ]
         ops += [Delete(Keys.owner(r)) for r in stale]
@@ -209,6 +212,27 @@ class Controller:
                 self._refuse(req, f"pool {req.pool} has no ready member")
                 return f"refused failback of {req.pool}: it has no ready member"
             return self._move(snap, ranges, req.pool, "failback", req.pool, "operator request", req)
+        return None
+
+    def _re_home(self, snap: DrSnapshot, health: dict[str, bool], now: float) -> str | None:
+        """Ranges whose home pool changed (``orbit set --pool``) move to the new home.
+
+        To the new home when it has a ready node, else to its backup (the failback rule then
+        brings them home); calls already parked stay with their holders, as after a failback.
+        """
+        moved: dict[str, list[str]] = {}
+        for r, rng in sorted(snap.config.ranges.items()):
+            owner = snap.owners.get(r)
+            then = owner.home_when_written() if owner else None
+            if then is not None and then != rng.pool:
+                moved.setdefault(rng.pool, []).append(r)
+        for home, ranges in sorted(moved.items()):
+            backup = snap.config.pools[home].backup if home in snap.config.pools else None
+            target = home if health.get(home) else backup if backup and health.get(backup) else None
+            if target is None:
+                return f"re-home of {', '.join(ranges)} to {home} waits: {home} and its backup have no ready member"
+            why = f"home pool of {', '.join(ranges)} changed to {home}"
+            return self._move(snap, ranges, target, "re-home", home, why, None)
         return None
 
     def _fail_over(self, snap: DrSnapshot, health: dict[str, bool], now: float) -> str | None:
@@ -256,7 +280,8 @@ class Controller:
             epoch = (current.epoch if current else 1) + 1
             epochs[r] = epoch
             compares.append(unchanged(Keys.owner(r), current.mod_revision if current else 0))
-            ops.append(Put(Keys.owner(r), Owner(r, to_pool, epoch, reason=f"{kind}: {why}").to_bytes()))
+            home = snap.config.ranges[r].pool
+            ops.append(Put(Keys.owner(r), Owner(r, to_pool, epoch, reason=f"{kind}: {why}", home=home).to_bytes()))
         parked = sum(1 for c in snap.parked if c.range in ranges)
         event = move_event_bytes(
             kind,

@@ -131,3 +131,18 @@ def test_bad_type_and_usage_errors(pools: Cli, etcd: EtcdStore) -> None:
     )
     result = pools("orbit", "new", "r", "--start", "7000")
     assert result.code == 2 and "required" in result.err
+
+
+def test_re_homing_a_range_says_what_will_happen_first_and_dry_run_changes_nothing(pools: Cli, etcd: EtcdStore) -> None:
+    pools.ok("orbit", "new", "park-a", "--start", "7000", "--end", "7099", "--pool", "pool-a")
+    before = snapshot_keys(etcd)
+    out = pools.ok("orbit", "set", "park-a", "--pool", "pool-b", "--dry-run")
+    assert "range 'park-a' is served by pool-a (home pool-a); re-homing it to pool-b:" in out, out
+    assert "neither pool-b nor its backup has a ready node" in out and "no call is parked on it" in out
+    assert out.rstrip().endswith("dry run: nothing changed")
+    assert snapshot_keys(etcd) == before
+    assert_refused(pools, etcd, "pool-missing", "orbit", "set", "park-a", "--pool", "nope", "--dry-run")
+    out = pools.ok("orbit", "set", "park-a", "--pool", "pool-b")
+    assert "re-homing it to pool-b" in out and "updated range 'park-a'" in out
+    assert json.loads(pools.ok("orbit", "get", "park-a", "--json"))[0]["pool"] == "pool-b"
+    assert "already has home pool pool-b" in pools.ok("orbit", "set", "park-a", "--pool", "pool-b", "--dry-run")

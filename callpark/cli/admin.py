@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from callpark import deployment, status, tables
 from callpark.cli.common import Subparsers, admin_store, command, connect, group, print_json
+from callpark.dr import rehome
 from callpark.errors import NotFound, ValidationError
 from callpark.model import admin
 from callpark.model.music import validate_wav
@@ -19,6 +20,7 @@ from callpark.model.pools import FailbackPolicy
 from callpark.model.settings import GLOBAL_SCOPE, CpsSettings, parse_scope
 from callpark.store import music as mohstore
 from callpark.store.admin import AdminStore
+from callpark.store.ownership import read_snapshot
 
 T = TypeVar("T")
 
@@ -59,9 +61,20 @@ def cmd_orbit_new(args: argparse.Namespace) -> int:
 
 def cmd_orbit_set(args: argparse.Namespace) -> int:
     type_ = RangeType.parse(args.type) if args.type else None
-    state = admin_store(args).change(
-        lambda s: admin.set_range(s, args.name, start=args.start, end=args.end, pool=args.pool, type_=type_)
-    )
+    store = admin_store(args)
+
+    def transition(s: admin.AdminState) -> admin.AdminState:
+        return admin.set_range(s, args.name, start=args.start, end=args.end, pool=args.pool, type_=type_)
+
+    if args.dry_run:
+        admin.validate_state(transition(store.state()))  # refuses a bad change as the real one would
+    if args.pool:
+        said = rehome.plan(read_snapshot(store.kv), args.name, args.pool)
+        print(said or f"range {args.name!r} already has home pool {args.pool}")
+    if args.dry_run:
+        print("dry run: nothing changed")
+        return 0
+    state = store.change(transition)
     r = state.ranges[args.name]
     print(f"updated range {r.name!r}: {r.start}-{r.end} ({r.size} orbits, {r.type.value}) on {r.pool}")
     return 0
@@ -318,6 +331,7 @@ def _add_orbit(orbit: Subparsers) -> None:
     p.add_argument("name")
     for option in ("--start", "--end", "--pool", "--type"):
         p.add_argument(option)
+    p.add_argument("--dry-run", action="store_true", help="check the change and say what it would do; change nothing")
     p = command(orbit, "get", cmd_orbit_get, "list orbit ranges")
     p.add_argument("name", nargs="?")
     p.add_argument("--filter", help="wildcard on the name, e.g. 'pool-a*'")

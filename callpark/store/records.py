@@ -415,10 +415,20 @@ class Owner:
     epoch: int
     mod_revision: int = 0
     reason: str = ""
+    home: str = ""  # the range's home pool when this owner was written ("" in old records)
 
     def to_bytes(self) -> bytes:
         """Encode ``owners/<range>`` (``mod_revision`` is etcd's, not stored)."""
-        return encode({"range": self.range, "pool": self.pool, "epoch": self.epoch, "reason": self.reason})
+        data = {"range": self.range, "pool": self.pool, "epoch": self.epoch, "reason": self.reason}
+        if self.home:
+            data["home"] = self.home
+        return encode(data)
+
+    def home_when_written(self) -> str | None:
+        """The home pool the owner was written for; for old records only a first assignment tells."""
+        if self.home:
+            return self.home
+        return self.pool if self.epoch == 1 else None
 
     @classmethod
     def from_entry(cls, key: str, raw: bytes, mod_revision: int) -> Owner:
@@ -432,6 +442,7 @@ class Owner:
                 whole(data, "epoch", minimum=1),
                 mod_revision,
                 str(data.get("reason", ""))[:500],
+                validate_name("pool", text(data, "home")) if "home" in data else "",
             ),
         )
         if key.startswith(Keys.OWNERS) and key[len(Keys.OWNERS) :] != owner.range:

@@ -227,3 +227,62 @@ def test_events_are_written_under_an_expiring_lease_that_a_failover_never_waits_
     assert "failover: moved" in c.run_cycle(), "no event lease: the failover still happens"
     [entry] = bad.get_prefix(Keys.EVENTS).entries.values()
     assert entry.lease == 0
+
+
+def _rehome(kv: MemoryKV, name: str, pool: str) -> None:
+    AdminStore(kv).change(lambda s: admin.set_range(s, name, pool=pool))
+
+
+def test_a_range_whose_home_pool_changes_moves_to_the_new_home() -> None:
+    kv, clock = setup_kv(), Clock()
+    member(kv, "a", "n1")
+    member(kv, "b", "n2")
+    c = controller(kv, clock)
+    c.run_cycle()
+    assert owners(kv)["a-park"] == ("a", 1)
+    _rehome(kv, "a-park", "b")
+    said = c.run_cycle()
+    assert "re-home: moved a-park to b (epochs [2]); home pool of a-park changed to b" in said, said
+    assert owners(kv) == {"a-park": ("b", 2), "a-star": ("a", 1), "b-park": ("b", 1)}
+    assert events(kv)[-1]["kind"] == "re-home"
+    assert c.run_cycle().endswith("no action"), "moved once, then settled"
+
+
+def test_a_re_home_to_a_pool_that_is_down_goes_to_its_backup_then_fails_back() -> None:
+    kv, clock = setup_kv(), Clock()
+    member(kv, "a", "n1")
+    c = controller(kv, clock)
+    c.run_cycle()
+    _rehome(kv, "b-park", "a")  # b-park's owner is b (never up); its new home a is up
+    assert "re-home: moved b-park to a" in c.run_cycle()
+    AdminStore(kv).change(lambda s: admin.set_pool(s, "b", backup="a"))
+    kv.txn([], [Delete(Keys.member("a", "n1"))])
+    member(kv, "b", "n2")
+    _rehome(kv, "a-star", "a")  # unchanged home: nothing to do
+    _rehome(kv, "a-park", "b")
+    assert "re-home: moved a-park to b" in c.run_cycle()
+    assert owners(kv)["a-park"] == ("b", 2)
+
+
+def test_a_re_home_waits_while_the_new_home_and_its_backup_are_down() -> None:
+    kv, clock = setup_kv(), Clock()
+    c = controller(kv, clock)
+    c.run_cycle()
+    _rehome(kv, "a-park", "b")
+    said = c.run_cycle()
+    assert "re-home of a-park to b waits: b and its backup have no ready member" in said, said
+    assert owners(kv)["a-park"] == ("a", 1)
+    member(kv, "a", "n1")  # b's backup comes up: the range goes there until b can take it
+    assert "re-home: moved a-park to a (epochs [2]); home pool of a-park changed to b" in c.run_cycle()
+
+
+def test_owner_records_written_before_home_existed_are_read() -> None:
+    kv, clock = setup_kv(), Clock()
+    member(kv, "a", "n1")
+    member(kv, "b", "n2")
+    old = json.dumps({"v": 1, "range": "a-park", "pool": "a", "epoch": 1, "reason": "initial: home pool"})
+    kv.txn([], [Put(Keys.owner("a-park"), old.encode())])
+    c = controller(kv, clock)
+    c.run_cycle()
+    _rehome(kv, "a-park", "b")
+    assert "re-home: moved a-park to b" in c.run_cycle()
