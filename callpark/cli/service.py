@@ -1,4 +1,4 @@
-"""``callpark node`` and ``callpark controller``: the long-running services.
+"""``callpark node``, ``callpark controller`` and ``callpark edge-sync``: the long-running services.
 
 Their options, configuration and run loop live in the packages they start
 (:mod:`callpark.node.main`, :mod:`callpark.dr.main`); this module only connects them
@@ -8,9 +8,11 @@ to the command line.
 from __future__ import annotations
 
 import argparse
+import signal
 
-from callpark.cli.common import Subparsers, command
+from callpark.cli.common import Subparsers, command, connect
 from callpark.dr import main as controller_main
+from callpark.edge import sync
 from callpark.node import main as node_main
 
 
@@ -24,9 +26,23 @@ def cmd_controller(args: argparse.Namespace) -> int:
     return controller_main.run(controller_main.service_from_args(args), args.etcd)
 
 
+def cmd_edge_sync(args: argparse.Namespace) -> int:
+    """Keep one edge's orbit routing table in step with etcd until SIGTERM."""
+    sets = sync.parse_sets(args.set)
+    syncer = sync.RouteSync(connect(args), args.rpc, sets, interval_s=args.interval)
+    signal.signal(signal.SIGTERM, lambda *_: syncer.stop())
+    signal.signal(signal.SIGINT, lambda *_: syncer.stop())
+    syncer.run()
+    return 0
+
+
 def add_parsers(sub: Subparsers) -> None:
-    """``node`` and ``controller``."""
+    """``node``, ``controller`` and ``edge-sync``."""
     p = command(sub, "node", cmd_node, "run a park node (supervisor and pjsua2 workers) until SIGTERM")
     node_main.add_arguments(p)
     p = command(sub, "controller", cmd_controller, "run a failover controller (leader-elected) until SIGTERM")
     controller_main.add_arguments(p)
+    p = command(sub, "edge-sync", cmd_edge_sync, "keep an edge's orbit routing table in step with etcd until SIGTERM")
+    p.add_argument("--rpc", required=True, help="the edge's jsonrpcs socket: a UNIX path or udp:IP:PORT")
+    p.add_argument("--set", action="append", default=[], help="POOL=SET: the edge's dispatcher set of a pool")
+    p.add_argument("--interval", type=float, default=0.25, help="seconds between reads of etcd (default 0.25)")

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from callpark.edge.credentials import DigestAuth
+from callpark.edge.routes import ROUTES_HTABLE
 from callpark.errors import ValidationError
 from callpark.model import orbits
 from callpark.model.pools import validate_name
@@ -374,6 +375,37 @@ def _dispatch_to(cfg: EdgeConfig, pool: PoolSpec) -> list[str]:
     ]
 
 
+def _live_orbit_block() -> str:
+    """Route by the live table (:mod:`callpark.edge.routes`) once `callpark edge sync` loaded it."""
+    t = ROUTES_HTABLE
+    sel = "$(var(row){s.select,%d,|})"
+    num = "$(var(row){s.select,%d,|}{s.int})"
+    return "\n".join(
+        [
+            "\t# the live table (ranges and owners from etcd, kept by `callpark edge sync`) once loaded;",
+            "\t# before that, the ranges rendered at start below",
+            f"\t$var(gen) = $sht({t}=>gen);",
+            "\tif ($var(gen) > 0) {",
+            f"\t\t$var(n) = $sht({t}=>n$var(gen));",
+            "\t\t$var(i) = 0;",
+            "\t\twhile ($var(i) < $var(n)) {",
+            f"\t\t\t$var(row) = $sht({t}=>r$var(gen).$var(i));",
+            f"\t\t\tif ({sel % 0} == $var(orbit_prefix) && {num % 1} == $var(orbit_len)"
+            f" && {num % 2} <= $var(orbit_num) && {num % 3} >= $var(orbit_num)) {{",
+            f"\t\t\t\t$var(ds_set) = {num % 4};",
+            f"\t\t\t\t$var(ds_backup) = {num % 5};",
+            f"\t\t\t\t$var(ds_pool) = {sel % 6};",
+            "\t\t\t\troute(DISPATCH);",
+            "\t\t\t\texit;",
+            "\t\t\t}",
+            "\t\t\t$var(i) = $var(i) + 1;",
+            "\t\t}",
+            "\t\treturn;",
+            "\t}",
+        ]
+    )
+
+
 def _orbit_block(cfg: EdgeConfig) -> str:
     out = []
     if not cfg.ranges:
@@ -522,7 +554,7 @@ def _security_fields(cfg: EdgeConfig, credentials_file: Path | None) -> dict[str
     params = ""
     if cfg.auth is not None:
         assert credentials_file is not None
-        modules += 'loadmodule "auth.so"\nloadmodule "htable.so"\n'
+        modules += 'loadmodule "auth.so"\n'  # htable is always loaded (the live routing table)
         params = (
             "# ----- digest authentication: HA1 per user in an htable, filled from the credentials file\n"
             f'modparam("htable", "htable", "{AUTH_HTABLE}=>size=10;")\n'
@@ -627,7 +659,8 @@ def _routing_fields(cfg: EdgeConfig, dispatcher_list: Path) -> dict[str, object]
         "host": _q(cfg.host),
         "port_str": _q(str(cfg.port)),
         "park_block": _park_block(cfg),
-        "orbit_block": _orbit_block(cfg),
+        "orbit_block": _live_orbit_block() + "\n" + _orbit_block(cfg),
+        "routes_htable": ROUTES_HTABLE,
         "algorithm": DISPATCH_ROUND_ROBIN,
         "park_prefix": _q(f"^{cfg.park_user}(-|$)"),
     }
@@ -706,6 +739,7 @@ loadmodule "siputils.so"
 loadmodule "xlog.so"
 loadmodule "sanity.so"
 loadmodule "dispatcher.so"
+loadmodule "htable.so"
 {rpc_modules}{security_modules}{flood_modules}
 {rpc_params}{security_params}{flood_params}
 # ----- tm: fr_timer bounds how long a node may stay silent (also the OPTIONS probe timeout);
@@ -713,6 +747,9 @@ loadmodule "dispatcher.so"
 modparam("tm", "fr_timer", {node_timeout_ms})
 modparam("tm", "fr_inv_timer", {invite_timeout_ms})
 modparam("tm", "failure_reply_mode", 3)
+
+# ----- htable: the live orbit routing table, written by `callpark edge sync` over jsonrpcs
+modparam("htable", "htable", "{routes_htable}=>size=8;")
 
 # ----- rr
 modparam("rr", "enable_full_lr", 0)

@@ -16,6 +16,7 @@ from callpark import deployment
 from callpark.edge import Edge, EdgeConfig, PoolSpec
 from callpark.edge import OrbitRange as EdgeRange
 from callpark.lab.controllerproc import ControllerProcess
+from callpark.lab.edgesync import EdgeSyncProcess
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.lab.nodeproc import NodeProcess
 from callpark.model.orbits import RangeType
@@ -40,6 +41,7 @@ class LocalCluster:
     etcd: LocalEtcdCluster | None = None
     store: EtcdStore | None = None
     edge: Edge | None = None
+    edge_sync: EdgeSyncProcess | None = None
     nodes: dict[str, list[NodeProcess]] = field(default_factory=dict)
     controllers: list[ControllerProcess] = field(default_factory=list)
     edge_port: int = 0
@@ -93,6 +95,7 @@ class LocalCluster:
             for node in self.all_nodes():
                 for w in node.info["workers"]:
                     self.edge.wait_node_state(str(w["sip"]), active=True, timeout=15)
+            self.edge_sync = self.start_edge_sync()
             self.started_s["edge"] = time.monotonic() - t0
             t0 = time.monotonic()
             for i in range(self.t.controllers):
@@ -154,6 +157,13 @@ class LocalCluster:
                 self.edge.wait_node_state(sip, active=True, timeout=15)
         return fresh
 
+    def start_edge_sync(self) -> EdgeSyncProcess:
+        """The edge's routing table from etcd: ranges added or moved at run time are routed."""
+        assert self.edge is not None
+        cfg = self.edge.config
+        sets = {p.name: cfg.set_id(p.name) for p in cfg.pools}
+        return EdgeSyncProcess(etcd=self.access, rpc=self.edge.rpc_endpoint, sets=sets, run_dir=self.run_dir).start()
+
     def start_controller(self, name: str) -> ControllerProcess:
         t = self.t
         return ControllerProcess(
@@ -202,6 +212,8 @@ class LocalCluster:
                 node.stop()
             except Exception as exc:  # noqa: BLE001 - keep stopping the rest
                 log.warning("stopping %s: %s", node.name, exc)
+        if self.edge_sync is not None:
+            self.edge_sync.stop()
         if self.edge is not None:
             self.edge.stop()
         if self.store is not None:

@@ -64,11 +64,8 @@ class DrSnapshot:
         return sorted(r for r in self.config.ranges if self.owner_of(r) == pool)
 
 
-def read_snapshot(kv: KV, decoder: RecordDecoder = DEFAULT) -> DrSnapshot:
-    """Read config, owners, members, parked calls, requests and the leader at one revision.
-
-    Malformed records are reported through ``decoder`` and skipped (never raised).
-    """
+def read_routing(kv: KV, decoder: RecordDecoder = DEFAULT) -> tuple[int, AdminState, dict[str, Owner]]:
+    """Config and range owners at one revision (what an edge routes by); malformed records skipped."""
     config_snap = kv.get_prefix(Keys.CONFIG)
     rev = config_snap.revision
     config = parse_state(
@@ -84,6 +81,15 @@ def read_snapshot(kv: KV, decoder: RecordDecoder = DEFAULT) -> DrSnapshot:
         )
         if owner is not None:
             owners[owner.range] = owner
+    return rev, config, owners
+
+
+def read_snapshot(kv: KV, decoder: RecordDecoder = DEFAULT) -> DrSnapshot:
+    """Read config, owners, members, parked calls, requests and the leader at one revision.
+
+    Malformed records are reported through ``decoder`` and skipped (never raised).
+    """
+    rev, config, owners = read_routing(kv, decoder)
     members = parse_members(kv.get_prefix(Keys.MEMBERS, rev).entries, decoder)
     parked = [
         call

@@ -25,3 +25,15 @@ def test_a_re_homed_range_is_served_by_its_new_pool_and_its_parked_call_stays(dr
     retrieve(dr, retriever, on_b["orbit"], bob)
     retriever.hangup_all()
     retrieve(dr, retriever, on_a["orbit"], alice)
+
+
+def test_a_range_added_while_the_cluster_runs_is_parked_on_and_retrieved_through_the_edge(dr: DrLab) -> None:
+    cluster = dr.start()
+    cli = Cli(cluster.endpoints)
+    parker, retriever = dr.phone("parker"), dr.phone("carol")
+    dave = dr.phone("dave", auto_answer=True)
+    cli.ok("orbit", "new", "b-more", "--start", "7500", "--end", "7519", "--pool", "pool-b")
+    wait_until(lambda: "b-more" in dr.owners(), timeout=5, what="the controller to assign the new range")
+    on_new = dr.park(parker, dave, "7505")  # directed park: the edge routes 7505 by the live table
+    assert on_new["holder"]["node"] in POOL_B_NODES and on_new["range"] == "b-more"
+    retrieve(dr, retriever, "7505", dave)
