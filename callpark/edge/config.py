@@ -618,7 +618,7 @@ def _rpc_fields(rpc_socket: str | None) -> dict[str, str]:
             'modparam("jsonrpcs", "transport", 4)\n'
             f'modparam("jsonrpcs", "dgram_socket", {_q(rpc_socket)})\n'
             'modparam("jsonrpcs", "pretty_format", 0)\n'
-            'modparam("jsonrpcs", "dgram_mode", 0600)\n'
+            'modparam("jsonrpcs", "dgram_mode", 0660)\n'  # the edge's user and group (edge-sync)
         ),
     }
 

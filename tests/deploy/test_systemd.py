@@ -22,6 +22,7 @@ from callpark.cli import app as cli
 from callpark.cli import dr as dr_cli
 from callpark.cli import service
 from callpark.dr import main as controller_main
+from callpark.edge import sync
 from callpark.node import main as node_main
 from tests.deploy.promql import REPO
 
@@ -30,12 +31,18 @@ INSTALL_BIN = "/opt/callpark/venv/bin/callpark"
 CALLPARK_BIN = Path(sys.executable).parent / "callpark"
 ANALYZE = shutil.which("systemd-analyze")
 ETCD = "/usr/bin/etcd"
-SERVICES = ["callpark-etcd.service", "callpark-controller.service", "callpark-node@.service"]
+SERVICES = [
+    "callpark-etcd.service",
+    "callpark-controller.service",
+    "callpark-node@.service",
+    "callpark-edge-sync.service",
+]
 UNITS = [*SERVICES, "callpark-etcd-backup.service", "callpark-etcd-backup.timer"]
 # (file, the name verified: the template is verified through an instance)
 VERIFIED = [
     ("callpark-etcd.service", "callpark-etcd.service"),
     ("callpark-controller.service", "callpark-controller.service"),
+    ("callpark-edge-sync.service", "callpark-edge-sync.service"),
     ("callpark-node@.service", "callpark-node@park-a1.service"),
     ("callpark-etcd-backup.service", "callpark-etcd-backup.service"),
     ("callpark-etcd-backup.timer", "callpark-etcd-backup.timer"),
@@ -173,6 +180,14 @@ def test_controller_unit_command_line_parses_and_timings_validate() -> None:
     args = parse_cli(expand(values("callpark-controller.service", "ExecStart")[0], env, ""))
     assert vars(args)["func"] is service.cmd_controller
     controller_main.controller_config(args)  # validates the timings together
+
+
+def test_edge_sync_unit_command_line_parses() -> None:
+    env = env_file("callpark.env.example") | env_file("edge-sync.env.example")
+    args = parse_cli(expand(values("callpark-edge-sync.service", "ExecStart")[0], env, ""))
+    assert vars(args)["func"] is service.cmd_edge_sync
+    assert sync.parse_sets(args.set) == {"pool-a": 1, "pool-b": 2}
+    assert args.rpc == "/run/kamailio/callpark-rpc.sock"
 
 
 def test_etcd_backup_timer_runs_the_backup_service() -> None:
