@@ -133,6 +133,16 @@ class HeldCalls(NodePart):
             changes = [*owed, change] if park_id == held.call.park_id else [change]
             return self._write(held, changes)
 
+    def with_owed(self, call: ParkedCall) -> ParkedCall:
+        """``call`` with the changes still owed to its record applied (a claim carries them)."""
+        with self.lock:
+            park_id, changes = self.owed.get(call.orbit, (call.park_id, []))
+        if park_id != call.park_id:
+            return call
+        for change in changes:
+            call = change(call)
+        return call
+
     def _write(self, held: Held, changes: list[Change]) -> Held | None:
         """Write ``changes`` over ``held`` (re-reading once when stale); owe them when etcd fails."""
         orbit = held.call.orbit

@@ -183,7 +183,9 @@ class WorkerPool(NodePart):
         """Start (again) the worker process of ``handle`` and its reader thread."""
         parent, child = socket.socketpair()
         handle.generation += 1
-        handle.ready.clear()
+        # a new event per process: the reader of the dead one may still be in a handler and
+        # clears only its own (it used to clear this one after the new worker said ready)
+        handle.ready = threading.Event()
         handle.free_slots = 0
         handle.reserved = 0  # takeovers sent to the dead process will not answer
         handle.channel = Channel(parent)
@@ -232,7 +234,7 @@ class WorkerPool(NodePart):
         return argv
 
     def _read(self, handle: WorkerHandle, generation: int) -> None:
-        channel = handle.channel
+        channel, ready = handle.channel, handle.ready  # this generation's: a respawn replaces both
         assert channel is not None
         while True:
             try:
@@ -251,7 +253,7 @@ class WorkerPool(NodePart):
                 log.exception(
                     "handling %s from worker %d failed; please report it as a BUG", msg.get("op"), handle.index
                 )
-        handle.ready.clear()
+        ready.clear()
 
     def _handle(self, w: WorkerHandle, msg: Message) -> None:
         op = msg["op"]
