@@ -299,7 +299,7 @@ class ParkTable:
             [
                 Delete(Keys.parked(call.orbit)),
                 Put(Keys.lru(call.orbit), stamp_bytes(now)),
-                Put(Keys.history(call.park_id), history_bytes(call, outcome, detail, now, self.node)),
+                Put(Keys.history(call.park_id), history_bytes(call, outcome, detail, now, f"{self.pool}/{self.node}")),
             ],
         )
         if not result.succeeded:
