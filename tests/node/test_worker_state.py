@@ -110,3 +110,20 @@ def test_a_replaced_music_player_stops_sending_and_is_freed(monkeypatch: pytest.
     gc.collect()
     assert list(hold.media) == ["music"] and len(FakePlayer.alive) == 1, (hold.media, FakePlayer.alive)
     assert list(FakePlayer.alive.values()) == [{"alice-audio"}]  # alice hears only the current music
+
+
+def test_per_call_worker_state_goes_when_the_calls_end() -> None:
+    from callpark.node.worker.calls import CallControl
+    from callpark.peers import TrustedPeers
+
+    control = CallControl(
+        lambda *_a, **_k: None, cast(Any, None), music.HoldMusic(None), TrustedPeers.parse("127.0.0.0/8"), iter(())
+    )
+    for i in range(100):  # a hundred calls parked one after another, each wanting music
+        call = types.SimpleNamespace(handle=f"h{i}", state="CONFIRMED", getId=lambda i=i: i % 4)
+        control.adopt(cast(Any, call))
+        control.music.wanted[call.handle] = True
+        call.state = "DISCONNECTED"
+        control.bury()
+    assert not control.calls and not control.music.wanted
+    assert len(control.graveyard) <= 9  # ended objects are released once no live call has their id
