@@ -11,7 +11,10 @@ name ``pool-a/n1`` are never adopted by ``pool-b/n1``. Live members are keyed ``
 Capacity: every takeover reserves a slot (``WorkerPool.pick(reserve=True)``) until the
 worker's ``takeover_result``; a worker that is full anyway answers ``full`` and the call
 goes back to ``retake`` (another worker, or a later cycle), never to "lost". With no slot
-anywhere an own call waits in ``retake`` (``moving``, so not rung back meanwhile).
+anywhere an own call waits in ``retake`` (``moving``, so not rung back meanwhile), for at most
+the pickup time-out; then it is recorded lost. The claim of an own call carries the changes
+still owed to its record (:meth:`~callpark.node.calls.HeldCalls.with_owed`): an attended park's
+new dialog whose write timed out is the dialog the INVITE/Replaces must name.
 
 The claim of another node's call also compares that node's member key as the scan read it
 (absent, or the revision of a live draining node's key): a holder that rejoins between the

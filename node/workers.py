@@ -6,7 +6,9 @@ restarts a worker that died and picks the worker with the most free call slots.
 Threads and locks: ``handles`` is built once by :meth:`WorkerPool.start` and never
 resized. Each handle's ``free_slots`` and ``ready`` are written by its reader thread
 (``ready``/``slots`` messages) and by the supervisor loop when it respawns the worker;
-no lock guards them (a stale read only picks a worse worker). ``reserved`` (slots promised to
+no lock guards them (a stale read only picks a worse worker). ``ready`` is a new event per
+worker process: the reader of a dead process clears only its own, even when its last handler
+returns after the restarted worker said ready. ``reserved`` (slots promised to
 takeovers in flight) changes under the pool's reservation lock only. Sends are thread-safe
 (:class:`~callpark.node.protocol.Channel`).
 """
