@@ -4,6 +4,8 @@ counted in tests/node/test_worker_state.py)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from callpark.lab.phone.flows import MUSIC_NOTES_HZ, blind_park, hears, hears_music, tone_presence
 from callpark.store import music as mohstore
 from callpark.waiting import wait_until
@@ -25,8 +27,7 @@ def test_a_caller_parked_across_music_changes_hears_only_the_current_music(lab: 
     assert hears_music(alice, a_call)
     for freq in (1000.0, 600.0):  # two changes: two players replaced
         mohstore.upload(lab.admin, POOL, pcm_wav(rate=8000, seconds=4.0, freq=freq), f"tone{int(freq)}.wav")
-        wait_until(
-            lambda f=freq: hears(alice, a_call, f), timeout=20, what=f"alice hearing the new {freq:.0f} Hz music"
-        )  # type: ignore[misc]
+        new = f"alice hearing the new {freq:.0f} Hz music"
+        wait_until(partial(hears, alice, a_call, freq), timeout=20, what=new)
     assert tone_presence(alice, a_call, [*MUSIC_NOTES_HZ, 1000.0]) < 0.3, "a replaced player still plays to alice"
     assert node.process.is_running()
