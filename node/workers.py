@@ -245,6 +245,7 @@ class WorkerPool(NodePart):
                 break
             if handle.generation != generation:
                 break
+            msg["generation"] = generation  # a reply to a process that died meanwhile is dropped
             started = time.monotonic()
             try:
                 self._handle(handle, msg)
