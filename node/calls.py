@@ -34,7 +34,8 @@ write had answered. What happens when that read fails too, per write:
 * **update** (answered dialog, attended re-dialog, takeover result, ringback count and re-arm):
   not applied or unknown -> owed (:attr:`HeldCalls.owed`) and retried every cycle by
   :meth:`HeldCalls.retry_owed` on a fresh read, until done or the record is gone or names
-  another holder (taken over). Re-applying an owed change that had applied is harmless.
+  another holder (taken over). Re-applying an owed change that had applied is harmless. The
+  takeover of an own call writes the owed changes in its claim (:meth:`HeldCalls.with_owed`).
 * **free**: unknown -> kept in ``pending_free`` and retried (:meth:`HeldCalls.retry_frees`);
   a record that is gone or names another park id was freed already.
 * **take over** (claim of another node's call): applied -> ours; not applied -> the next scan
@@ -132,6 +133,16 @@ class HeldCalls(NodePart):
             park_id, owed = self.owed.get(orbit, (held.call.park_id, []))
             changes = [*owed, change] if park_id == held.call.park_id else [change]
             return self._write(held, changes)
+
+    def with_owed(self, call: ParkedCall) -> ParkedCall:
+        """``call`` with the changes still owed to its record applied (a claim carries them)."""
+        with self.lock:
+            park_id, changes = self.owed.get(call.orbit, (call.park_id, []))
+        if park_id != call.park_id:
+            return call
+        for change in changes:
+            call = change(call)
+        return call
 
     def _write(self, held: Held, changes: list[Change]) -> Held | None:
         """Write ``changes`` over ``held`` (re-reading once when stale); owe them when etcd fails."""

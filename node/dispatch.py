@@ -20,7 +20,7 @@ from callpark.node.ringback import Ringback
 from callpark.node.takeover import Takeovers
 from callpark.node.workers import WorkerHandle
 from callpark.sip.message import in_domains
-from callpark.store.records import Dialog, Outcome, ParkKind
+from callpark.store.records import CallState, Dialog, Outcome, ParkKind
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,12 @@ class Dispatcher(NodePart):
 
     def on_message(self, w: WorkerHandle, msg: Message) -> None:
         op = msg["op"]
-        if op == "park":
-            self.reply(w, msg["req"], self.decisions.park(w, msg))
-        elif op == "retrieve":
-            self.reply(w, msg["req"], self.decisions.retrieve(w, msg))
+        if op in ("park", "retrieve"):
+            decided = self.decisions.park(w, msg) if op == "park" else self.decisions.retrieve(w, msg)
+            if msg.get("generation", w.generation) != w.generation:
+                self._asker_died(w, decided)
+            else:
+                self.reply(w, msg["req"], decided)
         elif op == "answered":
             self._answered(w, msg)
         elif op == "redialog":
@@ -81,6 +83,23 @@ class Dispatcher(NodePart):
             if reply.result == "scan-limited":
                 self.metrics.orbit_scan_rejected.labels(self.config.pool).inc()
         w.send("reply", req=req, action=reply.action, **reply.fields)
+
+    def _asker_died(self, w: WorkerHandle, reply: Reply) -> None:
+        """The worker process that asked died while we decided (etcd was slow): answer nobody.
+
+        Its channel is the restarted worker's now, which numbers its requests from 1 again and
+        would take this reply for one of its own. What was written for the dead caller is undone:
+        a new park is freed (abandoned), a retrieval claim goes back to parked.
+        """
+        orbit = str(reply.fields.get("orbit", ""))
+        log.warning("worker %d died while its request was decided (%s); nobody to answer", w.index, reply.action)
+        held = self.calls.get(orbit)
+        if held is None or held.call.holder.worker != w.index:
+            return
+        if reply.action == "answer":
+            self.calls.free(held, Outcome.ABANDONED, "its worker died before the park was answered")
+        elif reply.action == "connect":
+            self.calls.mutate(orbit, lambda c: c.with_state(CallState.PARKED) if c.state == CallState.RETRIEVING else c)
 
     def _answered(self, w: WorkerHandle, msg: Message) -> None:
         orbit = str(msg["orbit"])

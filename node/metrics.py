@@ -87,6 +87,9 @@ class NodeMetrics:
             "callpark_etcd_request_seconds", "etcd request latency", ["op"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.etcd_errors = Counter("callpark_etcd_errors_total", "etcd request errors", ["op", "kind"], registry=r)
+        self.etcd_inflight = Gauge(
+            "callpark_etcd_requests_in_flight", "etcd requests sent and not yet answered", ["op"], registry=r
+        )
         self.lease_remaining = Gauge(
             "callpark_lease_remaining_seconds", "Seconds of self-fencing validity left", ["node"], registry=r
         )
@@ -126,12 +129,15 @@ class InstrumentedKV:
 
     def _timed(self, op: str, fn: Any, *args: Any) -> Any:
         started = time.perf_counter()
+        inflight = self.metrics.etcd_inflight.labels(op)
+        inflight.inc()
         try:
             return fn(*args)
         except StoreError as exc:
             self.metrics.etcd_errors.labels(op, exc.__class__.__name__).inc()
             raise
         finally:
+            inflight.dec()
             self.metrics.etcd_latency.labels(op).observe(time.perf_counter() - started)
 
     def get(self, key: str) -> Entry | None:

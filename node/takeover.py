@@ -11,7 +11,10 @@ name ``pool-a/n1`` are never adopted by ``pool-b/n1``. Live members are keyed ``
 Capacity: every takeover reserves a slot (``WorkerPool.pick(reserve=True)``) until the
 worker's ``takeover_result``; a worker that is full anyway answers ``full`` and the call
 goes back to ``retake`` (another worker, or a later cycle), never to "lost". With no slot
-anywhere an own call waits in ``retake`` (``moving``, so not rung back meanwhile).
+anywhere an own call waits in ``retake`` (``moving``, so not rung back meanwhile), for at most
+the pickup time-out; then it is recorded lost. The claim of an own call carries the changes
+still owed to its record (:meth:`~callpark.node.calls.HeldCalls.with_owed`): an attended park's
+new dialog whose write timed out is the dialog the INVITE/Replaces must name.
 
 The claim of another node's call also compares that node's member key as the scan read it
 (absent, or the revision of a live draining node's key): a holder that rejoins between the
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from callpark.errors import StoreError
@@ -55,6 +59,8 @@ class Takeovers(NodePart):
         self.recovered = False  # our records of before a restart were read (see recover_own_calls)
         self.retake: dict[str, str] = {}  # orbit -> park id: own calls whose takeover claim failed
         self.unsure: dict[str, str] = {}  # orbit -> write id: claims of other nodes' calls that timed out
+        self.no_slot_since: dict[str, float] = {}  # orbit -> when an own call first found no worker slot
+        self.clock: Callable[[], float] = time.monotonic
 
     def _send(self, target: WorkerHandle, call: ParkedCall) -> None:
         """Ask ``target`` to INVITE the caller with Replaces (answered by ``takeover_result``)."""
@@ -87,32 +93,72 @@ class Takeovers(NodePart):
             self._later(held)
             return
         with self.calls.lock:
-            for attempt in range(2):
+            claimed = self._claim_own(held, target)
+            if claimed is None:
+                self.workers.release(target)
+                if orbit in self.retake:
+                    self.calls.moving.add(orbit)  # its worker is gone: no ringback to it meanwhile
+                return
+            self.calls.held[orbit] = claimed
+        self._send(target, claimed.call)
+
+    def _claim_own(self, held: Held, target: WorkerHandle) -> Held | None:
+        """Stamp our incarnation on our own call, with the changes still owed (``HeldCalls.owed``).
+
+        The owed changes (e.g. an attended park's new dialog whose write timed out) go into the
+        claim, so the INVITE/Replaces names the dialog the caller has, not a stale one. None:
+        not ours any more, or etcd failed (then retried by :meth:`retry`).
+        """
+        orbit = held.call.orbit
+        for attempt in range(2):
+            try:
+                mine = replace(held.call.holder, pool=self.me.pool, incarnation=self.me.incarnation)
+                call = replace(self.calls.with_owed(held.call), holder=mine, state=CallState.PARKED)
+                claimed = self.table.update(held, call)
+                self.calls.owed.pop(orbit, None)
+                return claimed
+            except LostRace:
                 try:
-                    mine = replace(held.call.holder, pool=self.me.pool, incarnation=self.me.incarnation)
-                    held = self.table.update(held, replace(held.call, holder=mine, state=CallState.PARKED))
-                    break
-                except LostRace:
                     fresh = self.table.refresh(held) if attempt == 0 else None
-                    if fresh is None or not self.me.holds(fresh.call.holder):
-                        log.warning("orbit %s is no longer ours to take over", orbit)
-                        self.calls.held.pop(orbit, None)
-                        self.workers.release(target)
-                        return
-                    held = fresh
-                except (Fenced, StoreError) as exc:
-                    log.warning("cannot claim orbit %s for takeover (will retry): %s", orbit, exc)
+                except StoreError as exc:
+                    log.warning("orbit %s not re-read for its takeover (will retry): %s", orbit, exc)
                     self.retake[orbit] = held.call.park_id
-                    self.workers.release(target)
-                    return
-            self.calls.held[orbit] = held
-        self._send(target, held.call)
+                    return None
+                if fresh is None or not self.me.holds(fresh.call.holder):
+                    log.warning("orbit %s is no longer ours to take over", orbit)
+                    self.calls.held.pop(orbit, None)
+                    self.calls.owed.pop(orbit, None)
+                    return None
+                held = fresh
+            except (Fenced, StoreError) as exc:
+                log.warning("cannot claim orbit %s for takeover (will retry): %s", orbit, exc)
+                self.retake[orbit] = held.call.park_id
+                return None
+        self.retake[orbit] = held.call.park_id  # raced twice: next cycle
+        return None
 
     def _later(self, held: Held) -> None:
-        """No slot for this own call now: retried by :meth:`retry`; not rung back meanwhile."""
+        """No slot for this own call now: retried by :meth:`retry`; not rung back meanwhile.
+
+        The wait is bounded: an own call that found no slot for longer than the pickup time-out
+        (``CallPickupTimeoutThreshold``, what a parked call may wait anyway) is recorded lost,
+        rather than kept waiting for a worker forever while its caller hears nothing.
+        """
+        orbit = held.call.orbit
+        since = self.no_slot_since.setdefault(orbit, self.clock())
+        if self.clock() - since > self.view.settings.call_pickup_timeout_s:
+            self._forget(orbit)
+            with self.calls.lock:
+                self.calls.moving.discard(orbit)
+            self.calls.lose(held, f"no worker slot: waited {self.clock() - since:.0f}s for its takeover")
+            return
         with self.calls.lock:
-            self.calls.moving.add(held.call.orbit)
-        self.retake[held.call.orbit] = held.call.park_id
+            self.calls.moving.add(orbit)
+        self.retake[orbit] = held.call.park_id
+
+    def _forget(self, orbit: str) -> None:
+        self.retake.pop(orbit, None)
+        self.no_slot_since.pop(orbit, None)
 
     def worker_restarted(self, handle: WorkerHandle) -> None:
         """A dead worker is back (without its calls): take each of them over."""
@@ -144,7 +190,7 @@ class Takeovers(NodePart):
         for orbit, park_id in list(self.retake.items()):
             held = self.calls.get(orbit)
             if held is None or held.call.park_id != park_id:
-                self.retake.pop(orbit, None)
+                self._forget(orbit)
                 continue
             self.take_over(held)
             if orbit in self.retake:
@@ -174,6 +220,7 @@ class Takeovers(NodePart):
         if held is None:
             return
         if msg.get("ok"):
+            self.no_slot_since.pop(orbit, None)
             dialog = Dialog.from_json(msg["dialog"])
             holder = self.me.holder(w.index, w.sip(self.config.host))
             self.calls.mutate(orbit, lambda c: replace(c, holder=holder, dialog=dialog, state=CallState.PARKED))
@@ -182,6 +229,7 @@ class Takeovers(NodePart):
             log.info("orbit %s: worker %d is full; another worker takes the call over", orbit, w.index)
             self._later(held)
         else:
+            self.no_slot_since.pop(orbit, None)
             self.metrics.takeovers.labels(self.config.pool, "failed").inc()
             self.calls.lose(held, str(msg.get("reason", "takeover failed")))
 

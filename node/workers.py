@@ -6,7 +6,9 @@ restarts a worker that died and picks the worker with the most free call slots.
 Threads and locks: ``handles`` is built once by :meth:`WorkerPool.start` and never
 resized. Each handle's ``free_slots`` and ``ready`` are written by its reader thread
 (``ready``/``slots`` messages) and by the supervisor loop when it respawns the worker;
-no lock guards them (a stale read only picks a worse worker). ``reserved`` (slots promised to
+no lock guards them (a stale read only picks a worse worker). ``ready`` is a new event per
+worker process: the reader of a dead process clears only its own, even when its last handler
+returns after the restarted worker said ready. ``reserved`` (slots promised to
 takeovers in flight) changes under the pool's reservation lock only. Sends are thread-safe
 (:class:`~callpark.node.protocol.Channel`).
 """
@@ -183,7 +185,9 @@ class WorkerPool(NodePart):
         """Start (again) the worker process of ``handle`` and its reader thread."""
         parent, child = socket.socketpair()
         handle.generation += 1
-        handle.ready.clear()
+        # a new event per process: the reader of the dead one may still be in a handler and
+        # clears only its own (it used to clear this one after the new worker said ready)
+        handle.ready = threading.Event()
         handle.free_slots = 0
         handle.reserved = 0  # takeovers sent to the dead process will not answer
         handle.channel = Channel(parent)
@@ -232,7 +236,7 @@ class WorkerPool(NodePart):
         return argv
 
     def _read(self, handle: WorkerHandle, generation: int) -> None:
-        channel = handle.channel
+        channel, ready = handle.channel, handle.ready  # this generation's: a respawn replaces both
         assert channel is not None
         while True:
             try:
@@ -241,6 +245,7 @@ class WorkerPool(NodePart):
                 break
             if handle.generation != generation:
                 break
+            msg["generation"] = generation  # a reply to a process that died meanwhile is dropped
             started = time.monotonic()
             try:
                 self._handle(handle, msg)
@@ -251,7 +256,7 @@ class WorkerPool(NodePart):
                 log.exception(
                     "handling %s from worker %d failed; please report it as a BUG", msg.get("op"), handle.index
                 )
-        handle.ready.clear()
+        ready.clear()
 
     def _handle(self, w: WorkerHandle, msg: Message) -> None:
         op = msg["op"]

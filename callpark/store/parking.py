@@ -319,13 +319,14 @@ class ParkTable:
         now = time.time() if now is None else now
         call = held.call
         lease = self.history_leases.lease()
+        record = history_bytes(call, outcome, detail, now, f"{self.pool}/{self.node}")
         try:
             result = self.kv.txn(
                 [unchanged(Keys.parked(call.orbit), held.mod_revision), self._alive()],
                 [
                     Delete(Keys.parked(call.orbit)),
                     Put(Keys.lru(call.orbit), stamp_bytes(now)),
-                    Put(Keys.history(call.park_id), history_bytes(call, outcome, detail, now, self.node), lease=lease),
+                    Put(Keys.history(call.park_id), record, lease=lease),
                 ],
             )
         except StoreError:

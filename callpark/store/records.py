@@ -388,7 +388,8 @@ class ParkedCall:
 
 
 def history_bytes(call: ParkedCall, outcome: Outcome, detail: str, ended_at: float, node: str) -> bytes:
-    """Encode ``history/<park_id>``: how ``call`` ended, written when ``node`` freed its orbit."""
+    """Encode ``history/<park_id>``: how ``call`` ended, written when ``node`` (``pool/name``)
+    freed its orbit; ``incarnation`` is the freeing process (the holder's, "" in old records)."""
     return encode(
         {
             "park_id": call.park_id,
@@ -399,6 +400,7 @@ def history_bytes(call: ParkedCall, outcome: Outcome, detail: str, ended_at: flo
             "ended_at": ended_at,
             "attempts": call.attempts,
             "node": node,
+            "incarnation": call.holder.incarnation,
         }
     )
 

@@ -80,7 +80,7 @@ class Worker:
         )
         self.pump: Pump[Message] = Pump(self.endpoint, max_wait_ms=PUMP_MS)
         handles = itertools.count(1)
-        self.music = HoldMusic(args.music, handles)
+        self.music = HoldMusic(args.music)
         trusted = TrustedPeers.parse(args.trusted_peers)
         self.control = CallControl(self.send, self.pump, self.music, trusted, handles)
         self.pending: dict[int, WorkerCall] = {}  # park/retrieve requests awaiting the reply

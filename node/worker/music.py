@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,18 +17,18 @@ log = logging.getLogger("callpark.node.worker")
 
 
 class HoldMusic:
-    """The music player, which calls want it (``wanted``) and the players that must outlive it.
+    """The music player and which calls want it (``wanted``).
 
-    ``media`` holds every player and is handed to ``SipEndpoint.shutdown`` (players go before
-    ``libDestroy``). A replaced player is kept there (``old<n>``, numbered from ``handles``)
-    rather than destroyed while calls may still be connected to it.
+    ``media`` holds the one player and is handed to ``SipEndpoint.shutdown`` (players go
+    before ``libDestroy``). A replaced player is disconnected from the held calls and freed
+    at once (its conference port goes with it); it used to be kept until the worker stopped,
+    one player per music change.
     """
 
-    def __init__(self, path: str | None, handles: Iterator[int]) -> None:
+    def __init__(self, path: str | None) -> None:
         self.path = path
         self.media: dict[str, Any] = {}
         self.wanted: dict[str, bool] = {}  # call handle -> play music while it is held
-        self._handles = handles
 
     def load(self, path: str, held: Iterable[WorkerCall]) -> None:
         """Play ``path`` from now on, also to the ``held`` calls whose audio is up and want it."""
@@ -37,14 +37,17 @@ class HoldMusic:
             return
         player = pj.AudioMediaPlayer()
         player.createPlayer(path, 0)
+        calls = list(held)
         old = self.media.get("music")
+        if old is not None:
+            for call in calls:
+                _connect(old, call, start=False)
         self.media["music"] = player
         self.path = path
-        for call in held:
+        for call in calls:
             if call.media_up and self.wanted.get(call.handle, True):
                 self.start(call)
-        if old is not None:
-            self.media[f"old{next(self._handles)}"] = old
+        del old  # the last reference: pjsua2 destroys the player and removes its port
 
     def start(self, call: WorkerCall) -> None:
         """Send the music to ``call`` (nothing without a player)."""
@@ -56,14 +59,18 @@ class HoldMusic:
 
     def _transmit(self, call: WorkerCall, *, start: bool) -> None:
         player = self.media.get("music")
-        if player is None:
-            return
-        with contextlib.suppress(pj.Error):
-            media = call.getAudioMedia(-1)
-            if start:
-                player.startTransmit(media)
-            else:
-                player.stopTransmit(media)
+        if player is not None:
+            _connect(player, call, start=start)
+
+
+def _connect(player: Any, call: WorkerCall, *, start: bool) -> None:
+    """Start or stop sending ``player`` to ``call`` (a call without audio is skipped)."""
+    with contextlib.suppress(pj.Error):
+        media = call.getAudioMedia(-1)
+        if start:
+            player.startTransmit(media)
+        else:
+            player.stopTransmit(media)
 
 
 def connect_audio(a: WorkerCall, b: WorkerCall) -> None:

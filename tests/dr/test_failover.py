@@ -113,7 +113,9 @@ def test_paused_node_wakes_up_fenced_and_never_serves_twice(dr: DrLab) -> None:
     assert dr.parked()[record["orbit"]] == taken
     retrieve(dr, retriever, record["orbit"], caller)
     outcome = wait_until(lambda: dr.history(record["park_id"]), timeout=10, what="outcome")
-    assert outcome["outcome"] == "retrieved" and outcome["node"] == taken["holder"]["node"]
+    holder = taken["holder"]
+    assert outcome["outcome"] == "retrieved" and outcome["node"] == f"{holder['pool']}/{holder['node']}", outcome
+    assert outcome["incarnation"] == holder["incarnation"]
 
 
 def test_controller_leader_killed_during_a_failover_the_standby_finishes_it(dr: DrLab) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -126,6 +127,15 @@ def test_free_records_outcome_and_lru_in_one_txn(etcd: EtcdStore, member: Member
     assert etcd.get(Keys.lru(held.call.orbit)) is not None
     with pytest.raises(LostRace):
         t.free(held, Outcome.ABANDONED)  # freed exactly once
+
+
+def test_the_history_names_the_node_as_pool_and_name_and_its_incarnation(etcd: EtcdStore, member: Membership) -> None:
+    t = table(etcd, member)
+    parked = park(t)
+    held = t.update(parked, replace(parked.call, holder=replace(HOLDER, pool="pool-a", incarnation="inc-1")))
+    t.free(held, Outcome.LOST, "test")
+    hist = t.history(held.call.park_id)
+    assert hist is not None and hist["node"] == "pool-a/n1" and hist["incarnation"] == "inc-1", hist
 
 
 def test_writes_are_fenced_once_the_lease_is_gone(etcd: EtcdStore, member: Membership) -> None:

@@ -80,8 +80,8 @@ def test_an_attended_park_completed_during_an_etcd_blip_is_recorded_and_survives
         what="the record names alice's dialog once etcd is back",
     )
     # etcd may apply the write it held while paused before the node hears back: wait until the
-    # node itself serves again (owed writes settled) before the crash. A worker killed within the
-    # node's fail-fast window is a separate, rarer case (see the closing note of this change).
+    # node itself serves again (owed writes settled) before the crash. A worker killed while that
+    # write is still owed: the next test.
     wait_until(lambda: node.get("/readyz")[0] == 200, timeout=30, what="node ready once etcd is back")
     # the dialog in etcd is the one a takeover needs: kill the worker, the call survives
     os.kill(int(json.loads(node.get("/api/node")[1])["workers"][0]["pid"]), signal.SIGKILL)
@@ -94,6 +94,55 @@ def test_an_attended_park_completed_during_an_etcd_blip_is_recorded_and_survives
         lambda: next((c["call"] for c in alice.calls() if c["state"] == "CONFIRMED" and c.get("replaces")), None),
         timeout=10,
         what="alice's call after the takeover",
+    )
+    assert hears_music(alice, a_call)
+    assert lab.history(lab.parked()[orbit]["park_id"]) is None
+
+
+def test_a_worker_killed_while_its_message_waits_on_a_paused_etcd_comes_back_ready_and_its_call_is_taken_over(
+    lab: ParkLab, etcd_cluster: LocalEtcdCluster
+) -> None:
+    """The window of the intermittent failure of the test above, forced: the worker is killed while
+    the node's write of alice's new dialog (the attended park) waits on a paused etcd, so the write
+    is owed when the restarted worker takes the call over. The takeover claim used to name the
+    parker's old dialog: alice declined the INVITE/Replaces (603) and the call was freed as lost.
+    (The dead worker's reader clearing the restarted worker's ready flag, the other half of that
+    failure, is forced deterministically in tests/node/test_worker_restart.py.)"""
+    lab.configure(timeout="00:02:00")  # no ringback during the test
+    # a long etcd request time-out: the handler outlives the worker's restart (lease and safety to match)
+    node = lab.node(lease_ttl_s=12, safety_s=4.0, extra=("--etcd-timeout", "4"))
+    parker, alice = lab.phone("parker"), lab.phone("alice", auto_answer=True)
+    to_alice = call_and_answer(parker, alice)
+    to_park = call_and_answer(parker, alice, node.park_uri())
+    orbit = parker.received_header(to_park, "X-Callpark-Orbit")
+    assert orbit
+    wait_until(lambda: lab.parked()[orbit]["dialog"]["local_tag"], timeout=10, what="the park answered")
+    worker = int(json.loads(node.get("/api/node")[1])["workers"][0]["pid"])
+    log_path = node.run_dir / "node.log"
+    etcd_cluster.pause(0)
+    try:
+        parker.attended_transfer(to_alice, to_park)
+        wait_until(  # the worker reported alice's dialog: the node's write of it waits on etcd
+            lambda: node.metric("callpark_etcd_requests_in_flight", op="txn") >= 1,
+            timeout=3.5,  # before the requests sent at the pause time out and fail the next ones fast
+            what="the node's dialog write waiting on the paused etcd",
+        )
+        os.kill(worker, signal.SIGKILL)
+        wait_until(
+            lambda: "could not update orbit" in log_path.read_text(), timeout=20, what="the dialog write to time out"
+        )
+    finally:
+        etcd_cluster.resume(0)
+    wait_until(
+        lambda: "alice@" in lab.parked()[orbit]["caller_uri"],
+        timeout=20,
+        what="the record names alice once etcd is back",
+    )
+    wait_until(lambda: node.get("/readyz")[0] == 200, timeout=30, what="the node ready with its restarted worker")
+    a_call = wait_until(
+        lambda: next((c["call"] for c in alice.calls() if c["state"] == "CONFIRMED" and c.get("replaces")), None),
+        timeout=20,
+        what=f"alice's call taken over by the restarted worker; etcd holds {lab.parked()}",
     )
     assert hears_music(alice, a_call)
     assert lab.history(lab.parked()[orbit]["park_id"]) is None

@@ -3,6 +3,7 @@ rejoins before the claim keeps its call (real etcd through FaultKV, in-process n
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,7 +17,7 @@ from callpark.store.etcd import EtcdStore
 from callpark.store.parking import Held
 from callpark.store.schema import Keys
 from callpark.store.session import LeaseTimings
-from tests.node.faults import FaultKV
+from tests.node.faults import FaultKV, puts
 from tests.node.test_decisions import POOL, Node, make_node
 from tests.node.test_lifecycle import listen, park, parked
 
@@ -154,3 +155,47 @@ def test_a_holder_that_rejoins_between_the_scan_and_the_claim_keeps_its_call(tmp
     assert record is not None and record["holder"]["node"] == "n2"  # the claim failed: LostRace
     assert sent.ops("takeover") == [] and orbit not in scanner.calls.held
     assert kv.get(Keys.member(POOL, "n2")) is not None
+
+
+# -- 4. an own call waiting for a worker slot gives up; a claim carries the owed dialog ----------------
+
+
+def test_an_own_call_with_no_worker_slot_is_lost_after_the_pickup_timeout_not_kept_forever(
+    tmp_path: Path, kv: FaultKV
+) -> None:
+    node = make_node(tmp_path, kv)
+    orbit = park(node)
+    park_id = node.calls.held[orbit].call.park_id
+    takeovers = takeovers_of(node)
+    for h in node.workers.handles:
+        h.free_slots = 0  # every worker full (e.g. restarting), for longer than a caller waits
+    now = [1000.0]
+    takeovers.clock = lambda: now[0]
+    takeovers.take_over(node.calls.held[orbit])
+    assert orbit in takeovers.retake and orbit in node.calls.moving
+    wait = node.facts.settings.call_pickup_timeout_s
+    now[0] += wait / 2
+    takeovers.retry()
+    assert orbit in takeovers.retake and node.decisions.table.history(park_id) is None  # still waiting
+    now[0] += wait
+    takeovers.retry()
+    history = node.decisions.table.history(park_id)
+    assert history is not None and history["outcome"] == "lost", history
+    assert orbit not in takeovers.retake and orbit not in node.calls.moving and orbit not in node.calls.held
+
+
+def test_the_takeover_of_an_own_call_carries_its_owed_dialog_change(tmp_path: Path, kv: FaultKV) -> None:
+    node = make_node(tmp_path, kv)
+    orbit = park(node)
+    held = node.calls.held[orbit]
+    new_dialog = replace(held.call.dialog, call_id="after-attended@phone", local_tag="new-tag")
+    kv.time_out(puts(Keys.parked(orbit)), applied=False, then_reads_fail=1)  # etcd blip: the write is owed
+    node.calls.mutate(orbit, lambda c: replace(c, dialog=new_dialog))
+    kv.reads_failing = 0
+    assert orbit in node.calls.owed
+    sent = {h.index: listen(h) for h in node.workers.handles}
+    takeovers_of(node).worker_restarted(node.workers.handles[held.call.holder.worker])  # its worker died
+    invites = [m for s in sent.values() for m in s.ops("takeover")]
+    assert [m["dialog"]["call_id"] for m in invites] == ["after-attended@phone"]  # not the stale dialog
+    record = parked(node, orbit)
+    assert record is not None and record["dialog"]["local_tag"] == "new-tag" and orbit not in node.calls.owed

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import types
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from callpark.node.protocol import Channel
-from callpark.node.worker import loop
+from callpark.node.worker import loop, music
 
 
 class FakeBuddy:
@@ -73,3 +75,55 @@ def test_the_lru_map_evicts_the_least_recently_used_and_says_so() -> None:
     assert lru.get_or_create("a", lambda: 9) == 1  # used: now the newest
     lru.get_or_create("c", lambda: 3)
     assert evicted == ["b"] and "a" in lru and "c" in lru and len(lru) == 2
+
+
+class FakePlayer:
+    """A pjsua2 AudioMediaPlayer: counts the live ones and where each one sends."""
+
+    alive: dict[int, set[str]] = {}  # id of a live player -> the call media it transmits to
+
+    def __init__(self) -> None:
+        FakePlayer.alive[id(self)] = set()
+
+    def createPlayer(self, path: str, _options: int) -> None:
+        self.path = path
+
+    def startTransmit(self, media: str) -> None:
+        FakePlayer.alive[id(self)].add(media)
+
+    def stopTransmit(self, media: str) -> None:
+        FakePlayer.alive[id(self)].discard(media)
+
+    def __del__(self) -> None:
+        FakePlayer.alive.pop(id(self), None)
+
+
+def test_a_replaced_music_player_stops_sending_and_is_freed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(music, "pj", types.SimpleNamespace(AudioMediaPlayer=FakePlayer, Error=RuntimeError))
+    FakePlayer.alive = {}
+    held = types.SimpleNamespace(handle="c1", media_up=True, getAudioMedia=lambda _index: "alice-audio")
+    hold = music.HoldMusic(None)
+    for i in range(5):  # the music changed five times while alice was parked
+        wav = tmp_path / f"moh{i}.wav"
+        wav.write_bytes(b"RIFF")
+        hold.load(str(wav), [cast(Any, held)])
+    gc.collect()
+    assert list(hold.media) == ["music"] and len(FakePlayer.alive) == 1, (hold.media, FakePlayer.alive)
+    assert list(FakePlayer.alive.values()) == [{"alice-audio"}]  # alice hears only the current music
+
+
+def test_per_call_worker_state_goes_when_the_calls_end() -> None:
+    from callpark.node.worker.calls import CallControl
+    from callpark.peers import TrustedPeers
+
+    control = CallControl(
+        lambda *_a, **_k: None, cast(Any, None), music.HoldMusic(None), TrustedPeers.parse("127.0.0.0/8"), iter(())
+    )
+    for i in range(100):  # a hundred calls parked one after another, each wanting music
+        call = types.SimpleNamespace(handle=f"h{i}", state="CONFIRMED", getId=lambda i=i: i % 4)
+        control.adopt(cast(Any, call))
+        control.music.wanted[call.handle] = True
+        call.state = "DISCONNECTED"
+        control.bury()
+    assert not control.calls and not control.music.wanted
+    assert len(control.graveyard) <= 9  # ended objects are released once no live call has their id
