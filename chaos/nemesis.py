@@ -536,8 +536,8 @@ def _log_lines_since(node: NodeProcess, offset: int, marker: str) -> int:
 class UnknownOutcome(Nemesis):
     name = "unknown-outcome"
     summary = (
-        "etcd applies the busiest primary node's requests but a proxy drops etcd's answers, in pulses ended by "
-        "resetting the connections; one of its workers is killed so takeovers are in flight too"
+        "etcd applies the busiest primary node's writes but a proxy drops etcd's answers to them, in pulses "
+        "ended by resetting the connections; one of its workers is killed so takeovers are in flight too"
     )
     needs_netns = True  # the proxies sit on the nodes' own etcd addresses
 
@@ -548,10 +548,11 @@ class UnknownOutcome(Nemesis):
         assert proxy is not None, f"{node_id} does not reach etcd through a proxy"
         stop = threading.Event()
         t = ctx.cluster.t
-        # a pulse outlasts one request time-out (requests time out unanswered) but not the node's
-        # self-fencing (lease TTL less its safety margin), so the node keeps serving and writing
-        pulse_s = min(1.5 * t.etcd_timeout_s, t.lease_ttl_s - t.safety_s - 2 * t.keepalive_s)
-        gap_s = 2 * t.keepalive_s + t.etcd_timeout_s  # its fail-fast window ends, it reconnects
+        # only answers to writes are dropped (keepalives and reads pass: the node stays a live member);
+        # a pulse outlasts two request time-outs and the fail-fast window between them; the reset that
+        # ends it hits the writes still waiting; in the gap the node reconnects and writes succeed
+        pulse_s = 2 * t.etcd_timeout_s + t.keepalive_s
+        gap_s = 2 * t.keepalive_s + t.etcd_timeout_s
         self.state.update(node=node_id, stop=stop, proxy=proxy, before=_indeterminate(node), log=_log_size(node),
                           swallowed=proxy.stats.swallowed_answers, pulses=0)  # fmt: skip
 
@@ -581,7 +582,7 @@ class UnknownOutcome(Nemesis):
         ok = unknown > 0 and swallowed > 0
         return ok, (
             f"{swallowed} answers swallowed in {self.state['pulses']} pulse(s); {unknown:.0f} writes of "
-            f"{self.state['node']} had an unknown outcome; {seen} 'outcome unknown' log lines"
+            f"{self.state['node']} had an unknown outcome (its metric); {seen} 'outcome unknown' log lines"
         )
 
     def heal(self, ctx: Context) -> str:
