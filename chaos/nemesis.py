@@ -117,6 +117,7 @@ class Nemesis:
     summary: ClassVar[str] = ""
     pool_fault: ClassVar[bool] = False  # parking must be available again within the RTO bound
     needs_netns: ClassVar[bool] = False
+    window_leases: ClassVar[float] = 2.0  # the window, in node lease TTLs (unless the runner knows better)
     window_s: float = 10.0
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -540,6 +541,7 @@ class UnknownOutcome(Nemesis):
         "ended by resetting the connections; one of its workers is killed so takeovers are in flight too"
     )
     needs_netns = True  # the proxies sit on the nodes' own etcd addresses
+    window_leases = 4.0  # room for several pulses
 
     def inject(self, ctx: Context) -> str:
         node = ctx.busiest_node(ctx.primary)

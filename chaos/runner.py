@@ -103,6 +103,7 @@ class Run:
         self.say(f"cluster up in {time.monotonic() - t0:.1f} s: {nodes}")
         wl = WorkloadConfig(pairs=self.cfg.pairs, rate=self.cfg.rate, pickup_timeout_s=self.pickup_s)
         wl.ring_time_s = self.cluster.t.ring_time_s
+        wl.settle_s = self.bounds.call_settle_s
         self.workload = Workload(self.history, self.cluster.edge_address, self.cfg.out / "phones", self.cfg.seed, wl)
         self.workload.start()
         self.probe = Phone("probe", log_dir=self.cfg.out / "phones", registrar=self.cluster.edge_address,
@@ -136,6 +137,7 @@ class Run:
             logs=sorted(self.cfg.out.rglob("*.log")),
             rto_bound_s=self.cfg.rto_bound_s,
             replaces_capable=callers,
+            grace_s=self.bounds.scaled(self.bounds.call_settle_s),
         )
 
     def _warm_up(self) -> None:
@@ -207,7 +209,7 @@ class Run:
         t = self.cluster.t
         if nemesis.name.startswith(("pause-", "partition-")):
             return 2.0 * max(t.lease_ttl_s, t.controller_ttl_s) + 1.0  # longer than the lease: it must expire
-        return 2.0 * t.lease_ttl_s
+        return nemesis.window_leases * t.lease_ttl_s
 
     def _probe(self, name: str, fault_start: float, t_inject: float) -> None:
         assert self.probe is not None
