@@ -8,8 +8,11 @@ violation; the run passes only when all hold. Like Jepsen, this never proves the
 system correct: it reports what it failed to find.
 
 A node process is identified by its holder's ``pool/node`` and incarnation id (random per
-start; :func:`incarnation`), not by a lease: ``parked/`` records carry none. An ``error``
-operation fails the run unless a fault explains it (:func:`errors_explained`).
+start; :func:`incarnation`), not by a lease: ``parked/`` records carry none; member keys
+(``members/<pool>/<node>``, bound to the node's lease) carry the same incarnation id, which
+is how :func:`moves_from_gone_holders` knows whether a call's old holder was still alive.
+An ``error`` operation, and a park, retrieval, ringback or hang-up that failed, fails the
+run unless a fault explains it (:func:`errors_explained`, :func:`failures_explained`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from callpark.store.schema import Keys
 
 OUTCOMES = {"retrieved", "abandoned", "rang-back", "forwarded", "disconnected", "lost"}
 BUG_LINE = re.compile(r"\bBUG\b")
-ERROR_GRACE_S = 5.0  # a workload error this long after a fault's heal is still the fault's
+ERROR_GRACE_S = 5.0  # a workload error this long after a fault's heal is still the fault's (runs pass theirs)
+WORKER_CALLS = 4  # pjsua2's compile-time cap of calls per worker (platform-facts.md)
+WORK_OPS = ("park", "retrieve", "abandon", "timeout")
 
 
 @dataclass
@@ -120,8 +125,7 @@ def errors_explained(ops: Sequence[Op], grace_s: float = ERROR_GRACE_S) -> Verdi
     """Every ``error`` operation is explained by a fault: a workload error inside a fault's window
     (its start until ``grace_s`` after its heal). The runner's own errors (the workload did not
     stop, calls did not end) and errors outside every window are never explained."""
-    heals = {o.data.get("fault_start"): o.end for o in ops if o.op == "heal"}
-    windows = [(f.start, max(f.end, heals.get(f.start, f.end)) + grace_s) for f in ops if f.op == "fault"]
+    windows = _fault_windows(ops, grace_s)
     errors = [o for o in ops if o.op == "error"]
     bad = [
         f"{o.process} at {o.start:.1f}: {o.detail or 'error'} (no fault explains it)"
@@ -129,6 +133,99 @@ def errors_explained(ops: Sequence[Op], grace_s: float = ERROR_GRACE_S) -> Verdi
         if o.process == "runner" or not any(start <= o.start <= end for start, end in windows)
     ]
     return _verdict("every error is explained by a fault", len(errors), bad)
+
+
+def _fault_windows(ops: Sequence[Op], grace_s: float) -> list[tuple[float, float]]:
+    """Each fault's span: its start until ``grace_s`` after its heal ended."""
+    heals = {o.data.get("fault_start"): o.end for o in ops if o.op == "heal"}
+    return [(f.start, max(f.end, heals.get(f.start, f.end)) + grace_s) for f in ops if f.op == "fault"]
+
+
+def failures_explained(ops: Sequence[Op], grace_s: float = ERROR_GRACE_S) -> Verdict:
+    """Every park, retrieval, ringback or hang-up that failed overlaps a fault's span. Outside
+    faults nothing may fail: a retrieval answered "busy" by a claim stuck in etcd, a ringback
+    that never came, a park refused with a record left behind are defects, not bad luck."""
+    windows = _fault_windows(ops, grace_s)
+    failed = [o for o in ops if o.op in WORK_OPS and not o.ok]
+    bad = [
+        f"{o.process}: {o.op} of orbit {o.orbit or '?'} at {o.start:.1f}-{o.end:.1f} failed: {o.detail} "
+        "(no fault explains it)"
+        for o in failed
+        if not any(start <= max(o.end, o.start) and o.start <= end for start, end in windows)
+    ]
+    return _verdict("every failed operation is explained by a fault", len(failed), bad)
+
+
+def _member_event(ch: Change) -> tuple[str, dict[str, Any] | None]:
+    """``pool/node`` of a member key change and its record (None: the key is gone)."""
+    node_id = ch.entry.key[len(Keys.MEMBERS) :]
+    return node_id, (_json(ch.entry.value) or {}) if ch.kind == "put" else None
+
+
+def moves_from_gone_holders(changes: Sequence[Change]) -> Verdict:
+    """A call moves to another node process only from one that is gone (its member key absent, or
+    held by a later incarnation) or draining, and from a live draining one only while PARKED
+    (never mid-ringback or mid-retrieval). Judged at the revision of the write that moved it, from
+    the member keys etcd held then. Catches a namesake in another pool adopting calls (identity by
+    bare name), a takeover from a node that rejoined, and RINGING/RETRIEVING calls taken from a
+    draining node."""
+    members: dict[str, dict[str, Any]] = {}
+    last: dict[str, dict[str, Any]] = {}  # park id -> its last record
+    bad: list[str] = []
+    n = 0
+    for ch in changes:
+        key = ch.entry.key
+        if key.startswith(Keys.MEMBERS):
+            node_id, rec = _member_event(ch)
+            if rec is None:
+                members.pop(node_id, None)
+            else:
+                members[node_id] = rec
+            continue
+        if ch.kind != "put" or not key.startswith(Keys.PARKED):
+            continue
+        rec = _json(ch.entry.value)
+        if rec is None:
+            continue
+        pid = str(rec.get("park_id"))
+        prev = last.get(pid)
+        last[pid] = rec
+        if prev is None or incarnation(prev, 0) == incarnation(rec, 0):
+            continue
+        n += 1
+        old = prev.get("holder") or {}
+        old_id = f"{old.get('pool')}/{old.get('node')}"
+        live = members.get(old_id)
+        if live is None or not old.get("incarnation") or live.get("incarnation") != old.get("incarnation"):
+            continue  # gone, replaced by a later process, or a record without incarnation: nothing to tell
+        where = f"park {pid} (orbit {rec.get('orbit')}) moved from {incarnation(prev, 0)} to {incarnation(rec, 0)}"
+        if not live.get("draining"):
+            bad.append(f"{where} at revision {ch.entry.mod_revision} while its holder was alive and not draining")
+        elif prev.get("state") not in (None, "parked"):
+            bad.append(f"{where} at revision {ch.entry.mod_revision}: taken {prev.get('state')} from a draining node")
+    return _verdict("a call moves only from a gone or draining holder", n, bad)
+
+
+def worker_capacity(changes: Sequence[Change], cap: int = WORKER_CALLS) -> Verdict:
+    """No worker ever holds more parked calls than it has call slots (takeovers included)."""
+    holder_of: dict[str, str] = {}  # orbit -> pool/node#incarnation/worker
+    bad: list[str] = []
+    n = 0
+    for ch in changes:
+        if not ch.entry.key.startswith(Keys.PARKED):
+            continue
+        orbit = ch.entry.key[len(Keys.PARKED) :]
+        rec = _json(ch.entry.value) if ch.kind == "put" else None
+        if rec is None:
+            holder_of.pop(orbit, None)
+            continue
+        n += 1
+        worker = f"{incarnation(rec, ch.entry.lease)}/worker{(rec.get('holder') or {}).get('worker')}"
+        holder_of[orbit] = worker
+        count = sum(w == worker for w in holder_of.values())
+        if count > cap:
+            bad.append(f"{worker} holds {count} parked calls at revision {ch.entry.mod_revision} (cap {cap})")
+    return _verdict(f"no worker holds more than {cap} calls", n, bad)
 
 
 def single_server(changes: Sequence[Change], ops: Sequence[Op]) -> Verdict:
@@ -341,16 +438,20 @@ def check(
     logs: Iterable[Path] = (),
     rto_bound_s: float = 3.0,
     replaces_capable: Iterable[str] = (),
+    grace_s: float = ERROR_GRACE_S,
 ) -> Report:
-    """Every invariant over one run."""
+    """Every invariant over one run; ``grace_s``: how long after a fault's heal its effects may last."""
     outcome, final = one_outcome(changes)
     hung_up = hung_up_before(ops, final)
     rto_verdict, worst = rto(ops, rto_bound_s)
     verdicts = [
         faults_happened(ops),
-        errors_explained(ops),
+        errors_explained(ops, grace_s),
+        failures_explained(ops, grace_s),
         orbit_exclusive(changes),
         single_server(changes, ops),
+        moves_from_gone_holders(changes),
+        worker_capacity(changes),
         epochs_monotonic(changes),
         outcome,
         none_lost(final, replaces_capable, hung_up),
@@ -363,7 +464,7 @@ def check(
     counts: dict[str, int] = defaultdict(int)
     for e in final.values():
         counts[str(e.get("outcome"))] += 1
-    work = [o for o in ops if o.op in ("park", "retrieve", "abandon", "timeout")]
+    work = [o for o in ops if o.op in WORK_OPS]
     numbers = {
         "operations": float(len(work)),
         "operations_ok": float(sum(o.ok for o in work)),

@@ -16,11 +16,13 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from callpark.chaos.bounds import Bounds
 from callpark.chaos.cluster import ChaosCluster
 from callpark.chaos.firewall import Firewall
 from callpark.chaos.nfqueue import Delayer
@@ -46,15 +48,22 @@ class Context:
     backup: str
 
     @property
+    def bounds(self) -> Bounds:
+        """Deadlines from the cluster's configured timings."""
+        return Bounds(self.cluster.t)
+
+    @property
     def store(self) -> EtcdStore:
         assert self.cluster.store is not None
         return self.cluster.store
 
     def parked_by_node(self) -> dict[str, int]:
+        """Parked calls per holding node, by ``pool/name``."""
         counts: dict[str, int] = {}
         for entry in self.store.get_prefix(Keys.PARKED).entries.values():
             with contextlib.suppress(ValueError, KeyError, TypeError):
-                node = json.loads(entry.value)["holder"]["node"]
+                holder = json.loads(entry.value)["holder"]
+                node = f"{holder['pool']}/{holder['node']}"
                 counts[node] = counts.get(node, 0) + 1
         return counts
 
@@ -63,27 +72,30 @@ class Context:
         counts = self.parked_by_node()
         nodes = [n for n in self.cluster.nodes[pool] if n.process.is_running()]
         self.rng.shuffle(nodes)
-        return max(nodes, key=lambda n: counts.get(n.name, 0))
+        return max(nodes, key=lambda n: counts.get(self.cluster.node_id(n), 0))
 
     def leader(self) -> ControllerProcess | None:
         return next((c for c in self.cluster.controllers if c.process.is_running() and c.status().get("leader")), None)
 
     def members(self, *, ready_only: bool = False) -> set[str]:
-        """Names of the nodes whose member key exists (whose lease is alive)."""
+        """``pool/name`` of the nodes whose member key exists (whose lease is alive)."""
         snap = read_snapshot(self.store)
-        return {m.node for pool in snap.members.values() for m in pool if m.ready or not ready_only}
+        return {m.node_id for pool in snap.members.values() for m in pool if m.ready or not ready_only}
 
-    def wait_whole(self, timeout: float = 40.0) -> None:
-        """Every node running and ready, etcd healthy, a controller leading, every range owned."""
+    def wait_whole(self, timeout: float | None = None) -> None:
+        """Every node running and ready, etcd healthy, a controller leading, every range owned
+        (by default within :attr:`Bounds.whole_s`)."""
         assert self.cluster.etcd is not None
+        timeout = self.bounds.whole_s if timeout is None else timeout
         etcd = self.cluster.etcd
         wait_until(lambda: all(m.healthy() for m in etcd.members), timeout=timeout, what="etcd healthy")
-        names = {n.name for n in self.cluster.all_nodes()}
+        names = {self.cluster.node_id(n) for n in self.cluster.all_nodes()}
         wait_until(lambda: names <= self.members(ready_only=True), timeout=timeout, what="every node ready")
         wait_until(lambda: self.leader() is not None, timeout=timeout, what="a controller leading")
 
-    def failback(self, timeout: float = 40.0) -> None:
+    def failback(self, timeout: float | None = None) -> None:
         """Bring the primary's ranges home (the operator's fenced, explicit failback)."""
+        timeout = self.bounds.whole_s if timeout is None else timeout
         home = [r for r, rng in self.cluster.dep.state.ranges.items() if rng.pool == self.primary]
 
         def owners_home() -> bool:
@@ -105,6 +117,7 @@ class Nemesis:
     summary: ClassVar[str] = ""
     pool_fault: ClassVar[bool] = False  # parking must be available again within the RTO bound
     needs_netns: ClassVar[bool] = False
+    window_leases: ClassVar[float] = 2.0  # the window, in node lease TTLs (unless the runner knows better)
     window_s: float = 10.0
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -143,8 +156,8 @@ class KillWorker(Nemesis):
         pids = node.worker_pids()
         pid = ctx.rng.choice(pids)
         os.kill(pid, signal.SIGKILL)
-        self.state.update(node=node.name, pid=pid, workers=len(pids))
-        return f"worker pid {pid} of {node.name} killed with -9"
+        self.state.update(node=ctx.cluster.node_id(node), pid=pid, workers=len(pids))
+        return f"worker pid {pid} of {self.state['node']} killed with -9"
 
     def happened(self, ctx: Context) -> tuple[bool, str]:
         gone = _gone(int(self.state["pid"]))
@@ -153,10 +166,12 @@ class KillWorker(Nemesis):
     def heal(self, ctx: Context) -> str:
         node = ctx.cluster.node(str(self.state["node"]))
         wait_until(
-            lambda: len(node.worker_pids()) >= int(self.state["workers"]), timeout=30, what="the worker respawned"
+            lambda: len(node.worker_pids()) >= int(self.state["workers"]),
+            timeout=ctx.bounds.worker_respawn_s,
+            what="the worker respawned",
         )
         ctx.wait_whole()
-        return f"{node.name} back to {self.state['workers']} workers"
+        return f"{self.state['node']} back to {self.state['workers']} workers"
 
 
 class KillNode(Nemesis):
@@ -165,9 +180,9 @@ class KillNode(Nemesis):
 
     def inject(self, ctx: Context) -> str:
         node = ctx.busiest_node(ctx.primary)
-        self.state.update(node=node.name, pid=node.pid)
+        self.state.update(node=ctx.cluster.node_id(node), pid=node.pid)
         node.kill9()
-        return f"{node.name} (pid {node.pid}) killed with -9"
+        return f"{self.state['node']} (pid {node.pid}) killed with -9"
 
     def happened(self, ctx: Context) -> tuple[bool, str]:
         gone = _gone(int(self.state["pid"]))
@@ -260,8 +275,8 @@ class PauseNode(Nemesis):
 
     def inject(self, ctx: Context) -> str:
         node = ctx.busiest_node(ctx.primary)
-        self.state.update(node=node.name, pids=node.pause())
-        return f"{node.name} and its workers stopped (SIGSTOP)"
+        self.state.update(node=ctx.cluster.node_id(node), pids=node.pause())
+        return f"{self.state['node']} and its workers stopped (SIGSTOP)"
 
     def happened(self, ctx: Context) -> tuple[bool, str]:
         name = str(self.state["node"])
@@ -333,7 +348,7 @@ class KillEtcdMember(Nemesis):
     def inject(self, ctx: Context) -> str:
         assert ctx.cluster.etcd is not None
         # a one-tuple, because member 0 is a leader too (and 0 is falsy)
-        (leader,) = wait_until(lambda: _leader_found(ctx), timeout=10, what="an etcd leader")
+        (leader,) = wait_until(lambda: _leader_found(ctx), timeout=2 * ctx.bounds.etcd_s, what="an etcd leader")
         self.state["leader"] = leader
         n = len(ctx.cluster.etcd.members)
         index = leader if self.kill_leader else ctx.rng.choice([i for i in range(n) if i != leader])
@@ -375,7 +390,8 @@ class EtcdQuorumLoss(Nemesis):
         return f"etcd members {victims} stopped (SIGSTOP): no quorum"
 
     def happened(self, ctx: Context) -> tuple[bool, str]:
-        probe = EtcdStore.connect(ctx.cluster.endpoints, request_timeout_s=0.5, retry_deadline_s=1.0)
+        t = ctx.cluster.t.etcd_timeout_s
+        probe = EtcdStore.connect(ctx.cluster.endpoints, request_timeout_s=t, retry_deadline_s=2 * t)
         try:
             probe.txn([], [Put(Keys.chaos("quorum-probe"), b"1")])
             return False, "a write succeeded without quorum"
@@ -388,7 +404,7 @@ class EtcdQuorumLoss(Nemesis):
         assert ctx.cluster.etcd is not None
         for i in self.state["victims"]:
             ctx.cluster.etcd.resume(i)
-        ctx.wait_whole(timeout=60)
+        ctx.wait_whole()
         return "etcd members resumed (SIGCONT)"
 
 
@@ -403,8 +419,8 @@ class PartitionNodeEtcd(Nemesis):
         pool, index = ctx.cluster.pool_and_index(node)
         alias = ctx.cluster.etcd_alias(pool, index)
         ctx.firewall.cut(self.name, [f"{alias}/32"])
-        self.state.update(node=node.name, alias=alias)
-        return f"{node.name} cut from etcd ({alias})"
+        self.state.update(node=ctx.cluster.node_id(node), alias=alias)
+        return f"{self.state['node']} cut from etcd ({alias})"
 
     def happened(self, ctx: Context) -> tuple[bool, str]:
         assert ctx.firewall is not None
@@ -479,25 +495,165 @@ class ClockJump(Nemesis):
     offset_s: ClassVar[float] = 90.0
 
     def _node(self, ctx: Context) -> NodeProcess:
-        return next(n for n in ctx.cluster.all_nodes() if n.name in ctx.cluster.skewed_nodes)
+        return next(n for n in ctx.cluster.all_nodes() if ctx.cluster.node_id(n) in ctx.cluster.skewed_nodes)
 
     def inject(self, ctx: Context) -> str:
         node = self._node(ctx)
-        ctx.cluster.clock_file(node.name).write_text(f"{self.offset_s}\n")
-        self.state["node"] = node.name
-        return f"{node.name}'s wall clock stepped {self.offset_s:+.0f} s"
+        self.state["node"] = ctx.cluster.node_id(node)
+        ctx.cluster.clock_file(self.state["node"]).write_text(f"{self.offset_s}\n")
+        return f"{self.state['node']}'s wall clock stepped {self.offset_s:+.0f} s"
 
     def happened(self, ctx: Context) -> tuple[bool, str]:
         node = ctx.cluster.node(str(self.state["node"]))
         with urllib.request.urlopen(f"http://{node.http_host}:{node.http_port}/healthz", timeout=2) as resp:
             seen = email.utils.parsedate_to_datetime(resp.headers["Date"]).timestamp()
         skew = seen - time.time()
-        return abs(skew - self.offset_s) < 5, f"{node.name} reports a clock {skew:+.1f} s off"
+        return abs(skew - self.offset_s) < 5, f"{self.state['node']} reports a clock {skew:+.1f} s off"
 
     def heal(self, ctx: Context) -> str:
         ctx.cluster.clock_file(str(self.state["node"])).write_text("0\n")
         ctx.wait_whole()
         return f"{self.state['node']}'s clock back"
+
+
+def _indeterminate(node: NodeProcess) -> float:
+    """Writes whose outcome the node could not tell (the store's StoreIndeterminate), from /metrics."""
+    return node.metric("callpark_etcd_errors_total", op="txn", kind="StoreIndeterminate")
+
+
+def _log_size(node: NodeProcess) -> int:
+    with contextlib.suppress(OSError):
+        return node.run_dir.joinpath("node.log").stat().st_size
+    return 0
+
+
+def _log_lines_since(node: NodeProcess, offset: int, marker: str) -> int:
+    with contextlib.suppress(OSError), node.run_dir.joinpath("node.log").open("rb") as f:
+        f.seek(offset)
+        return sum(marker in line for line in f.read().decode("utf-8", "replace").splitlines())
+    return 0
+
+
+class UnknownOutcome(Nemesis):
+    name = "unknown-outcome"
+    summary = (
+        "etcd applies the busiest primary node's writes but a proxy drops etcd's answers to them, in pulses "
+        "ended by resetting the connections; one of its workers is killed so takeovers are in flight too"
+    )
+    needs_netns = True  # the proxies sit on the nodes' own etcd addresses
+    window_leases = 4.0  # room for several pulses
+
+    def inject(self, ctx: Context) -> str:
+        node = ctx.busiest_node(ctx.primary)
+        node_id = ctx.cluster.node_id(node)
+        proxy = ctx.cluster.proxies.get(node_id)
+        assert proxy is not None, f"{node_id} does not reach etcd through a proxy"
+        stop = threading.Event()
+        t = ctx.cluster.t
+        # only answers to writes are dropped (keepalives and reads pass: the node stays a live member);
+        # a pulse outlasts two request time-outs and the fail-fast window between them; the reset that
+        # ends it hits the writes still waiting; in the gap the node reconnects and writes succeed
+        pulse_s = 2 * t.etcd_timeout_s + t.keepalive_s
+        gap_s = 2 * t.keepalive_s + t.etcd_timeout_s
+        self.state.update(node=node_id, stop=stop, proxy=proxy, before=_indeterminate(node), log=_log_size(node),
+                          swallowed=proxy.stats.swallowed_answers, pulses=0)  # fmt: skip
+
+        def pulses() -> None:
+            while not stop.is_set():
+                proxy.swallow()
+                self.state["pulses"] += 1
+                stop.wait(pulse_s)
+                proxy.release()
+                stop.wait(gap_s)
+
+        threading.Thread(target=pulses, daemon=True, name="unknown-outcome").start()
+        pids = node.worker_pids()
+        victim = ctx.rng.choice(pids) if len(pids) > 1 else None
+        if victim is not None:
+            os.kill(victim, signal.SIGKILL)  # its calls are taken over by the other worker, unanswered
+        self.state.update(workers=len(pids), worker=victim)
+        return f"{node_id}: etcd's answers dropped in {pulse_s:.1f} s pulses every {pulse_s + gap_s:.1f} s" + (
+            f"; worker pid {victim} killed with -9" if victim is not None else ""
+        )
+
+    def happened(self, ctx: Context) -> tuple[bool, str]:
+        node = ctx.cluster.node(str(self.state["node"]))
+        unknown = _indeterminate(node) - float(self.state["before"])
+        swallowed = self.state["proxy"].stats.swallowed_answers - int(self.state["swallowed"])
+        seen = _log_lines_since(node, int(self.state["log"]), "outcome unknown")
+        ok = unknown > 0 and swallowed > 0
+        return ok, (
+            f"{swallowed} answers swallowed in {self.state['pulses']} pulse(s); {unknown:.0f} writes of "
+            f"{self.state['node']} had an unknown outcome (its metric); {seen} 'outcome unknown' log lines"
+        )
+
+    def heal(self, ctx: Context) -> str:
+        self.state["stop"].set()
+        reset = self.state["proxy"].release()
+        node = ctx.cluster.node(str(self.state["node"]))
+        wait_until(
+            lambda: len(node.worker_pids()) >= int(self.state["workers"]),
+            timeout=ctx.bounds.worker_respawn_s,
+            what="the worker respawned",
+        )
+        ctx.wait_whole()
+        unknown = _indeterminate(node) - float(self.state["before"])
+        return f"answers pass again ({reset} connections reset); {unknown:.0f} writes with an unknown outcome in all"
+
+
+def _held_by(ctx: Context, node_id: str) -> dict[str, str]:
+    """orbit -> park id of the calls ``node_id`` (``pool/name``) holds now."""
+    held: dict[str, str] = {}
+    for entry in ctx.store.get_prefix(Keys.PARKED).entries.values():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            rec = json.loads(entry.value)
+            if f"{rec['holder']['pool']}/{rec['holder']['node']}" == node_id:
+                held[str(rec["orbit"])] = str(rec["park_id"])
+    return held
+
+
+def _incarnation(ctx: Context, node_id: str) -> str | None:
+    snap = read_snapshot(ctx.store)
+    return next((m.incarnation for ms in snap.members.values() for m in ms if m.node_id == node_id), None)
+
+
+class RestartNamesake(Nemesis):
+    name = "restart-namesake"
+    summary = (
+        "kill -9 and restart the backup-pool node named like the busiest primary node while that namesake "
+        "holds parked calls; none of the namesake's calls may be adopted, freed or duplicated"
+    )
+
+    def inject(self, ctx: Context) -> str:
+        namesake = ctx.busiest_node(ctx.primary)
+        namesake_id = ctx.cluster.node_id(namesake)
+        victim = next(n for n in ctx.cluster.nodes[ctx.backup] if n.name == namesake.name)
+        victim_id = ctx.cluster.node_id(victim)
+        held = wait_until(lambda: _held_by(ctx, namesake_id), timeout=ctx.bounds.call_settle_s,
+                          what=f"{namesake_id} holding a parked call")  # fmt: skip
+        self.state.update(node=victim_id, namesake=namesake_id, held=held, pid=victim.pid,
+                          incarnation=_incarnation(ctx, victim_id))  # fmt: skip
+        victim.kill9()
+        wait_until(lambda: _gone(victim.pid), timeout=ctx.bounds.worker_respawn_s, what=f"{victim_id} gone")
+        ctx.cluster.restart_node(victim)
+        return f"{victim_id} (pid {victim.pid}) killed with -9 and restarted while {namesake_id} held {sorted(held)}"
+
+    def happened(self, ctx: Context) -> tuple[bool, str]:
+        victim_id, namesake_id = str(self.state["node"]), str(self.state["namesake"])
+        fresh = _incarnation(ctx, victim_id)
+        restarted = _gone(int(self.state["pid"])) and fresh not in (None, self.state["incarnation"])
+        held = self.state["held"]
+        return restarted and bool(held), (
+            f"{victim_id} restarted as incarnation {fresh} (was {self.state['incarnation']}) while {namesake_id} "
+            f"held {len(held)} call(s); {namesake_id} holds {sorted(_held_by(ctx, namesake_id))} now"
+        )
+
+    def heal(self, ctx: Context) -> str:
+        ctx.wait_whole()
+        adopted = {o: p for o, p in _held_by(ctx, str(self.state["node"])).items() if o in self.state["held"]}
+        if adopted:
+            raise AssertionError(f"{self.state['node']} adopted {self.state['namesake']}'s calls {adopted}")
+        return f"{self.state['node']} running again; adopted none of {self.state['namesake']}'s calls"
 
 
 NEMESES: dict[str, type[Nemesis]] = {
@@ -517,5 +673,7 @@ NEMESES: dict[str, type[Nemesis]] = {
         PartitionPools,
         SipLossDelay,
         ClockJump,
+        UnknownOutcome,
+        RestartNamesake,
     )
 }

@@ -22,6 +22,7 @@ from typing import TextIO
 
 from callpark import deployment, tables
 from callpark.chaos import checker, netns
+from callpark.chaos.bounds import Bounds
 from callpark.chaos.cluster import ChaosCluster
 from callpark.chaos.firewall import Firewall
 from callpark.chaos.history import History, Op
@@ -33,10 +34,9 @@ from callpark.lab.phone.flows import park_probe
 from callpark.netutil import LOOPBACK
 from callpark.store.ownership import read_snapshot
 from callpark.store.schema import Keys
-from callpark.waiting import WaitTimeout, timeout_multiplier, wait_until
+from callpark.waiting import WaitTimeout, wait_until
 
 CHAOS_FILE = deployment.DEFAULT_LOCAL_FILE.parent / "chaos-cluster.toml"
-PICKUP_TIMEOUT_S = 10.0  # CallPickupTimeoutThreshold in chaos-cluster.toml
 RTO_BOUND_S = 3.0  # the brief's number: parking works again within 3 s of losing a pool
 
 
@@ -75,9 +75,15 @@ class Run:
         self.primary = next((p for p in pools if dep.state.pools[p].backup), pools[0])
         self.backup = dep.state.pools[self.primary].backup or pools[-1]
         own = netns.inside()
-        skewed = {f"{self.primary}-n2"} if "clock-jump" in nemeses_of(cfg.scenario) else set()
-        self.cluster = ChaosCluster(dep, cfg.out / "cluster", own_addresses=own, skewed_nodes=skewed)
+        names = nemeses_of(cfg.scenario)
+        skewed = {f"{self.primary}/n2"} if "clock-jump" in names else set()
+        proxied = {self.primary} if own and "unknown-outcome" in names else set()
+        self.cluster = ChaosCluster(
+            dep, cfg.out / "cluster", own_addresses=own, skewed_nodes=skewed, proxied_pools=proxied
+        )
         self.firewall = Firewall() if own else None
+        self.bounds = Bounds(self.cluster.t)
+        self.pickup_s = float(dep.state.settings("global").call_pickup_timeout_s)  # CallPickupTimeoutThreshold
         self.workload: Workload | None = None
         self.probe: Phone | None = None
 
@@ -90,10 +96,14 @@ class Run:
         self.cluster.start()
         store = self.cluster.store
         assert store is not None
-        wait_until(lambda: len(read_snapshot(store).owners) >= 2, timeout=20, what="range owners assigned")
-        self.say(f"cluster up in {time.monotonic() - t0:.1f} s: {', '.join(n.name for n in self.cluster.all_nodes())}")
-        wl = WorkloadConfig(pairs=self.cfg.pairs, rate=self.cfg.rate, pickup_timeout_s=PICKUP_TIMEOUT_S)
+        wait_until(
+            lambda: len(read_snapshot(store).owners) >= 2, timeout=self.bounds.whole_s, what="range owners assigned"
+        )
+        nodes = ", ".join(self.cluster.node_id(n) for n in self.cluster.all_nodes())
+        self.say(f"cluster up in {time.monotonic() - t0:.1f} s: {nodes}")
+        wl = WorkloadConfig(pairs=self.cfg.pairs, rate=self.cfg.rate, pickup_timeout_s=self.pickup_s)
         wl.ring_time_s = self.cluster.t.ring_time_s
+        wl.settle_s = self.bounds.call_settle_s
         self.workload = Workload(self.history, self.cluster.edge_address, self.cfg.out / "phones", self.cfg.seed, wl)
         self.workload.start()
         self.probe = Phone("probe", log_dir=self.cfg.out / "phones", registrar=self.cluster.edge_address,
@@ -110,7 +120,7 @@ class Run:
             if time.monotonic() - started >= self.cfg.duration_s:
                 break
         self.say(f"{rounds} round(s) of {len(names)} fault(s); stopping the workload")
-        finished = self.workload.stop(timeout_s=90 * timeout_multiplier())
+        finished = self.workload.stop(timeout_s=self.bounds.scaled(self._cycle_s() + self.bounds.whole_s))
         if not finished:
             self.history.add(Op("runner", "error", time.time(), detail="workload did not stop in time"))
         self._drain()
@@ -127,13 +137,14 @@ class Run:
             logs=sorted(self.cfg.out.rglob("*.log")),
             rto_bound_s=self.cfg.rto_bound_s,
             replaces_capable=callers,
+            grace_s=self.bounds.scaled(self.bounds.call_settle_s),
         )
 
     def _warm_up(self) -> None:
         def parked_once() -> bool:
             return any(o.op == "park" and o.ok for o in self.history.snapshot())
 
-        wait_until(parked_once, timeout=30, what="the workload's first park")
+        wait_until(parked_once, timeout=self.bounds.whole_s, what="the workload's first park")
 
     def _one(self, ctx: Context, nemesis: Nemesis) -> None:
         window = self.cfg.window_s or self._window(nemesis)
@@ -160,7 +171,7 @@ class Run:
         happened, proof = self._hold(ctx, nemesis, t_inject, window)
         self.history.finish(fault, happened, detail=f"{detail}; {proof}")
         if probe_thread is not None:
-            probe_thread.join(timeout=60)
+            probe_thread.join(timeout=self.bounds.scaled(2 * self.bounds.whole_s))
         heal = self.history.begin("nemesis", "heal", fault=nemesis.name, data={"fault_start": fault.start})
         try:
             healed = nemesis.heal(ctx)
@@ -173,12 +184,12 @@ class Run:
     def _hold(ctx: Context, nemesis: Nemesis, t_inject: float, window: float) -> tuple[bool, str]:
         """Keep the fault for its window, polling for the proof that it happened.
 
-        Ends at the window once proven; an unproven fault gets the window (scaled for slow
-        machines) plus 20 s to show its effect, then counts as not happened.
+        Ends at the window once proven; an unproven fault gets :meth:`Bounds.proof_s` (scaled
+        for slow machines) to show its effect, then counts as not happened.
         """
         happened, proof = False, "not checked"
         proven_by = t_inject + window
-        give_up = t_inject + window * timeout_multiplier() + 20
+        give_up = t_inject + ctx.bounds.scaled(ctx.bounds.proof_s(window))
         while True:
             try:
                 happened, proof = nemesis.happened(ctx)
@@ -189,17 +200,23 @@ class Run:
                 return happened, proof
             time.sleep(0.25)
 
+    def _cycle_s(self) -> float:
+        """The longest a parked call lasts once nothing new is parked: its pickup time-out, its
+        ringback, and settling (a takeover, a write retried)."""
+        return self.pickup_s + self.bounds.call_settle_s
+
     def _window(self, nemesis: Nemesis) -> float:
         t = self.cluster.t
         if nemesis.name.startswith(("pause-", "partition-")):
             return 2.0 * max(t.lease_ttl_s, t.controller_ttl_s) + 1.0  # longer than the lease: it must expire
-        return 2.0 * t.lease_ttl_s
+        return nemesis.window_leases * t.lease_ttl_s
 
     def _probe(self, name: str, fault_start: float, t_inject: float) -> None:
         assert self.probe is not None
         op = self.history.begin("probe", "probe", fault=name, data={"fault_start": fault_start, "attempts": []})
         try:
-            parked = park_probe(self.probe, f"sip:park@{LOOPBACK}", 30 * timeout_multiplier(), op.data["attempts"])
+            within = self.bounds.scaled(self.bounds.whole_s)
+            parked = park_probe(self.probe, f"sip:park@{LOOPBACK}", within, op.data["attempts"])
             op.data["rto_s"] = round(parked - t_inject, 3)
             self.history.finish(op, True, detail=f"parked after {parked - t_inject:.2f} s")
         except (WaitTimeout, Exception) as exc:  # noqa: BLE001 - recorded
@@ -210,7 +227,8 @@ class Run:
         store = self.cluster.store
         assert store is not None
         try:
-            wait_until(lambda: not store.get_prefix(Keys.PARKED).entries, timeout=30, what="every parked call ended")
+            ended = lambda: not store.get_prefix(Keys.PARKED).entries  # noqa: E731
+            wait_until(ended, timeout=self._cycle_s(), what="every parked call ended")
         except WaitTimeout as exc:
             self.history.add(Op("runner", "error", time.time(), detail=str(exc)))
 

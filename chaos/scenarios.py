@@ -16,8 +16,12 @@ SETS: dict[str, tuple[str, ...]] = {
     "smoke-etcd": ("kill-etcd-follower", "kill-etcd-leader", "etcd-quorum-loss"),
     "smoke-network": ("partition-node-etcd", "sip-loss-delay", "clock-jump"),
     "smoke-pool": ("kill-pool", "partition-pools"),
+    # issue 12: writes etcd applies while the node never hears back, and colliding node names
+    "smoke-lifecycle": ("unknown-outcome", "restart-namesake"),
 }
-SETS["all"] = tuple(n for s in ("smoke-process", "smoke-etcd", "smoke-network", "smoke-pool") for n in SETS[s])
+SETS["all"] = tuple(
+    n for s in ("smoke-process", "smoke-etcd", "smoke-network", "smoke-pool", "smoke-lifecycle") for n in SETS[s]
+)
 
 # The CI smoke set: every nemesis at least once, with fixed seeds.
 SMOKE: tuple[tuple[str, int], ...] = (
@@ -25,6 +29,7 @@ SMOKE: tuple[tuple[str, int], ...] = (
     ("smoke-etcd", 202),
     ("smoke-network", 303),
     ("smoke-pool", 404),
+    ("smoke-lifecycle", 505),
 )
 
 

@@ -40,6 +40,9 @@ class WorkloadConfig:
     hold_s: tuple[float, float] = (0.5, 2.5)  # how long a call stays parked before a retrieve or abandon
     pickup_timeout_s: float = 10.0  # the cluster's CallPickupTimeoutThreshold
     ring_time_s: float = 4.0
+    # how long one step (a park answered and told, a retrieval answered) may take: the runner sets it
+    # from the cluster's timings (chaos.bounds: a takeover, a ringback, writes retried)
+    settle_s: float = 20.0
 
 
 @dataclass
@@ -139,7 +142,7 @@ class Workload:
         for p in (pair.parker, pair.caller, pair.retriever):
             try:
                 p.hangup_all()
-                wait_until(functools.partial(_idle, p), timeout=10, what=f"{p.user} idle")
+                wait_until(functools.partial(_idle, p), timeout=self.config.settle_s, what=f"{p.user} idle")
             except Exception as exc:  # noqa: BLE001 - best effort between cycles
                 log.info("tidy %s: %s", p.user, exc)
 
@@ -174,7 +177,7 @@ class Workload:
                         return fields
                 return None
 
-            fields = wait_until(told, timeout=15, what=f"{pair.parker.user} told the orbit")
+            fields = wait_until(told, timeout=self.config.settle_s, what=f"{pair.parker.user} told the orbit")
         except Exception as exc:  # noqa: BLE001 - recorded as a failed park
             self.history.finish(op, False, detail=f"{exc.__class__.__name__}: {exc}")
             return None
@@ -203,14 +206,16 @@ class Workload:
                     e["event"] == "call_state" and e["call"] == handle and e["state"] in ("CONFIRMED", "DISCONNECTED")
                 ),
                 since=since,
-                timeout=20,
+                timeout=self.config.settle_s,
                 what="retrieval answered",
             )
             if event["state"] != "CONFIRMED":
                 self.history.finish(op, False, detail=f"not answered: {event.get('last_status', '')}")
                 return False
             connected = wait_until(
-                lambda: self._talking_to_caller(r, old), timeout=15, what=f"{r.user} talking to a caller"
+                lambda: self._talking_to_caller(r, old),
+                timeout=self.config.settle_s,
+                what=f"{r.user} talking to a caller",
             )
         except (WaitTimeout, Exception) as exc:  # noqa: BLE001 - recorded as a failed retrieve
             self.history.finish(op, False, detail=f"{exc.__class__.__name__}: {exc}")
@@ -243,7 +248,7 @@ class Workload:
 
     def _timeout(self, name: str, pair: Pair, parked: Op) -> None:
         op = self.history.begin(name, "timeout", orbit=parked.orbit, caller=pair.caller.user, park_id=parked.park_id)
-        limit = self.config.pickup_timeout_s + self.config.ring_time_s + 20
+        limit = self.config.pickup_timeout_s + self.config.ring_time_s + self.config.settle_s
         old = self._handles(pair.parker)
         try:
             connected = wait_until(

@@ -107,13 +107,13 @@ class LocalCluster:
         return self
 
     def start_node(self, pool: str, index: int, workers: int) -> NodeProcess:
-        name = f"{pool}-n{index + 1}"
+        name = self.node_name(pool, index)
         t = self.t
         node = NodeProcess(
             etcd=self.node_etcd(pool, index),
             pool=pool,
             name=name,
-            run_dir=self.run_dir / name,
+            run_dir=self.node_dir(pool, name),
             workers=workers,
             edge=self.edge_address,
             domain=self.dep.sip_domain,
@@ -132,7 +132,16 @@ class LocalCluster:
         self.prepare_node(node)
         return node.start()
 
-    # Hooks for clusters that place nodes differently (the chaos suite: own addresses, a skewed clock).
+    # Hooks for clusters that place nodes differently (the chaos suite: own addresses, colliding
+    # names, a skewed clock, a proxy in front of etcd).
+    def node_name(self, pool: str, index: int) -> str:
+        """The name of node ``index`` of ``pool`` (unique here; a node's identity is ``pool/name``)."""
+        return f"{pool}-n{index + 1}"
+
+    def node_dir(self, pool: str, name: str) -> Path:
+        """The run folder of node ``name`` of ``pool``."""
+        return self.run_dir / name
+
     def node_etcd(self, pool: str, index: int) -> EtcdAccess | str:
         """How node ``index`` of ``pool`` reaches etcd."""
         return self.access
