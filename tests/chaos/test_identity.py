@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from callpark.model.orbits import OrbitRange
 from callpark.node.membership import Membership
 from callpark.store.etcd import EtcdStore
@@ -18,11 +16,6 @@ from callpark.store.session import LeaseTimings
 FAST = LeaseTimings(ttl_s=4, keepalive_s=0.5, safety_s=1.5, request_timeout_s=1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node defect (callpark/store/parking.py ParkTable.free): history/<park_id> records name the node "
-    "by its bare name ('n1'), not pool/name, while the node's table is built with node=config.name",
-)
 def test_a_call_end_names_its_node_as_pool_and_name(etcd: EtcdStore) -> None:
     m = Membership(etcd, pool="pool-a", node="n1", timings=FAST)
     m.join({"ready": True, "incarnation": "i1"})
