@@ -690,13 +690,13 @@ _BLF_INDIALOG = """\
 
 # Literal kamailio text (not passed through str.format): @BLF_TARGETS@ and @DOMAIN@ are replaced.
 _BLF_ROUTES = """\
-# BLF: only park nodes (a dispatcher destination's address, any port) PUBLISH an orbit's
+# BLF: only park nodes (a dispatcher destination's address, any port or transport) PUBLISH an orbit's
 # dialog state; no digest (they hold no phone credentials), the source address is the proof.
 route[BLF_PUBLISH] {
 	if (!is_method("PUBLISH")) {
 		return;
 	}
-	if (!ds_is_from_list("-1", "1")) {
+	if (!ds_is_from_list("-1", "3")) {
 		xlog("L_WARN", "PUBLISH from $si:$sp refused: not a park node\\n");
 		sl_send_reply("403", "Forbidden: only park nodes publish");
 		exit;
