@@ -9,13 +9,15 @@ NOTIFYs (docs/ARCHITECTURE.md, "Busy lamp field"). The node only publishes what 
 * gone from this node because the call ended (freed, or a free still owed to etcd) ->
   ``terminated`` with the same dialog id (the park id), published for one ``expires`` and not
   refreshed;
-* gone because another node holds it now (drain, rejoin after a fence) -> our publication
-  is removed (``Expires: 0``); the new holder publishes its own.
+* gone because another node holds it now (drain, rejoin after a fence) -> no longer
+  refreshed; the new holder publishes its own.
 
-The dialog id is the park id, which survives takeovers. The edge runs presence_dialoginfo with
-``force_single_dialog``: a ``terminated`` dialog beats a ``confirmed`` one of the same id from
-any publication, so a dead holder's stale ``confirmed`` (it cannot withdraw it) never outlives
-the new holder's ``terminated``, and it expires within ``expires`` seconds anyway.
+The dialog id is the park id, which survives takeovers. Kamailio's presence module deletes
+an existing publication of the same dialog id when a new one arrives, so the new holder's
+first PUBLISH replaces a dead (or drained) holder's; and presence_dialoginfo runs with
+``force_single_dialog``, where a ``terminated`` dialog beats a ``confirmed`` one of the same id.
+Either way a dead holder's stale ``confirmed`` never outlives the new holder's state, and
+unrefreshed it expires within ``expires`` seconds.
 
 One thread per node polls the held calls every ``TICK_S`` and sends PUBLISH over UDP to the
 edge from its own socket (a short transaction: resent at 0.5, 1, 2 s, then failed and tried
@@ -192,9 +194,9 @@ class Lamps(NodePart):
         return True
 
     def _withdraw(self, orbit: str, pub: Publication) -> None:
-        """Another node holds the call now: remove our publication (it publishes its own)."""
-        if pub.etag is not None:
-            self._transaction(orbit, pub, expires=0, body=b"")
+        """Another node holds the call now: stop refreshing. Not removed at the edge (the lamp
+        would flicker off): the new holder's PUBLISH of the same dialog id replaces ours, and
+        unrefreshed it expires."""
         del self.pubs[orbit]
 
     def _send(self, orbit: str, pub: Publication, now: float) -> None:

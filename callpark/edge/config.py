@@ -641,14 +641,14 @@ def _blf_fields(cfg: EdgeConfig) -> dict[str, str]:
         return {
             "blf_modules": "",
             "blf_params": "",
-            "blf_method": "",
+            "pub": "",
             "blf_indialog": "",
             "blf_routes": f"route[BLF_PUBLISH] {{{{\n{stub}}}}}\nroute[BLF_SUBSCRIBE] {{{{\n{stub}}}}}\n",
         }
     return {
         "blf_modules": 'loadmodule "presence.so"\nloadmodule "presence_dialoginfo.so"\n',
         "blf_params": _BLF_PARAMS.format(server=_q(f"sip:{cfg.host}:{cfg.port}")),
-        "blf_method": "|PUBLISH",
+        "pub": "|PUBLISH",  # the method filter of route[REQINIT]
         "blf_indialog": _BLF_INDIALOG,
         "blf_routes": _BLF_ROUTES.replace("@BLF_TARGETS@", _blf_targets(cfg)).replace("@DOMAIN@", _q(cfg.domain)),
     }
@@ -960,7 +960,7 @@ route[REQINIT] {{
 	}}
 	# methods outside what the service speaks get 405 here (pjsua2 on the nodes
 	# silently drops out-of-dialog requests of methods it does not know)
-	if (!is_method("INVITE|ACK|BYE|CANCEL|OPTIONS|REGISTER|REFER|NOTIFY|MESSAGE|INFO|UPDATE|PRACK|SUBSCRIBE{blf_method}")) {{
+	if (!is_method("INVITE|ACK|BYE|CANCEL|OPTIONS|REGISTER|REFER|NOTIFY|MESSAGE|INFO|UPDATE|PRACK|SUBSCRIBE{pub}")) {{
 		append_to_reply("Allow: {allow}\\r\\n");
 		sl_send_reply("405", "Method Not Allowed");
 		exit;

@@ -152,13 +152,11 @@ class BlfWatcher:
             return list(self.notifies[index:])
 
     def wait_state(self, state: str, *, dialog_id: str | None = None, since: int = 0, timeout: float) -> Notify:
-        """The first NOTIFY from index ``since`` on whose lamp is ``state`` (for ``dialog_id``, if given)."""
+        """The first NOTIFY from index ``since`` on whose lamp is ``state`` (and that shows ``dialog_id``)."""
 
         def found() -> Notify | None:
             for n in self.since(since):
-                if dialog_id is None and n.state == state:
-                    return n
-                if dialog_id is not None and any(d.id == dialog_id and d.state == state for d in n.dialogs):
+                if n.state == state and (dialog_id is None or any(d.id == dialog_id for d in n.dialogs)):
                     return n
             return None
 

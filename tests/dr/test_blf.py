@@ -63,8 +63,10 @@ def test_lamp_stays_lit_through_a_pool_kill_and_goes_dark_after_retrieval(dr: Dr
         for node in cluster.nodes["pool-a"]:
             node.kill9()
         wait_until(
-            lambda: dr.parked().get(ORBIT, {}).get("holder", {}).get("node") in POOL_B_NODES
-            and dr.parked()[ORBIT]["dialog"]["call_id"] != record["dialog"]["call_id"],
+            lambda: (
+                dr.parked().get(ORBIT, {}).get("holder", {}).get("node") in POOL_B_NODES
+                and dr.parked()[ORBIT]["dialog"]["call_id"] != record["dialog"]["call_id"]
+            ),
             timeout=30,
             what="pool-b to take the call over",
         )

@@ -98,9 +98,10 @@ def test_subscribe_to_an_orbit_sees_the_published_state(edge: Edge) -> None:
         assert reply is not None and reply.status_code == 489
 
 
-def test_terminated_beats_a_stale_confirmed_of_the_same_park(edge: Edge) -> None:
-    """A dead holder's confirmed stays at the edge until it expires; the new holder's
-    terminated for the same park id (dialog id) must win, a new park's confirmed must win over both."""
+def test_the_new_holders_publication_outvotes_the_dead_holders(edge: Edge) -> None:
+    """A dead holder's confirmed is never withdrawn; the new holder's publication of the same
+    park id (dialog id) replaces it, so its terminated darkens the lamp; a new park's
+    confirmed lights it again over the terminated one."""
     publish(edge, "7001", body(CONFIRMED))  # the dead holder's, never withdrawn
     with watcher(edge) as lamp:
         assert lamp.subscribe() is not None
