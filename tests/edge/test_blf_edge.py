@@ -6,6 +6,7 @@ names 127.0.0.1 ports) or elsewhere on loopback (127.0.0.2: not a park node)."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import socket
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from callpark.edge import Edge
+from callpark.edge.credentials import DigestAuth, ha1
 from callpark.edge.sipping import build_request, new_tag
 from callpark.lab.blf import BlfWatcher
 from callpark.netutil import LOOPBACK, free_port
@@ -62,11 +64,14 @@ def publish(
                 return reply
 
 
+def nodes() -> tuple[tuple[str], tuple[str]]:
+    """Park node addresses for the dispatcher list (nothing listens: only the address matters)."""
+    return (f"{LOOPBACK}:{free_port(udp_too=True)}",), (f"{LOOPBACK}:{free_port(udp_too=True)}",)
+
+
 @pytest.fixture
 def edge(lab: Lab) -> Iterator[Edge]:
-    node_a = f"{LOOPBACK}:{free_port(udp_too=True)}"  # nothing listens: only its address matters
-    node_b = f"{LOOPBACK}:{free_port(udp_too=True)}"
-    yield lab.edge(two_pool_config((node_a,), (node_b,)))
+    yield lab.edge(two_pool_config(*nodes()))
 
 
 def body(state: str, park_id: str = "p1") -> bytes:
@@ -116,3 +121,14 @@ def test_the_new_holders_publication_outvotes_the_dead_holders(edge: Edge) -> No
         since = lamp.mark()
         publish(edge, "7001", body(CONFIRMED, park_id="p2"))
         lamp.wait_state(CONFIRMED, dialog_id="p2", since=since, timeout=5)
+
+
+def test_with_digest_auth_a_subscriber_must_authenticate_and_nodes_still_publish(lab: Lab) -> None:
+    auth = DigestAuth(DOMAIN, {"alice": ha1("alice", DOMAIN, "s3cret-pw")})
+    secured = lab.edge(dataclasses.replace(two_pool_config(*nodes()), auth=auth))
+    with watcher(secured) as lamp:
+        reply = lamp.subscribe()
+        assert reply is not None and reply.status_code == 407, "SUBSCRIBE is challenged like any request"
+        assert lamp.mark() == 0, "no NOTIFY without credentials"
+    assert publish(secured, "7001", body(CONFIRMED)).status_code == 200
+    assert publish(secured, "7001", body(CONFIRMED), source=NOT_A_NODE).status_code == 403
