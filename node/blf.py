@@ -171,8 +171,8 @@ class Lamps(NodePart):
             elif pub.state == TERMINATED and pub.sent and now >= pub.expires_at:
                 del self.pubs[orbit]
                 continue
-            if now >= pub.next_at:
-                self._send(orbit, pub, now)
+            if now >= pub.next_at and not self._send(orbit, pub, now):
+                break  # the edge did not answer: the rest waits for the next pass
 
     def _gone(self, orbit: str, pub: Publication, ended: dict[str, str]) -> bool:
         """A confirmed orbit we no longer hold: terminated (ended) or withdrawn (moved).
@@ -199,7 +199,8 @@ class Lamps(NodePart):
         unrefreshed it expires."""
         del self.pubs[orbit]
 
-    def _send(self, orbit: str, pub: Publication, now: float) -> None:
+    def _send(self, orbit: str, pub: Publication, now: float) -> bool:
+        """Publish ``pub``'s state (or refresh it); False when the edge did not answer at all."""
         refresh = pub.sent and pub.etag is not None and pub.state == CONFIRMED
         body = b"" if refresh else dialog_info(self._uri(orbit), pub.park_id, pub.state, pub.caller)
         status = self._transaction(orbit, pub, expires=self.expires, body=body)
@@ -211,11 +212,12 @@ class Lamps(NodePart):
             pub.sent, pub.failures = True, 0
             pub.expires_at = now + self.expires
             pub.next_at = now + self.expires / 2 if pub.state == CONFIRMED else pub.expires_at
-            return
+            return True
         pub.next_at = now + RETRY_S[min(pub.failures, len(RETRY_S) - 1)]
         pub.failures += 1
         if pub.failures == 1:
             log.warning("BLF PUBLISH %s of orbit %s failed: %s", pub.state, orbit, status or "no answer")
+        return status is not None
 
     def _uri(self, orbit: str) -> str:
         return orbit_uri(orbit, self.config.domain)

@@ -13,6 +13,7 @@ from callpark.lab.phone import Phone
 from callpark.lab.phone.flows import connected_call
 from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
+from tests.conftest import Cli
 from tests.dr.conftest import DrLab
 
 POOL_B_NODES = ("pool-b-n1", "pool-b-n2")
@@ -50,6 +51,15 @@ def test_lamp_lights_at_park_and_goes_dark_at_retrieve(dr: DrLab) -> None:
         since = watcher.mark()
         press_key(retriever, dialog.remote_target, caller)
         watcher.wait_state("terminated", dialog_id=record["park_id"], since=since, timeout=10)
+        # a parked caller who gives up darkens the lamp too
+        retriever.hangup_all()
+        bob = dr.phone("bob", auto_answer=True)
+        since = watcher.mark()
+        again = dr.park(parker, bob, target=ORBIT)
+        watcher.wait_state("confirmed", dialog_id=again["park_id"], since=since, timeout=10)
+        since = watcher.mark()
+        bob.hangup_all()
+        watcher.wait_state("terminated", dialog_id=again["park_id"], since=since, timeout=10)
 
 
 def test_lamp_stays_lit_through_a_pool_kill_and_goes_dark_after_retrieval(dr: DrLab) -> None:
@@ -70,12 +80,33 @@ def test_lamp_stays_lit_through_a_pool_kill_and_goes_dark_after_retrieval(dr: Dr
             timeout=30,
             what="pool-b to take the call over",
         )
-        taken = watcher.mark()
-        # the new holder publishes: a fresh NOTIFY, still lit for the same park
-        watcher.wait_state("confirmed", dialog_id=park_id, since=taken, timeout=15)
-        states = [n.state for n in watcher.since(watcher.notifies.index(lit))]
+        # the new holder publishes (from its claim on, maybe before the INVITE/Replaces is done):
+        # a NOTIFY after the first lit one, still lit for the same park; pool-a is dead
+        lit_at = watcher.notifies.index(lit)
+        watcher.wait_state("confirmed", dialog_id=park_id, since=lit_at + 1, timeout=15)
+        states = [n.state for n in watcher.since(lit_at)]
         assert "terminated" not in states, f"the lamp went dark during the takeover: {states}"
         since = watcher.mark()
         press_key(retriever, f"sip:{ORBIT}@{LOOPBACK}", caller)
         # pool-b's terminated beats pool-a's stale (never withdrawn) confirmed of the same dialog
         watcher.wait_state("terminated", dialog_id=park_id, since=since, timeout=10)
+
+
+def test_lamp_stays_lit_while_a_drain_moves_the_call(dr: DrLab) -> None:
+    cluster = dr.start()
+    parker, caller, retriever = dr.phone("parker"), dr.phone("alice", auto_answer=True), dr.phone("carol")
+    with lamp(dr, ORBIT) as watcher:
+        since = watcher.mark()
+        record = dr.park(parker, caller, target=ORBIT)
+        lit = watcher.wait_state("confirmed", dialog_id=record["park_id"], since=since, timeout=10)
+        lit_at = watcher.notifies.index(lit)
+        node = record["holder"]["node"]
+        assert "drained" in Cli(cluster.endpoints).ok("dr", "drain", "--node", f"pool-a/{node}")
+        assert dr.parked()[ORBIT]["holder"]["node"] != node
+        # the new holder publishes (a NOTIFY after the first lit one); the old one never withdraws
+        watcher.wait_state("confirmed", dialog_id=record["park_id"], since=lit_at + 1, timeout=10)
+        states = [n.state for n in watcher.since(lit_at)]
+        assert "terminated" not in states, f"the lamp went dark during the drain: {states}"
+        since = watcher.mark()
+        press_key(retriever, f"sip:{ORBIT}@{LOOPBACK}", caller)
+        watcher.wait_state("terminated", dialog_id=record["park_id"], since=since, timeout=10)
