@@ -37,6 +37,7 @@ class NodeConfig:
     trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS  # the --edge host is always added
     scan_limit: ScanLimit = field(default_factory=ScanLimit)
     admin_token: AdminToken | None = None  # None: the HTTP API is read-only
+    blf_expires_s: int = 60  # BLF PUBLISH expiry (refreshed at half); 0: no BLF publishing (node/blf.py)
 
     @property
     def allowed_domains(self) -> frozenset[str]:
@@ -51,6 +52,8 @@ class NodeConfig:
         if not 1.0 <= self.ring_time_s <= 300.0:
             raise CallparkError(f"--ring-time must be 1 to 300 seconds, not {self.ring_time_s}")
         self.timings.validate()
+        if self.blf_expires_s and not 10 <= self.blf_expires_s <= 3600:
+            raise CallparkError(f"--blf-expires must be 0 (off) or 10 to 3600 seconds, not {self.blf_expires_s}")
         sip_top = self.sip_port_base + self.workers - 1
         if self.sip_port_base and (self.sip_port_base < 1024 or sip_top > 65535):
             raise CallparkError(f"--sip-port-base {self.sip_port_base}: worker ports must be 1024 to 65535")

@@ -29,6 +29,7 @@ from callpark.errors import StoreError
 from callpark.httpapi import NodeHttp
 from callpark.model.orbits import OrbitRange
 from callpark.node.adminapi import drain_actions
+from callpark.node.blf import Lamps
 from callpark.node.calls import HeldCalls
 from callpark.node.config import NodeConfig
 from callpark.node.context import NodeContext
@@ -102,6 +103,7 @@ class Supervisor:
         self.dispatcher = Dispatcher(
             ctx, calls=self.calls, decisions=self.decisions, ringback=self.ringback, takeovers=self.takeovers
         )
+        self.lamps = Lamps(ctx, self.calls)  # BLF: publishes the held calls' dialog state to the edge
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class Supervisor:
         self.http.start()
         self.workers.start()
         self.takeovers.retry()  # our calls of before a restart
+        self.lamps.start()
         self.membership.update(**self._member_info(ready=self.ready()[0]))
         log.info(
             "node %s of pool %s started (%s): %d workers, http %s",
@@ -178,6 +181,7 @@ class Supervisor:
         """Hang up and free every call, stop the workers, leave the cluster."""
         self._stop.set()
         self.workers.stop()
+        self.lamps.stop()
         if self.http is not None:
             self.http.stop()
         self.membership.stop(revoke=True)

@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(etcd-server etcd-client openssl kamailio sip-tester baresip prometheus iproute2 iptables util-linux sox bind9-utils systemd)
+DEB_PACKAGES=(etcd-server etcd-client openssl kamailio kamailio-presence-modules sip-tester baresip prometheus iproute2 iptables util-linux sox bind9-utils systemd)
 BINARIES=(etcd etcdctl openssl kamailio sipp baresip promtool prometheus ip iptables unshare sox named-checkzone systemd-analyze)
 
 missing=()
 for b in "${BINARIES[@]}"; do command -v "$b" >/dev/null 2>&1 || missing+=("$b"); done
+# BLF at the edge: presence + presence_dialoginfo (kamailio-presence-modules) are files, not commands
+compgen -G "/usr/lib/*/kamailio/modules/presence_dialoginfo.so" >/dev/null || missing+=(presence_dialoginfo.so)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]]; then
     echo "bootstrap: installing Debian packages (missing: ${missing[*]})" >&2

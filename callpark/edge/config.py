@@ -248,6 +248,7 @@ class EdgeConfig:
     auth: DigestAuth | None = None
     flood_requests: int = 200  # per source and flood_window_s before pike blocks it; 0: no limit
     flood_window_s: int = 2
+    blf: bool = True  # presence: phones SUBSCRIBE to orbits (Event: dialog), park nodes PUBLISH
 
     def __post_init__(self) -> None:
         if self.trusted_peers:
@@ -666,6 +667,138 @@ def _routing_fields(cfg: EdgeConfig, dispatcher_list: Path) -> dict[str, object]
     }
 
 
+def _blf_fields(cfg: EdgeConfig) -> dict[str, str]:
+    """Template fields of the busy lamp field (presence + presence_dialoginfo, in memory only)."""
+    if not cfg.blf:
+        stub = "\treturn;\n"
+        return {
+            "blf_modules": "",
+            "blf_params": "",
+            "pub": "",
+            "blf_indialog": "",
+            "blf_routes": f"route[BLF_PUBLISH] {{{{\n{stub}}}}}\nroute[BLF_SUBSCRIBE] {{{{\n{stub}}}}}\n",
+        }
+    return {
+        "blf_modules": 'loadmodule "presence.so"\nloadmodule "presence_dialoginfo.so"\n',
+        "blf_params": _BLF_PARAMS.format(server=_q(f"sip:{cfg.host}:{cfg.port}")),
+        "pub": "|PUBLISH",  # the method filter of route[REQINIT]
+        "blf_indialog": _BLF_INDIALOG,
+        "blf_routes": _BLF_ROUTES.replace("@BLF_TARGETS@", _blf_targets(cfg)).replace("@DOMAIN@", _q(cfg.domain)),
+    }
+
+
+def _blf_targets(cfg: EdgeConfig) -> str:
+    """Sets $var(blf) = 1 when $var(orbit_*) (parsed by route[BLF_TARGET]) is in a range."""
+    tests = [
+        f"($var(orbit_prefix) == {_q(rng.prefix or '-')} && $var(orbit_len) == {rng.digits}"
+        f" && $var(orbit_num) >= {rng.low} && $var(orbit_num) <= {rng.high})"
+        for rng in cfg.ranges
+    ]
+    if not tests:
+        return "\t# no orbit ranges configured: nothing to subscribe to"
+    return "\tif (" + "\n\t\t\t|| ".join(tests) + ") {\n\t\t$var(blf) = 1;\n\t}"
+
+
+# presence keeps publications (publ_cache 2) and subscriptions (subs_db_mode 0) in memory: no
+# database. force_single_dialog: one dialog per NOTIFY, a terminated dialog beating a confirmed
+# one of the same id (a dead holder's stale publication) -- see docs/ARCHITECTURE.md.
+_BLF_PARAMS = """\
+# ----- presence (BLF): in memory only; expired publications checked every 5 s
+modparam("presence", "publ_cache", 2)
+modparam("presence", "subs_db_mode", 0)
+modparam("presence", "clean_period", 5)
+modparam("presence", "max_expires", 3600)
+modparam("presence", "server_address", {server})
+modparam("presence_dialoginfo", "force_single_dialog", 1)
+modparam("presence_dialoginfo", "force_dummy_dialog", 1)
+"""
+
+_BLF_INDIALOG = """\
+	if (is_method("SUBSCRIBE") && uri == myself) {{
+		# refresh or end of a BLF subscription held by this edge's presence module
+		handle_subscribe();
+		exit;
+	}}
+"""
+
+# Literal kamailio text (not passed through str.format): @BLF_TARGETS@ and @DOMAIN@ are replaced.
+_BLF_ROUTES = """\
+# BLF: only park nodes (a dispatcher destination's address, any port or transport) PUBLISH an orbit's
+# dialog state; no digest (they hold no phone credentials), the source address is the proof.
+route[BLF_PUBLISH] {
+	if (!is_method("PUBLISH")) {
+		return;
+	}
+	if (!ds_is_from_list("-1", "3")) {
+		xlog("L_WARN", "PUBLISH from $si:$sp refused: not a park node\\n");
+		sl_send_reply("403", "Forbidden: only park nodes publish");
+		exit;
+	}
+	route(BLF_TARGET);
+	if ($var(blf) == 0) {
+		sl_send_reply("404", "Not Found: not an orbit");
+		exit;
+	}
+	if (!($hdr(Event) =~ "^dialog *(;.*)?$")) {
+		append_to_reply("Allow-Events: dialog\\r\\n");
+		sl_send_reply("489", "Bad Event");
+		exit;
+	}
+	handle_publish();
+	exit;
+}
+
+# BLF: a phone (authenticated like any request, route[AUTH]) subscribes to an orbit's dialog
+# state; other SUBSCRIBEs go on to the usual routing.
+route[BLF_SUBSCRIBE] {
+	if (!is_method("SUBSCRIBE")) {
+		return;
+	}
+	route(BLF_TARGET);
+	if ($var(blf) == 0) {
+		return;
+	}
+	if (!($hdr(Event) =~ "^dialog *(;.*)?$")) {
+		append_to_reply("Allow-Events: dialog\\r\\n");
+		sl_send_reply("489", "Bad Event");
+		exit;
+	}
+	handle_subscribe();
+	exit;
+}
+
+# $var(blf) = 1 when the R-URI is an orbit of a range at this edge; the R-URI is then rewritten
+# to sip:<orbit>@<domain> (* kept, # escaped) so publisher and watchers name the same presentity.
+route[BLF_TARGET] {
+	$var(blf) = 0;
+	route(LOCALURI);
+	if ($var(local) == 0 || $rU == $null) {
+		return;
+	}
+	$var(orbit) = $(rU{s.unescape.user});
+	$var(orbit_prefix) = "-";
+	$var(orbit_digits) = $var(orbit);
+	if ($var(orbit) =~ "^[*#][0-9]+$") {
+		$var(orbit_prefix) = $(var(orbit){s.substr,0,1});
+		$var(orbit_digits) = $(var(orbit){s.substr,1,0});
+	}
+	if (!($var(orbit_digits) =~ "^[0-9]{1,9}$")) {
+		return;
+	}
+	$var(orbit_len) = $(var(orbit_digits){s.len});
+	$var(orbit_num) = $(var(orbit_digits){s.int});
+@BLF_TARGETS@
+	if ($var(blf) == 1) {
+		$var(user) = $var(orbit);
+		if ($var(orbit_prefix) == "#") {
+			$var(user) = "%23" + $var(orbit_digits);
+		}
+		$ru = "sip:" + $var(user) + "@" + @DOMAIN@;
+	}
+}
+"""
+
+
 def render_kamailio_cfg(
     cfg: EdgeConfig,
     *,
@@ -691,6 +824,7 @@ def render_kamailio_cfg(
         **_security_fields(cfg, credentials_file),
         **_flood_fields(cfg),
         **_routing_fields(cfg, dispatcher_list),
+        **_blf_fields(cfg),
     }
     return _TEMPLATE.format(**fields).replace("{{", "{").replace("}}", "}")
 
@@ -740,8 +874,8 @@ loadmodule "xlog.so"
 loadmodule "sanity.so"
 loadmodule "dispatcher.so"
 loadmodule "htable.so"
-{rpc_modules}{security_modules}{flood_modules}
-{rpc_params}{security_params}{flood_params}
+{rpc_modules}{security_modules}{flood_modules}{blf_modules}
+{rpc_params}{security_params}{flood_params}{blf_params}
 # ----- tm: fr_timer bounds how long a node may stay silent (also the OPTIONS probe timeout);
 # everything else gets user_timeout via t_set_fr() in route[RELAY_PATIENT]
 modparam("tm", "fr_timer", {node_timeout_ms})
@@ -805,7 +939,9 @@ request_route {{
 
 	### initial requests only (no To tag) from here on
 
+	route(BLF_PUBLISH);
 	route(AUTH);
+	route(BLF_SUBSCRIBE);
 
 	# our own record-route is added below; routes preloaded by the sender
 	# (an outbound proxy entry pointing at us) are dropped
@@ -861,7 +997,7 @@ route[REQINIT] {{
 	}}
 	# methods outside what the service speaks get 405 here (pjsua2 on the nodes
 	# silently drops out-of-dialog requests of methods it does not know)
-	if (!is_method("INVITE|ACK|BYE|CANCEL|OPTIONS|REGISTER|REFER|NOTIFY|MESSAGE|INFO|UPDATE|PRACK|SUBSCRIBE")) {{
+	if (!is_method("INVITE|ACK|BYE|CANCEL|OPTIONS|REGISTER|REFER|NOTIFY|MESSAGE|INFO|UPDATE|PRACK|SUBSCRIBE{pub}")) {{
 		append_to_reply("Allow: {allow}\\r\\n");
 		sl_send_reply("405", "Method Not Allowed");
 		exit;
@@ -873,7 +1009,7 @@ route[WITHINDLG] {{
 	if (!has_totag()) {{
 		return;
 	}}
-	if (loose_route()) {{
+{blf_indialog}	if (loose_route()) {{
 		# no failover inside a dialog: ordinary timers, even towards a node
 		route(RELAY_PATIENT);
 	}}
@@ -890,6 +1026,7 @@ route[WITHINDLG] {{
 
 # Digest authentication (when configured): 401 for REGISTER, 407 for everything else.
 {auth_route}
+{blf_routes}
 # Phones register with the edge: in-memory usrloc, AOR = user part of the To URI.
 route[REGISTRAR] {{
 	if (!is_method("REGISTER")) {{
