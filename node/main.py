@@ -74,6 +74,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--orbit-scan-burst", type=int, default=10, help="orbit misses a source may make at once")
     p.add_argument("--orbit-scan-per-minute", type=float, default=6.0, help="orbit misses per minute, sustained")
     p.add_argument("--admin-token-file", help=ADMIN_TOKEN_HELP)
+    p.add_argument(
+        "--parker-notices",
+        choices=("on", "off"),
+        default="on",
+        help="MESSAGE the parker when its call is retrieved, abandoned, forwarded or taken over (default on)",
+    )
 
 
 def lease_timings(args: argparse.Namespace) -> LeaseTimings:
@@ -101,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         trusted_peers=tuple(str(n) for n in parse_peers(args.trusted_peers, where="--trusted-peers")),
         scan_limit=ScanLimit(burst=args.orbit_scan_burst, per_minute=args.orbit_scan_per_minute),
         admin_token=admintoken.from_option(args.admin_token_file),
+        parker_notices=args.parker_notices == "on",
     ).validate()
 
 
