@@ -724,6 +724,10 @@ modparam("usrloc", "use_domain", 0)
 modparam("usrloc", "timer_interval", 10)
 modparam("registrar", "method_filtering", 1)
 modparam("registrar", "max_expires", 3600)
+# no GRUUs: a phone that asks for one (Linphone) would put sip:user@domain;gr=... in its
+# dialogs' Contact, which in-dialog requests (the ACK of its 200) reach by loose_route with no
+# location lookup, so they went to port 5060 of the domain and were lost
+modparam("registrar", "gruu_enabled", 0)
 
 # ----- sanity
 modparam("sanity", "autodrop", 0)
