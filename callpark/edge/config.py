@@ -780,6 +780,7 @@ request_route {{
 	if (is_method("INVITE|SUBSCRIBE|REFER")) {{
 		record_route();
 	}}
+	route(REFERRED_BY);
 
 	route(REGISTRAR);
 
@@ -840,6 +841,7 @@ route[WITHINDLG] {{
 	if (!has_totag()) {{
 		return;
 	}}
+	route(REFERRED_BY);
 	if (loose_route()) {{
 		# no failover inside a dialog: ordinary timers, even towards a node
 		route(RELAY_PATIENT);
@@ -853,6 +855,15 @@ route[WITHINDLG] {{
 	}}
 	sl_send_reply("404", "Not here");
 	exit;
+}}
+
+# A REFER without Referred-By (baresip 1.0 sends none) gets one naming its sender (its From),
+# so the transferee's INVITE to the park service names the parker: the node can then tell it
+# the orbit and ring it back (RFC 3892: the transferee copies Referred-By into its INVITE).
+route[REFERRED_BY] {{
+	if (is_method("REFER") && !is_present_hf("Referred-By")) {{
+		append_hf("Referred-By: <$fu>\r\n");
+	}}
 }}
 
 # Digest authentication (when configured): 401 for REGISTER, 407 for everything else.
