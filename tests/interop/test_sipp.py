@@ -134,7 +134,7 @@ def test_sipp_parks_through_the_edge_holds_and_hangs_up(lab: ParkLab) -> None:
         sipp.start()
         orbit = wait_until(lambda: sipp.logged("orbit"), timeout=10, what="SIPp parked (see its traces)")
         assert sipp.logged("answer") == "sendonly", sipp.diagnostics()
-        wait_until(lambda: sipp.logged("held"), timeout=5, what="the hold re-INVITE answered")
+        wait_until(lambda: sipp.logged("held"), timeout=10, what="the hold re-INVITE answered (see SIPp traces)")
         record = lab.parked()[orbit]
         assert (record["park_id"], record["state"]) == (sipp.logged("park_id"), "parked"), record
         assert record["caller_uri"].startswith("sip:sippcaller@"), record
