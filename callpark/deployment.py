@@ -25,7 +25,7 @@ from callpark.store.access import EtcdAccess
 from callpark.store.admin import AdminStore
 from callpark.store.session import ControllerTimings, LeaseTimings
 
-TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh", "timings", "edge", "security"}
+TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh", "timings", "edge", "security", "notifications"}
 DEFAULT_LOCAL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "local-cluster.toml"
 
 
@@ -137,6 +137,7 @@ class Deployment:
     sip_domain: str = "127.0.0.1"  # [edge] domain: the one SIP domain of nodes, edge and URIs
     target_domains: tuple[str, ...] = ()  # [edge] target_domains: more hosts OnTimeoutURI etc. may name
     sip_security: sipsecurity.SipSecurity = field(default_factory=sipsecurity.SipSecurity)
+    parker_notices: bool = True  # [notifications] parker: MESSAGE parkers about their calls' outcomes
 
 
 def load(path: Path) -> Deployment:
@@ -195,6 +196,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
     domain, targets = _domains(_table(raw, "edge", ""), state)
     sip_security = sipsecurity.parse(_table(raw, "security", ""), path.parent)
     sip_security.check_exposure(_listeners(raw, pools))
+    parker_notices = _notifications(_table(raw, "notifications", ""))
     return Deployment(
         path=path,
         etcd=etcd,
@@ -206,7 +208,19 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
         sip_domain=domain,
         target_domains=targets,
         sip_security=sip_security,
+        parker_notices=parker_notices,
     )
+
+
+def _notifications(section: dict[str, Any]) -> bool:
+    """``[notifications] parker`` (default true): whether parkers are told what became of their calls."""
+    unknown = set(section) - {"parker"}
+    if unknown:
+        raise ValidationError("config-unknown", f"[notifications]: unknown key(s) {', '.join(sorted(unknown))}")
+    parker = section.get("parker", True)
+    if not isinstance(parker, bool):
+        raise ValidationError("config-type", "[notifications] parker must be true or false")
+    return parker
 
 
 def _domains(edge: dict[str, Any], state: admin.AdminState) -> tuple[str, tuple[str, ...]]:

@@ -38,6 +38,7 @@ class NodeConfig:
     scan_limit: ScanLimit = field(default_factory=ScanLimit)
     admin_token: AdminToken | None = None  # None: the HTTP API is read-only
     blf_expires_s: int = 60  # BLF PUBLISH expiry (refreshed at half); 0: no BLF publishing (node/blf.py)
+    parker_notices: bool = True  # tell parkers by MESSAGE: retrieved, abandoned, forwarded, taken over
 
     @property
     def allowed_domains(self) -> frozenset[str]:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from callpark.node.calls import HeldCalls
 from callpark.node.context import NodeContext, NodePart
 from callpark.node.decisions import PARKS, Decisions, Reply
+from callpark.node.notify import ParkerNotices
 from callpark.node.protocol import Message
 from callpark.node.ringback import Ringback
 from callpark.node.takeover import Takeovers
@@ -38,13 +39,21 @@ class Dispatcher(NodePart):
     """Handles every worker message but ``ready`` and ``slots`` (see :class:`~callpark.node.workers.WorkerPool`)."""
 
     def __init__(
-        self, ctx: NodeContext, *, calls: HeldCalls, decisions: Decisions, ringback: Ringback, takeovers: Takeovers
+        self,
+        ctx: NodeContext,
+        *,
+        calls: HeldCalls,
+        decisions: Decisions,
+        ringback: Ringback,
+        takeovers: Takeovers,
+        notices: ParkerNotices,
     ) -> None:
         super().__init__(ctx)
         self.calls = calls
         self.decisions = decisions
         self.ringback = ringback
         self.takeovers = takeovers
+        self.notices = notices
 
     def on_message(self, w: WorkerHandle, msg: Message) -> None:
         op = msg["op"]
@@ -53,6 +62,8 @@ class Dispatcher(NodePart):
             if msg.get("generation", w.generation) != w.generation:
                 self._asker_died(w, decided)
             else:
+                if op == "retrieve":
+                    self._note_retriever(decided, msg)
                 self.reply(w, msg["req"], decided)
         elif op == "answered":
             self._answered(w, msg)
@@ -64,6 +75,9 @@ class Dispatcher(NodePart):
             self.ringback.handle_result(w, msg)
         elif op == "takeover_result":
             self.takeovers.handle_result(w, msg)
+            held = self.calls.get(str(msg["orbit"])) if msg.get("ok") else None
+            if held is not None:
+                self.notices.taken_over(w, held.call)
         elif op == "untrusted":
             self.metrics.untrusted_rejected.labels(self.config.pool).inc()
             log.debug("worker %d refused %s from untrusted peer %s", w.index, msg.get("what"), msg.get("peer"))
@@ -143,3 +157,11 @@ class Dispatcher(NodePart):
             return
         outcome = END_REASONS.get(reason, Outcome.ABANDONED)
         self.calls.free(held, outcome, reason)
+        self.notices.ended(w, held.call, outcome, reason)
+
+    def _note_retriever(self, reply: Reply, msg: Message) -> None:
+        """A retrieval this worker connects: the parker's ``retrieved`` notice names ``from_uri``."""
+        if reply.action == "connect":
+            held = self.calls.get(str(reply.fields.get("orbit")))
+            if held is not None:
+                self.notices.retrieving(held.call.park_id, str(msg.get("from_uri") or ""))

@@ -77,6 +77,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--blf-expires", type=int, default=60, help="BLF PUBLISH expiry in seconds, refreshed at half (0: no BLF)"
     )
+    p.add_argument(
+        "--parker-notices",
+        choices=("on", "off"),
+        default="on",
+        help="MESSAGE the parker when its call is retrieved, abandoned, forwarded or taken over (default on)",
+    )
 
 
 def lease_timings(args: argparse.Namespace) -> LeaseTimings:
@@ -105,6 +111,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         scan_limit=ScanLimit(burst=args.orbit_scan_burst, per_minute=args.orbit_scan_per_minute),
         admin_token=admintoken.from_option(args.admin_token_file),
         blf_expires_s=args.blf_expires,
+        parker_notices=args.parker_notices == "on",
     ).validate()
 
 

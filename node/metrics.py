@@ -62,6 +62,9 @@ class NodeMetrics:
         self.ended = Counter(
             "callpark_parked_calls_ended_total", "Parked calls ended by outcome", ["pool", "outcome"], registry=r
         )
+        self.parker_notices = Counter(
+            "callpark_parker_notices_total", "Parker notices sent by MESSAGE, by event", ["pool", "event"], registry=r
+        )
         self.free_orbits = Gauge(
             "callpark_free_orbits", "Free orbits per CallPark range", ["pool", "range"], registry=r
         )

@@ -31,6 +31,7 @@ Supervisor -> worker
   ``release``    {orbit}                                      forget the call without signalling etcd
   ``takeover``   {orbit, park_id, dialog, music}              INVITE with Replaces to the caller
   ``notify``     {uri, text, orbit, park_id, retrieve_uri}    SIP MESSAGE (the orbit to the parker)
+                 or {uri, text, orbit, park_id, event, by}    a parker notice (node/notify.py)
   ``music``      {path}                                       the WAV to play on hold
   ``shutdown``   {}
 """

@@ -37,6 +37,7 @@ from callpark.node.decisions import Decisions
 from callpark.node.dispatch import Dispatcher
 from callpark.node.membership import DuplicateNode, Membership
 from callpark.node.metrics import InstrumentedKV, NodeMetrics
+from callpark.node.notify import ParkerNotices
 from callpark.node.ringback import Ringback
 from callpark.node.takeover import Takeovers
 from callpark.node.views import ClusterView
@@ -100,8 +101,14 @@ class Supervisor:
         )
         self.ringback = Ringback(ctx, self.calls, self.workers, settings=lambda: self.view.settings)
         self.takeovers = Takeovers(ctx, calls=self.calls, view=self.view, workers=self.workers)
+        self.notices = ParkerNotices(ctx, on_timeout_uri=lambda: self.view.settings.on_timeout_uri)
         self.dispatcher = Dispatcher(
-            ctx, calls=self.calls, decisions=self.decisions, ringback=self.ringback, takeovers=self.takeovers
+            ctx,
+            calls=self.calls,
+            decisions=self.decisions,
+            ringback=self.ringback,
+            takeovers=self.takeovers,
+            notices=self.notices,
         )
         self.lamps = Lamps(ctx, self.calls)  # BLF: publishes the held calls' dialog state to the edge
 

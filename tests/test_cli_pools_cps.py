@@ -58,7 +58,18 @@ def test_global_settings_always_exist_and_reset_to_defaults(run_cli: Cli, etcd: 
         "MaxCallPickupAttempts": 1,
         "OnTimeoutURI": None,
     }
-    run_cli.ok("cps", "set", "--timeout", "00:02:00", "--attempts", "3", "--on-timeout-uri", "sip:op@example.com")
+    run_cli.ok(
+        "cps",
+        "set",
+        "--timeout",
+        "00:02:00",
+        "--attempts",
+        "3",
+        "--on-timeout-uri",
+        "sip:op@example.com",
+        "--sip-domains",
+        "example.com",
+    )
     got = json.loads(run_cli.ok("cps", "get", "--json"))["global"]
     assert got["CallPickupTimeoutThreshold"] == "00:02:00" and got["MaxCallPickupAttempts"] == 3
     assert_refused(run_cli, etcd, "cps-global-exists", "cps", "new", "--identity", "global")
@@ -102,6 +113,39 @@ def test_site_overrides_global_for_the_pools_of_that_site(run_cli: Cli, etcd: Et
 )
 def test_settings_refusals(run_cli: Cli, etcd: EtcdStore, args: list[str], rule: str) -> None:
     assert_refused(run_cli, etcd, rule, "cps", "set", *args)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--on-timeout-uri", "sip:op@evil.example", "--sip-domains", "127.0.0.1,example.com"],
+            "outside the deployment's SIP domains 127.0.0.1, example.com",
+        ),
+        (["--on-timeout-uri", "sip:op@127.0.0.1"], "needs the deployment's SIP domains"),
+        (["--on-timeout-uri", "sip:op@127.0.0.9", "--sip-domains", "127.0.0.1"], "outside"),
+    ],
+)
+def test_on_timeout_uri_outside_the_sip_domains_is_refused_by_cps_set(
+    run_cli: Cli, etcd: EtcdStore, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    """The nodes never dial an OnTimeoutURI outside the SIP domains (they hang up instead), so
+    ``cps set`` refuses one with a one-line error and writes nothing."""
+    monkeypatch.delenv("CALLPARK_SIP_DOMAINS", raising=False)
+    err = assert_refused(run_cli, etcd, "cps-uri-domain", "cps", "set", *args)
+    assert message in err, err
+    assert_refused(run_cli, etcd, "cps-uri-domain", "cps", "new", "--identity", "site:x", *args)
+
+
+def test_on_timeout_uri_inside_the_sip_domains_is_accepted(
+    run_cli: Cli, etcd: EtcdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_cli.ok("cps", "set", "--on-timeout-uri", "sip:operator@example.com", "--sip-domains", "127.0.0.1,example.com")
+    monkeypatch.setenv("CALLPARK_SIP_DOMAINS", "127.0.0.1")
+    run_cli.ok("cps", "set", "--identity", "site:s", "--on-timeout-uri", "sip:operator@127.0.0.1")
+    run_cli.ok("cps", "set", "--on-timeout-uri", "none")  # unsetting needs no domains
+    got = json.loads(run_cli.ok("cps", "get", "--json"))
+    assert got["global"]["OnTimeoutURI"] is None and got["site:s"]["OnTimeoutURI"] == "sip:operator@127.0.0.1"
 
 
 def test_cps_set_creates_a_site_scope_as_the_readme_shows(run_cli: Cli, etcd: EtcdStore) -> None:

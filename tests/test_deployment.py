@@ -21,6 +21,15 @@ def test_shipped_local_cluster_file_is_valid() -> None:
     # one SIP domain for the whole deployment; the OnTimeoutURI lives in it (no 478 at the edge)
     assert dep.sip_domain == "127.0.0.1"
     assert dep.state.settings("global").on_timeout_uri == f"sip:operator@{dep.sip_domain}"
+    assert dep.parker_notices is True
+
+
+def test_parker_notices_are_on_unless_the_deployment_turns_them_off(tmp_path: Path) -> None:
+    f = tmp_path / "d.toml"
+    f.write_text("[edge]\ndomain='127.0.0.1'\n")
+    assert deployment.load(f).parker_notices is True
+    f.write_text("[notifications]\nparker = false\n")
+    assert deployment.load(f).parker_notices is False
 
 
 @pytest.mark.parametrize(
@@ -52,6 +61,8 @@ def test_shipped_local_cluster_file_is_valid() -> None:
         ("[edge]\nhosts=['10.0.0.1']\n[security]\ntrusted_peers=['10.0.0.0/8', '::/0']\n", "[config-open-deployment]"),
         ("[edge]\nhosts=['edge.example']\n", "[config-hosts]"),
         ("[edge]\nhosts=[]\n", "[config-hosts]"),
+        ("[notifications]\nparker='yes'\n", "[config-type] [notifications] parker must be true or false"),
+        ("[notifications]\nparkers=true\n", "[config-unknown]"),
     ],
 )
 def test_bad_files_give_one_line_naming_the_problem(tmp_path: Path, text: str, message: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +18,8 @@ from callpark.model import admin
 from callpark.model.music import validate_wav
 from callpark.model.orbits import OrbitRange, RangeType
 from callpark.model.pools import FailbackPolicy
-from callpark.model.settings import GLOBAL_SCOPE, CpsSettings, parse_scope
+from callpark.model.settings import GLOBAL_SCOPE, CpsSettings, parse_scope, parse_timeout_uri
+from callpark.sip.message import in_domains
 from callpark.store import music as mohstore
 from callpark.store.admin import AdminStore
 from callpark.store.ownership import read_snapshot
@@ -160,8 +162,32 @@ _CPS_FIELDS = {
 }
 
 
+SIP_DOMAINS_ENV = "CALLPARK_SIP_DOMAINS"
+
+
 def _cps_changes(args: argparse.Namespace) -> dict[str, Any]:
-    return {setting: getattr(args, dest) for dest, setting in _CPS_FIELDS.items() if getattr(args, dest) is not None}
+    changes = {setting: getattr(args, dest) for dest, setting in _CPS_FIELDS.items() if getattr(args, dest) is not None}
+    if "OnTimeoutURI" in changes:
+        _check_timeout_domain(changes["OnTimeoutURI"], args.sip_domains or os.environ.get(SIP_DOMAINS_ENV, ""))
+    return changes
+
+
+def _check_timeout_domain(text: str, domains_text: str) -> None:
+    """An OnTimeoutURI must name one of the deployment's SIP domains (nodes never dial others)."""
+    uri = parse_timeout_uri(text)  # the syntax error first, with its own rule
+    if uri is None:
+        return
+    domains = [d.strip() for d in domains_text.split(",") if d.strip()]
+    if not domains:
+        raise ValidationError(
+            "cps-uri-domain",
+            f"OnTimeoutURI {uri} needs the deployment's SIP domains to be checked: "
+            f"give --sip-domains DOMAIN[,DOMAIN] or ${SIP_DOMAINS_ENV}",
+        )
+    if not in_domains(uri, domains):
+        raise ValidationError(
+            "cps-uri-domain", f"OnTimeoutURI {uri} is outside the deployment's SIP domains {', '.join(domains)}"
+        )
 
 
 def _print_settings(rows: Sequence[tuple[str, CpsSettings]], as_json: bool) -> None:
@@ -368,6 +394,11 @@ def _add_cps_fields(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enable-music-on-hold", "--music", metavar="true|false")
     p.add_argument("--max-call-pickup-attempts", "--attempts", metavar="N")
     p.add_argument("--on-timeout-uri", metavar="sip:URI|none")
+    p.add_argument(
+        "--sip-domains",
+        metavar="DOMAIN[,DOMAIN]",
+        help=f"the deployment's SIP domains; OnTimeoutURI must be in one (default ${SIP_DOMAINS_ENV})",
+    )
     p.add_argument("--json", action="store_true")
 
 

@@ -895,6 +895,10 @@ modparam("usrloc", "use_domain", 0)
 modparam("usrloc", "timer_interval", 10)
 modparam("registrar", "method_filtering", 1)
 modparam("registrar", "max_expires", 3600)
+# no GRUUs: a phone that asks for one (Linphone) would put sip:user@domain;gr=... in its
+# dialogs' Contact, which in-dialog requests (the ACK of its 200) reach by loose_route with no
+# location lookup, so they went to port 5060 of the domain and were lost
+modparam("registrar", "gruu_enabled", 0)
 
 # ----- sanity
 modparam("sanity", "autodrop", 0)
@@ -949,6 +953,7 @@ request_route {{
 	if (is_method("INVITE|SUBSCRIBE|REFER")) {{
 		record_route();
 	}}
+	route(REFERRED_BY);
 
 	route(REGISTRAR);
 
@@ -1009,7 +1014,8 @@ route[WITHINDLG] {{
 	if (!has_totag()) {{
 		return;
 	}}
-{blf_indialog}	if (loose_route()) {{
+{blf_indialog}	route(REFERRED_BY);
+	if (loose_route()) {{
 		# no failover inside a dialog: ordinary timers, even towards a node
 		route(RELAY_PATIENT);
 	}}
@@ -1022,6 +1028,15 @@ route[WITHINDLG] {{
 	}}
 	sl_send_reply("404", "Not here");
 	exit;
+}}
+
+# A REFER without Referred-By (baresip 1.0 sends none) gets one naming its sender (its From),
+# so the transferee's INVITE to the park service names the parker: the node can then tell it
+# the orbit and ring it back (RFC 3892: the transferee copies Referred-By into its INVITE).
+route[REFERRED_BY] {{
+	if (is_method("REFER") && !is_present_hf("Referred-By")) {{
+		append_hf("Referred-By: <$fu>\r\n");
+	}}
 }}
 
 # Digest authentication (when configured): 401 for REGISTER, 407 for everything else.

@@ -126,6 +126,7 @@ class LocalCluster:
                 str(t.etcd_timeout_s),
                 *self.dep.sip_security.node_args(),
                 *(["--target-domains", ",".join(self.dep.target_domains)] if self.dep.target_domains else []),
+                *([] if self.dep.parker_notices else ["--parker-notices", "off"]),
                 *self.node_extra(pool, index),
             ],
         )

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import gc
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from callpark.node.worker.music import HoldMusic, connect_audio
 from callpark.peers import TrustedPeers
 from callpark.sip.call import AUDIO_UP, TrackedCall
 from callpark.sip.endpoint import PJSUA_MAX_CALLS, op_param
-from callpark.sip.message import refer_to_with_replaces, replaces_value
+from callpark.sip.message import SipMessage, refer_to_with_replaces, replaces_value
 from callpark.sip.pump import Pump
 from callpark.store.records import Dialog
 
@@ -104,6 +105,15 @@ class WorkerCall(TrackedCall):
 
     def onCallReplaced(self, prm: Any) -> None:
         self.control.guard("onCallReplaced", self.control.on_replaced, self, prm)
+
+    def on_sip_message(self, msg: SipMessage, raw: str, *, sent: bool) -> None:
+        # Glare (RFC 3261 14.1): our re-INVITE to sendrecv of a bridged caller crossed the
+        # caller's own (Linphone resumes the call after a failed REFER; both got 491).
+        # Retry after a random 0-2 s, or the retriever's audio never reaches the caller.
+        if not sent and msg.status_code == 491 and msg.cseq_method == "INVITE" and self.bridge_peer is not None:
+            delay = random.uniform(0.0, 2.0)
+            log.warning("re-INVITE of bridged call %s crossed the caller's (491); again in %.1fs", self.handle, delay)
+            self.control.pump.call_later(delay, lambda: _sendrecv(self))
 
 
 class CallControl:
@@ -311,7 +321,7 @@ class CallControl:
                 parked.transferring = None
         self.bridge(parked, leg, reason)
 
-    def bridge(self, parked: WorkerCall, leg: WorkerCall, reason: str) -> None:
+    def bridge(self, parked: WorkerCall, leg: WorkerCall, reason: str, *, reinvite_after_s: float = 0.0) -> None:
         self.music.stop(parked)
         parked.bridge_peer = leg
         leg.bridge_peer = parked
@@ -319,7 +329,10 @@ class CallControl:
         # The park leg was answered sendonly (music only): its stream does not decode and
         # the caller (recvonly) may not send at all. Offer sendrecv again; on_media connects
         # the audio once the new SDP is active.
-        _sendrecv(parked)
+        if reinvite_after_s > 0:
+            self.pump.call_later(reinvite_after_s, lambda: _sendrecv(parked))
+        else:
+            _sendrecv(parked)
         if parked.media_up and leg.media_up:
             connect_audio(parked, leg)
         if parked.orbit is not None and not parked.ended_reported:
@@ -348,7 +361,9 @@ class CallControl:
             call.transferring = "disconnected"
             self.pump.defer(lambda: hangup(call))
         else:
-            self.bridge(call, leg, why or "retrieved")
+            # a caller whose transfer failed resumes the call by itself (Linphone does, at
+            # once): let its re-INVITE go first, or the two cross (491 both ways, RFC 3261 14.1)
+            self.bridge(call, leg, why or "retrieved", reinvite_after_s=random.uniform(0.5, 1.5))
 
     def on_replace_request(self, call: WorkerCall, prm: Any) -> None:
         """An attended park: the caller's INVITE/Replaces takes over the parker's dialog."""

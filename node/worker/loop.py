@@ -259,16 +259,19 @@ class Worker:
             )
 
     def notify(self, uri: str, text: str, msg: Message) -> None:
-        """Tell the parker where its call is: a SIP MESSAGE through the edge (blind park)."""
+        """A SIP MESSAGE to the parker through the edge: the orbit (blind park) or a notice (``event``)."""
         buddy = self.buddies.get_or_create(uri, lambda: self._buddy(uri))
         prm = pj.SendInstantMessageParam()
         prm.contentType = "text/plain"
         retrieve = str(msg.get("retrieve_uri", ""))
-        prm.content = (
-            f"{text}\r\norbit={msg.get('orbit')}\r\npark-id={msg.get('park_id')}\r\nretrieve-uri={retrieve}\r\n"
-        )
+        event = str(msg.get("event", ""))  # a parker notice (node/notify.py): retrieved, abandoned, ...
+        lines = [text, f"orbit={msg.get('orbit')}", f"park-id={msg.get('park_id')}"]
+        lines += [f"event={event}", f"by={msg.get('by', '')}"] if event else [f"retrieve-uri={retrieve}"]
+        prm.content = "\r\n".join(lines) + "\r\n"
         prm.txOption.headers.append(sip_header("X-Callpark-Orbit", str(msg.get("orbit"))))
         prm.txOption.headers.append(sip_header("X-Callpark-Park-Id", str(msg.get("park_id"))))
+        if event:
+            prm.txOption.headers.append(sip_header("X-Callpark-Event", event))
         if retrieve:
             prm.txOption.headers.append(sip_header("X-Callpark-Retrieve-Uri", f"<{retrieve}>"))
         buddy.sendInstantMessage(prm)

@@ -68,6 +68,7 @@ class BaresipConfig:
     rtp_range: int = 10
     tone_hz: int = 660
     answermode: str = "manual"  # manual | auto
+    registrar: str | None = None  # host:port of the edge: register there (AOR at its host), route through it
     module_path: Path = MODULE_PATH
 
     @classmethod
@@ -83,6 +84,8 @@ class BaresipConfig:
 
     @property
     def aor(self) -> str:
+        if self.registrar:
+            return f"sip:{self.user}@{self.registrar.rsplit(':', 1)[0]}"
         return f"sip:{self.user}@{self.host}:{self.sip_port}"
 
     def config_text(self) -> str:
@@ -113,8 +116,12 @@ class BaresipConfig:
         return "".join(f"{key}\t\t{value}\n" for key, value in lines)
 
     def accounts_text(self) -> str:
+        codecs = f"answermode={self.answermode};audio_codecs=PCMU/8000/1"
+        if self.registrar:
+            # registered with the edge, every request through it (outbound proxy)
+            return f'<{self.aor}>;regint=600;outbound="sip:{self.registrar}";{codecs}\n'
         # regint=0: no REGISTER; the UA still takes calls sent straight to its address
-        return f"<{self.aor}>;regint=0;answermode={self.answermode};audio_codecs=PCMU/8000/1\n"
+        return f"<{self.aor}>;regint=0;{codecs}\n"
 
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -315,6 +322,11 @@ class Baresip:
 
     def log_tail(self, lines: int = 40) -> str:
         return self.process.log_tail(lines)
+
+    def process_log(self) -> str:
+        """Everything baresip printed so far (with ``sip_trace``: every SIP message)."""
+        path = self.process.log_path
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> int | None:
         """``quit`` over ctrl_tcp, then SIGTERM/SIGKILL by PID (always reaps)."""

@@ -16,8 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callpark.lab.nodeproc import NodeProcess
 from callpark.lab.phone import Phone
+from callpark.lab.phone.flows import connected_call
+from callpark.netutil import LOOPBACK
 from callpark.waiting import wait_until
-from tests.interop.baresip import Baresip, missing
+from tests.interop.baresip import Baresip, BaresipConfig, missing
 from tests.interop.listening import listen_for
 from tests.node.conftest import ParkLab
 
@@ -138,5 +140,44 @@ def test_a_caller_parked_without_referred_by_is_never_rung_back_itself(lab: Park
             if s.name == "callpark_ringbacks_total" and s.value
         ]
         assert tried == [], f"a ringback to the parked caller itself was tried: {tried}"
+    finally:
+        bare.stop()
+
+
+def test_baresip_parks_a_call_is_told_the_orbit_and_is_rung_back_itself(lab: ParkLab) -> None:
+    """baresip as the PARKER, registered with the Kamailio edge: it calls alice (pjsua2) and
+    blind-transfers her to the park URI. The node MESSAGEs baresip the orbit, and at the
+    timeout rings baresip back, never alice (the caller)."""
+    lab.configure(timeout="00:00:10")
+    node = lab.node(edge=True)
+    lab.start_edge()
+    alice = lab.phone("alice", via_edge=True, auto_answer=True)
+    bare = Baresip(lab.root / "baresip", BaresipConfig.fresh(registrar=lab.edge_address))
+    try:
+        bare.start()
+        ctrl = bare.ctrl
+        # registered with the edge (it may happen before ctrl_tcp is connected: read the log)
+        wait_until(lambda: "200 OK" in bare.process_log() and "binding]" in bare.process_log(), timeout=10, what="reg")
+        since, a_since = ctrl.mark(), alice.mark()
+        ctrl.dial(f"sip:alice@{LOOPBACK}")
+        ctrl.wait_event("CALL_ESTABLISHED", since=since, timeout=10)
+        connected_call(alice, remote_contains="bare@")
+        ctrl.command("transfer", f"sip:park@{LOOPBACK}")
+        record = lab.wait_parked("alice")
+        assert record["parker_uri"].startswith(f"sip:bare@{LOOPBACK}"), record
+        # the orbit MESSAGE reached baresip through the edge (its SIP trace shows it)
+        wait_until(
+            lambda: f"orbit={record['orbit']}" in bare.process_log(),
+            timeout=10,
+            what="the orbit MESSAGE in baresip's SIP trace",
+        )
+        # the ringback rings baresip (the parker), not alice (the parked caller)
+        r_since = ctrl.mark()
+        ctrl.wait_event("CALL_INCOMING", since=r_since, timeout=30)
+        rung = [e for e in alice.events("incoming", since=a_since) if "park@" in str(e.get("remote_uri", ""))]
+        assert rung == [], f"the ringback rang the parked caller: {rung}"
+        ctrl.accept()
+        assert lab.wait_outcome(record["park_id"], timeout=15) == "rang-back"
+        assert node.metric("callpark_ringbacks_total", outcome="answered") == 1
     finally:
         bare.stop()

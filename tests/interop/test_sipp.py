@@ -20,7 +20,7 @@ import pytest
 from callpark.lab.nodeproc import NodeProcess
 from callpark.lab.phone import Phone
 from callpark.lab.phone.flows import connected_call
-from callpark.waiting import wait_until
+from callpark.waiting import timeout_multiplier, wait_until
 from tests.interop.sipp import SIPP, SippRun
 from tests.node.conftest import ParkLab
 
@@ -119,3 +119,29 @@ def test_caller_without_replaces_is_marked_lost_with_the_reason_when_its_worker_
         assert (history["outcome"], history["detail"]) == ("lost", "caller without Replaces support")
         assert node.metric("callpark_lost_calls_total", reason="caller without Replaces support") == 1
         assert record["orbit"] not in lab.parked()
+
+
+def test_sipp_parks_through_the_edge_holds_and_hangs_up(lab: ParkLab) -> None:
+    """SIPp calls the park URI through the Kamailio edge (scenarios/park_hold_bye.xml), puts the
+    parked call on hold and hangs up: the 200 names the orbit and answers sendonly, the hold
+    keeps the call parked, the BYE frees the orbit as abandoned."""
+    lab.configure(timeout="00:02:00")
+    node = lab.node(edge=True)
+    lab.start_edge()
+    pause_ms = int(4000 * timeout_multiplier())
+    sipp = SippRun("park_hold_bye.xml", lab.root / "sipp", remote=lab.edge_address, extra=["-d", str(pause_ms)])
+    try:
+        sipp.start()
+        orbit = wait_until(lambda: sipp.logged("orbit"), timeout=10, what="SIPp parked (see its traces)")
+        assert sipp.logged("answer") == "sendonly", sipp.diagnostics()
+        wait_until(lambda: sipp.logged("held"), timeout=10, what="the hold re-INVITE answered (see SIPp traces)")
+        record = lab.parked()[orbit]
+        assert (record["park_id"], record["state"]) == (sipp.logged("park_id"), "parked"), record
+        assert record["caller_uri"].startswith("sip:sippcaller@"), record
+        code = sipp.wait_exit(timeout=pause_ms / 1000 + 15)
+        assert code == 0, sipp.diagnostics()
+        assert lab.wait_outcome(record["park_id"]) == "abandoned"
+        assert orbit not in lab.parked()
+        assert node.metric("callpark_parks_total", result="ok") == 1
+    finally:
+        sipp.stop()

@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 
 from callpark.node.dispatch import Dispatcher
+from callpark.node.notify import ParkerNotices
 from callpark.node.ringback import Ringback
 from callpark.node.takeover import Takeovers
 from callpark.store.etcd import EtcdStore
@@ -34,6 +35,7 @@ def dispatcher(node: Any) -> Dispatcher:
         decisions=node.decisions,
         ringback=cast(Ringback, None),
         takeovers=cast(Takeovers, None),
+        notices=ParkerNotices(node.calls.ctx, on_timeout_uri=lambda: None),
     )
 
 
