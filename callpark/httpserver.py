@@ -19,7 +19,10 @@ finished response releases its slot.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -30,9 +33,18 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from callpark import certs
 from callpark.errors import CallparkError
 
-__all__ = ["ConnectionLimits", "GuardedHTTPServer", "HttpsError", "client_context", "server_context"]
+__all__ = [
+    "ConnectionLimits",
+    "GuardedHTTPServer",
+    "HttpsError",
+    "add_https_options",
+    "client_context",
+    "https_from_args",
+    "server_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +94,38 @@ def client_context(ca: Path | str | None) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=None if ca is None else str(ca))
     except (ssl.SSLError, OSError):
         raise HttpsError(f"HTTPS CA file {ca}: not a PEM certificate") from None
+
+
+CERT_ENV = "CALLPARK_HTTP_CERT"
+KEY_ENV = "CALLPARK_HTTP_KEY"
+
+
+def add_https_options(p: argparse.ArgumentParser) -> None:
+    """``--http-cert``/``--http-key`` (or ``$CALLPARK_HTTP_CERT``/``$CALLPARK_HTTP_KEY``): serve HTTPS."""
+    p.add_argument("--http-cert", help=f"PEM certificate (chain) for HTTPS (or ${CERT_ENV}); without it: plain HTTP")
+    p.add_argument("--http-key", help=f"PEM private key of --http-cert (or ${KEY_ENV})")
+
+
+def https_from_args(args: argparse.Namespace, *, warn_days: int = certs.EXPIRY_WARNING_DAYS) -> ssl.SSLContext | None:
+    """The server context from :func:`add_https_options`' options (None: plain HTTP).
+
+    A certificate that expires within ``warn_days`` is logged as one WARNING line.
+    :raises HttpsError: one of the two given alone, or an unusable file.
+    """
+    cert = args.http_cert or os.environ.get(CERT_ENV)
+    key = args.http_key or os.environ.get(KEY_ENV)
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise HttpsError("--http-cert and --http-key go together")
+    context = server_context(cert, key)
+    try:
+        warning = certs.expiry_warning(cert, "HTTPS", days=warn_days)
+    except certs.CertError as exc:
+        raise HttpsError(str(exc)) from None
+    if warning:
+        log.warning("%s", warning)
+    return context
 
 
 class GuardedHTTPServer(ThreadingHTTPServer):
@@ -182,10 +226,8 @@ class GuardedHTTPServer(ThreadingHTTPServer):
                 self.expired += len(late)
             for _, sock in late:
                 log.info("http: closing a connection that did not send its request in time")
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away (or was cut at its deadline) is no error worth a traceback."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class NodeConfig:
     trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS  # the --edge host is always added
     scan_limit: ScanLimit = field(default_factory=ScanLimit)
     admin_token: AdminToken | None = None  # None: the HTTP API is read-only
+    http_tls: ssl.SSLContext | None = None  # None: plain HTTP (--http-cert/--http-key)
 
     @property
     def allowed_domains(self) -> frozenset[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from callpark import admintoken
+from callpark.httpserver import add_https_options, https_from_args
 from callpark.node.supervisor import NodeConfig, Supervisor
 from callpark.peers import host_of, parse_peers
 from callpark.ratelimit import ScanLimit
@@ -74,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--orbit-scan-burst", type=int, default=10, help="orbit misses a source may make at once")
     p.add_argument("--orbit-scan-per-minute", type=float, default=6.0, help="orbit misses per minute, sustained")
     p.add_argument("--admin-token-file", help=ADMIN_TOKEN_HELP)
+    add_https_options(p)
 
 
 def lease_timings(args: argparse.Namespace) -> LeaseTimings:
@@ -101,6 +103,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         trusted_peers=tuple(str(n) for n in parse_peers(args.trusted_peers, where="--trusted-peers")),
         scan_limit=ScanLimit(burst=args.orbit_scan_burst, per_minute=args.orbit_scan_per_minute),
         admin_token=admintoken.from_option(args.admin_token_file),
+        http_tls=https_from_args(args),
     ).validate()
 
 
@@ -124,7 +127,10 @@ def run(config: NodeConfig, etcd: EtcdAccess | str | None) -> int:
         supervisor.start()
         view = supervisor.node_view()
         assert supervisor.http is not None
-        print(json.dumps({"event": "ready", "http": supervisor.http.port, **view}), flush=True)
+        print(
+            json.dumps({"event": "ready", "http": supervisor.http.port, "scheme": supervisor.http.scheme, **view}),
+            flush=True,
+        )
         supervisor.run()
     finally:
         supervisor.stop()

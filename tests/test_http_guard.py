@@ -160,7 +160,7 @@ def https(pki: Pki, tmp_path: Path) -> Iterator[NodeHttp]:
     token_file.chmod(0o600)
     api = _http(
         admin_token=admintoken.load(token_file),
-        tls=server_context(pki.server.cert, pki.server.key),
+        tls=server_context(pki.service.cert, pki.service.key),
         limits=ConnectionLimits(request_deadline_s=2.0),
     )
     api.start()
@@ -204,7 +204,7 @@ def test_unusable_tls_files_are_one_line_errors(pki: Pki, tmp_path: Path) -> Non
     with pytest.raises(HttpsError, match=r"certificate .*missing.crt: no such file"):
         server_context(tmp_path / "missing.crt", pki.server.key)
     with pytest.raises(HttpsError, match="unusable"):
-        server_context(pki.server.cert, pki.clients["client"].key)  # key of another certificate
+        server_context(pki.service.cert, pki.clients["client"].key)  # key of another certificate
     (tmp_path / "junk.pem").write_text("junk\n")
     with pytest.raises(HttpsError, match="not a PEM certificate"):
         client_context(tmp_path / "junk.pem")
