@@ -66,7 +66,8 @@ def test_the_edge_speaks_tls_1_2_or_newer_with_the_configured_certificate(lab: P
     raw = socket.create_connection((LOOPBACK, tls_port), timeout=5)
     with raw, context.wrap_socket(raw, server_hostname=LOOPBACK) as tls:
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
-        assert dict(x[0] for x in tls.getpeercert()["subject"])["commonName"] == "callpark-lab-service"
+        peer = tls.getpeercert()
+        assert peer is not None and "callpark-lab-service" in str(peer["subject"])
     old = subprocess.run(
         ["openssl", "s_client", "-connect", f"{LOOPBACK}:{tls_port}", "-tls1_1", "-brief"],
         input=b"",
