@@ -22,7 +22,6 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from callpark.admintoken import REALM, AdminToken
 from callpark.errors import CallparkError, StoreError
-from callpark.httpserver import ConnectionLimits, GuardedHTTPServer
+from callpark.httpserver import ConnectionLimits, GuardedHTTPServer, GuardedRequestHandler
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +61,11 @@ class NodeHttp:
     ) -> None:
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(GuardedRequestHandler):
             timeout = timeout_s  # StreamRequestHandler applies it to the connection's socket
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("http: " + format, *args)
-
-            def parse_request(self) -> bool:
-                parsed = super().parse_request()  # reads the headers
-                outer.server.request_parsed()  # the request is in: its deadline no longer applies
-                return parsed
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from callpark.errors import CallparkError
 __all__ = [
     "ConnectionLimits",
     "GuardedHTTPServer",
+    "GuardedRequestHandler",
     "HttpsError",
     "add_https_options",
     "client_context",
@@ -126,6 +127,17 @@ def https_from_args(args: argparse.Namespace, *, warn_days: int = certs.EXPIRY_W
     if warning:
         log.warning("%s", warning)
     return context
+
+
+class GuardedRequestHandler(BaseHTTPRequestHandler):
+    """A request handler that tells its :class:`GuardedHTTPServer` once the request is in."""
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()  # reads the headers
+        server = self.server
+        if isinstance(server, GuardedHTTPServer):
+            server.request_parsed()  # the request is in: its deadline no longer applies
+        return parsed
 
 
 class GuardedHTTPServer(ThreadingHTTPServer):

@@ -26,7 +26,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def _tls_phone(lab: ParkLab, user: str, address: str, ca: Path, **kwargs: object) -> Phone:
-    phone = Phone(user, log_dir=lab.root / "phones", registrar=address, proxy=address, tls_ca=ca, **kwargs)  # type: ignore[arg-type]
+    tls = ["--tls-ca", str(ca)]  # registrar and proxy over SIP/TLS, trusting the lab CA
+    phone = Phone(user, log_dir=lab.root / "phones", registrar=address, proxy=address, extra_args=tls, **kwargs)  # type: ignore[arg-type]
     lab.phones.append(phone)  # stopped by PID in the fixture
     phone.start()
     phone.register(timeout=10)

@@ -74,7 +74,6 @@ class Phone:
         command_timeout: float = 5.0,
         auth_user: str | None = None,
         password: str | None = None,
-        tls_ca: Path | None = None,
     ) -> None:
         self.user = user
         self.host = host
@@ -89,7 +88,6 @@ class Phone:
         flags |= {"--host": host, "--work-dir": self.work_dir, "--tuning": tuning, "--pj-log-level": pj_log_level}
         flags["--log-level"] = log_level
         optional = {"--registrar": registrar, "--proxy": proxy, "--domain": domain, "--display-name": display_name}
-        optional["--tls-ca"] = str(tls_ca) if tls_ca else None  # registrar and proxy over SIP/TLS
         argv = [python, "-m", "callpark.lab.phone", *_flags(flags), *_flags(optional, skip_empty=True)]
         argv += ["--register"] if register else []
         argv += ["--auto-answer", "--auto-answer-code", str(auto_answer_code)] if auto_answer else []
