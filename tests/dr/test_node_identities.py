@@ -33,6 +33,7 @@ from callpark.store.identities import (
 from callpark.store.kv import Delete, Put
 from callpark.store.schema import Keys
 from callpark.waiting import timeout_multiplier, wait_until
+from tests.conftest import run_console
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +158,28 @@ def test_a_node_and_a_controller_run_on_their_own_identities(secure: LocalEtcdCl
         for proc in reversed(procs):
             proc.stop()
         root.close()
+
+
+def test_the_cli_creates_a_node_identity_as_root(secure: LocalEtcdCluster, tmp_path: Path) -> None:
+    password_file = tmp_path / "n9.password"
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("pw-" + secrets.token_urlsafe(12) + "\n")
+    env = secure.access("root").env()
+    done = run_console("identity", "node", "pool-x", "n9", "--password-file", str(password_file), env=env)
+    assert done.returncode == 0 and "created etcd user callpark-node.pool-x.n9" in done.stdout, done.stderr
+    access = replace(secure.access(), user=node_user("pool-x", "n9"), password_file=str(password_file))
+    store = EtcdStore.connect(access)
+    try:
+        assert writes(store, Keys.member("pool-x", "n9")) and not writes(store, Keys.member("pool-x", "n8"))
+    finally:
+        store.close()
+    again = run_console("identity", "node", "pool-x", "n9", "--password-file", str(password_file), env=env)
+    assert again.returncode != 0 and len(again.stderr.strip().splitlines()) == 1, again.stderr
+    as_service = run_console(
+        "identity", "controller", "c9", "--password-file", str(password_file), env=secure.access().env()
+    )
+    assert as_service.returncode != 0 and "permission denied" in as_service.stderr, as_service.stderr
+    password_file.chmod(0o644)
+    loose = run_console("identity", "controller", "c9", "--password-file", str(password_file), env=env)
+    assert loose.returncode != 0 and "--password-file" in loose.stderr and "readable by others" in loose.stderr
