@@ -118,7 +118,11 @@ def _file(raw: dict[str, Any], key: str, where: str, base: Path) -> Path | None:
     if not isinstance(value, str) or not value:
         raise ValidationError("config-type", f"{where} {key} must be a file name")
     path = base / value
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        found = False
+    if not found:
         raise ValidationError(RULE, f"{where} {key} {path}: no such file")
     return path
 
