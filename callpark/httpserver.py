@@ -5,8 +5,10 @@ the client likes: a socket time-out closes a *silent* client, but one that trick
 few seconds keeps its thread for ever, and a few hundred of those exhaust the process. Here:
 
 * at most ``limits.connections`` connections are served at once, and at most
-  ``limits.per_source`` from one client address; a connection over either cap is closed at
-  once without a thread (counted in :attr:`GuardedHTTPServer.refused`);
+  ``limits.per_source`` from one client address; a new connection over either cap cuts the
+  oldest one (of that source, for the per-source cap) that has not delivered its request yet
+  (:attr:`GuardedHTTPServer.evicted`), or is closed at once without a thread when every slot
+  is busy with a complete request (:attr:`GuardedHTTPServer.refused`);
 * a connection has ``limits.request_deadline_s`` to deliver its whole request (TLS handshake,
   request line, headers); then the socket is shut down however busy the client keeps it;
 * with ``tls`` the listening socket stays plain and each connection's handshake runs in its
@@ -27,7 +29,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -68,6 +69,12 @@ class ConnectionLimits:
         if not 0.1 <= self.request_deadline_s <= 300:
             raise CallparkError("HTTP request deadline must be 0.1 to 300 seconds")
         return self
+
+
+def _cut(sock: socket.socket) -> None:
+    """Shut a connection down (its thread sees EOF or an error and ends)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def server_context(cert: Path | str, key: Path | str) -> ssl.SSLContext:
@@ -140,11 +147,28 @@ class GuardedRequestHandler(BaseHTTPRequestHandler):
         return parsed
 
 
+@dataclass
+class _Conn:
+    """One admitted connection: its request deadline, a dup of its socket to cut it, its source."""
+
+    deadline: float
+    watch: socket.socket
+    source: str
+    parsed: bool = False  # its request is in: no deadline, not evictable
+    cut: bool = False  # shut down by the server (deadline or eviction)
+
+
 class GuardedHTTPServer(ThreadingHTTPServer):
-    """A :class:`ThreadingHTTPServer` with connection caps, a request deadline and optional TLS."""
+    """A :class:`ThreadingHTTPServer` with connection caps, a request deadline and optional TLS.
+
+    Over a cap, the oldest connection that has not delivered its request yet (of the same source
+    for the per-source cap) is cut to make room: a trickling client loses its slot to the next
+    request instead of keeping it. Only when every slot is busy with a parsed request is the
+    new connection refused.
+    """
 
     daemon_threads = True
-    request_queue_size = 128  # listen backlog: connections over a cap are refused by us, not by the kernel
+    request_queue_size = 128  # listen backlog: connections over a cap are handled by us, not the kernel
 
     def __init__(
         self,
@@ -157,12 +181,14 @@ class GuardedHTTPServer(ThreadingHTTPServer):
         self.limits = (limits or ConnectionLimits()).validate()
         self.tls = tls
         self.refused = 0
-        """Connections closed at once because a cap was reached."""
+        """Connections closed at once: every slot was busy with a parsed request."""
+        self.evicted = 0
+        """Connections cut to make room for a new one (oldest without a complete request first)."""
         self.expired = 0
-        """Connections shut down because they did not deliver their request in time."""
+        """Connections cut because they did not deliver their request in time."""
         self._lock = threading.Lock()
-        self._sources: Counter[str] = Counter()
-        self._deadlines: dict[int, tuple[float, socket.socket]] = {}  # thread id -> (deadline, dup)
+        self._conns: dict[int, _Conn] = {}  # id(request socket) -> connection, oldest first
+        self._local = threading.local()
         self._closed = threading.Event()
         super().__init__(address, handler)
         self._watchdog = threading.Thread(target=self._watch, name="http-deadlines", daemon=True)
@@ -170,76 +196,88 @@ class GuardedHTTPServer(ThreadingHTTPServer):
 
     @property
     def active(self) -> int:
-        """Connections being served now."""
+        """Connections being served now (not counting those already cut)."""
         with self._lock:
-            return sum(self._sources.values())
+            return sum(1 for c in self._conns.values() if not c.cut)
+
+    def _make_room(self, source: str) -> tuple[bool, _Conn | None]:
+        """(admitted, connection to cut) for a new connection from ``source``; holds the lock."""
+        live = [c for c in self._conns.values() if not c.cut]
+        over_source = sum(1 for c in live if c.source == source) >= self.limits.per_source
+        if not over_source and len(live) < self.limits.connections:
+            return True, None
+        victim = next((c for c in live if not c.parsed and (not over_source or c.source == source)), None)
+        if victim is None:
+            return False, None
+        victim.cut = True
+        return True, victim
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Admit the connection (caps) and hand it to a thread; over a cap, close it at once."""
+        """Admit the connection (caps, cutting an incomplete one if need be) and hand it to a thread."""
         source = str(client_address[0])
         with self._lock:
-            total = sum(self._sources.values())
-            admitted = total < self.limits.connections and self._sources[source] < self.limits.per_source
-            if admitted:
-                self._sources[source] += 1
-            else:
+            admitted, victim = self._make_room(source)
+            if not admitted:
                 self.refused += 1
+            else:
+                self.evicted += victim is not None
+                self._conns[id(request)] = _Conn(
+                    time.monotonic() + self.limits.request_deadline_s, request.dup(), source
+                )
+        if victim is not None:
+            log.info("http: cut an incomplete connection from %s to admit one from %s", victim.source, source)
+            _cut(victim.watch)
         if not admitted:
-            log.warning("http: connection from %s refused (%d open connections)", source, total)
+            log.warning("http: connection from %s refused (every slot is busy)", source)
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._release(source)
+            self._forget(id(request))
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Serve one connection under the request deadline, after its TLS handshake."""
-        source = str(client_address[0])
-        me = threading.get_ident()
-        watch = request.dup()  # shut down by the watchdog; stays valid whatever the handler closes
-        with self._lock:
-            self._deadlines[me] = (time.monotonic() + self.limits.request_deadline_s, watch)
+        self._local.key = id(request)
         try:
             if self.tls is not None:
                 request.settimeout(self.limits.request_deadline_s)
                 try:
                     request = self.tls.wrap_socket(request, server_side=True)
                 except (ssl.SSLError, OSError) as exc:
-                    log.info("http: TLS handshake with %s failed: %s", source, exc.__class__.__name__)
+                    log.info("http: TLS handshake with %s failed: %s", client_address[0], exc.__class__.__name__)
                     self.shutdown_request(request)
                     return
             super().process_request_thread(request, client_address)
         finally:
-            self.request_parsed()
-            watch.close()
-            self._release(source)
+            self._forget(self._local.key)
 
     def request_parsed(self) -> None:
-        """The calling connection delivered its request: the deadline no longer applies."""
+        """The calling connection delivered its request: no deadline, no eviction any more."""
         with self._lock:
-            self._deadlines.pop(threading.get_ident(), None)
+            conn = self._conns.get(getattr(self._local, "key", -1))
+            if conn is not None:
+                conn.parsed = True
 
-    def _release(self, source: str) -> None:
+    def _forget(self, key: int) -> None:
         with self._lock:
-            self._sources[source] -= 1
-            if self._sources[source] <= 0:
-                del self._sources[source]
+            conn = self._conns.pop(key, None)
+        if conn is not None:
+            conn.watch.close()
 
     def _watch(self) -> None:
-        """Shut down connections past their request deadline (checked 4 times a second)."""
+        """Cut connections past their request deadline (checked 4 times a second)."""
         while not self._closed.wait(0.25):
             now = time.monotonic()
             with self._lock:
-                late = [(tid, w) for tid, (deadline, w) in self._deadlines.items() if deadline <= now]
-                for tid, _ in late:
-                    del self._deadlines[tid]
+                late = [c for c in self._conns.values() if not c.parsed and not c.cut and c.deadline <= now]
+                for conn in late:
+                    conn.cut = True
                 self.expired += len(late)
-            for _, sock in late:
-                log.info("http: closing a connection that did not send its request in time")
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            for conn in late:
+                log.info("http: cut a connection from %s that did not send its request in time", conn.source)
+                _cut(conn.watch)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away (or was cut at its deadline) is no error worth a traceback."""

@@ -105,9 +105,10 @@ class Tricklers:
 
 
 def test_trickling_clients_cannot_exhaust_threads_and_healthz_still_answers() -> None:
-    """60 clients trickling a byte every 0.3 s (so the 10 s socket time-out never fires):
-    at most 16 are served from their address, the rest are closed at once, /healthz from
-    another address answers at once, and every trickler is cut at the request deadline."""
+    """60 clients trickling a byte every 0.3 s (so the 10 s socket time-out never fires): at most
+    16 hold a slot from their address (each newcomer cuts the oldest), /healthz from another
+    address and then from the same one answers at once, and the survivors are cut at the
+    request deadline."""
     deadline = 3.0
     api = _http(limits=ConnectionLimits(connections=64, per_source=16, request_deadline_s=deadline))
     api.start()
@@ -115,34 +116,41 @@ def test_trickling_clients_cannot_exhaust_threads_and_healthz_still_answers() ->
     tricklers = Tricklers(api.port, 60)
     try:
         began = time.monotonic()
-        wait_until(lambda: api.server.refused >= 44, timeout=5 * timeout_multiplier(), what="44 refusals")
-        assert api.server.active == 16
-        assert threading.active_count() <= threads_before + 16 + 1  # +1: the trickler thread
+        wait_until(lambda: api.server.evicted >= 44, timeout=5 * timeout_multiplier(), what="44 evictions")
+        wait_until(lambda: tricklers.open_count() <= 16, timeout=5 * timeout_multiplier(), what="44 cut")
+        assert api.server.active == 16 and api.server.refused == 0
+        wait_until(  # cut connections' threads end at once; +1: the trickler thread
+            lambda: threading.active_count() <= threads_before + 16 + 1,
+            timeout=2 * timeout_multiplier(),
+            what="no more than 16 serving threads",
+        )
         assert _healthz(api.port) == (200, b"ok\n")
+        assert _healthz(api.port, source="127.0.0.1") == (200, b"ok\n")  # cuts one more trickler
         assert time.monotonic() - began < deadline, "healthz had to wait for the deadline"
         wait_until(
             lambda: tricklers.open_count() == 0,
             timeout=(deadline + 5) * timeout_multiplier(),
-            what="every trickling connection to be closed",
+            what="every trickling connection to be cut",
         )
-        assert api.server.expired == 16
-        assert time.monotonic() - began >= deadline * 0.9  # closed by the deadline, not before
+        assert api.server.expired >= 14 and api.server.evicted + api.server.expired == 60
+        assert time.monotonic() - began >= deadline * 0.9  # cut by the deadline, not before
         wait_until(lambda: api.server.active == 0, timeout=5 * timeout_multiplier(), what="slots released")
-        assert _healthz(api.port, source="127.0.0.1") == (200, b"ok\n")
     finally:
         tricklers.stop()
         api.stop()
 
 
-def test_the_cap_is_also_global_across_sources() -> None:
+def test_the_cap_is_also_global_and_a_newcomer_cuts_the_oldest_trickler() -> None:
     api = _http(limits=ConnectionLimits(connections=4, per_source=4, request_deadline_s=30))
     api.start()
     tricklers = Tricklers(api.port, 4)
     try:
         wait_until(lambda: api.server.active == 4, timeout=5 * timeout_multiplier(), what="4 connections served")
-        with pytest.raises((ConnectionError, http.client.RemoteDisconnected, OSError)):
-            _healthz(api.port)
-        assert api.server.refused >= 1
+        assert _healthz(api.port) == (200, b"ok\n")  # from 127.0.0.2: the global cap, not its own
+        assert api.server.evicted == 1 and api.server.refused == 0
+        wait_until(lambda: 0 in tricklers.closed_by_server or tricklers.open_count() == 3, timeout=5, what="cut")
+        tricklers.open_count()
+        assert 0 in tricklers.closed_by_server, "the oldest trickler is the one cut"
     finally:
         tricklers.stop()
         api.stop()
