@@ -286,8 +286,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def _cert_warnings(dep: deployment.Deployment, days: int) -> list[str]:
     """One line per certificate of the file (TLS, HTTPS, etcd) that expires within ``days``."""
-    named = dep.encryption.cert_files()
-    named |= {f"etcd {what}": Path(path) for what, path in (("CA", dep.etcd.ca), ("client", dep.etcd.cert)) if path}
+    named = dep.encryption.cert_files()  # must exist: checked when the file was read
+    etcd = {f"etcd {what}": Path(path) for what, path in (("CA", dep.etcd.ca), ("client", dep.etcd.cert)) if path}
+    named |= {what: path for what, path in etcd.items() if path.is_file()}  # may live on another host
     warnings = (certs.expiry_warning(path, what, days=days) for what, path in named.items())
     return [w for w in warnings if w]
 
