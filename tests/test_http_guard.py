@@ -109,19 +109,19 @@ def test_trickling_clients_cannot_exhaust_threads_and_healthz_still_answers() ->
     16 hold a slot from their address (each newcomer cuts the oldest), /healthz from another
     address and then from the same one answers at once, and the survivors are cut at the
     request deadline."""
-    deadline = 3.0
+    deadline = 3.0 * timeout_multiplier()  # the request deadline under test, scaled on a loaded machine
     api = _http(limits=ConnectionLimits(connections=64, per_source=16, request_deadline_s=deadline))
     api.start()
     threads_before = threading.active_count()
     tricklers = Tricklers(api.port, 60)
     try:
         began = time.monotonic()
-        wait_until(lambda: api.server.evicted >= 44, timeout=5 * timeout_multiplier(), what="44 evictions")
-        wait_until(lambda: tricklers.open_count() <= 16, timeout=5 * timeout_multiplier(), what="44 cut")
+        wait_until(lambda: api.server.evicted >= 44, timeout=5, what="44 evictions")
+        wait_until(lambda: tricklers.open_count() <= 16, timeout=5, what="44 cut")
         assert api.server.active == 16 and api.server.refused == 0
         wait_until(  # cut connections' threads end at once; +1: the trickler thread
             lambda: threading.active_count() <= threads_before + 16 + 1,
-            timeout=2 * timeout_multiplier(),
+            timeout=2,
             what="no more than 16 serving threads",
         )
         assert _healthz(api.port) == (200, b"ok\n")
@@ -129,12 +129,12 @@ def test_trickling_clients_cannot_exhaust_threads_and_healthz_still_answers() ->
         assert time.monotonic() - began < deadline, "healthz had to wait for the deadline"
         wait_until(
             lambda: tricklers.open_count() == 0,
-            timeout=(deadline + 5) * timeout_multiplier(),
+            timeout=(deadline + 5),
             what="every trickling connection to be cut",
         )
         assert api.server.expired >= 14 and api.server.evicted + api.server.expired == 60
         assert time.monotonic() - began >= deadline * 0.9  # cut by the deadline, not before
-        wait_until(lambda: api.server.active == 0, timeout=5 * timeout_multiplier(), what="slots released")
+        wait_until(lambda: api.server.active == 0, timeout=5, what="slots released")
     finally:
         tricklers.stop()
         api.stop()
@@ -145,7 +145,7 @@ def test_the_cap_is_also_global_and_a_newcomer_cuts_the_oldest_trickler() -> Non
     api.start()
     tricklers = Tricklers(api.port, 4)
     try:
-        wait_until(lambda: api.server.active == 4, timeout=5 * timeout_multiplier(), what="4 connections served")
+        wait_until(lambda: api.server.active == 4, timeout=5, what="4 connections served")
         assert _healthz(api.port) == (200, b"ok\n")  # from 127.0.0.2: the global cap, not its own
         assert api.server.evicted == 1 and api.server.refused == 0
         wait_until(lambda: 0 in tricklers.closed_by_server or tricklers.open_count() == 3, timeout=5, what="cut")

@@ -18,7 +18,7 @@ from callpark.httpserver import server_context
 from callpark.lab.tls import make_pki
 from callpark.netutil import free_port
 from callpark.procs import ManagedProcess
-from callpark.waiting import timeout_multiplier, wait_until
+from callpark.waiting import wait_until
 from tests.deploy.promql import PROMETHEUS_DIR
 from tests.deploy.test_prometheus import needs_promtool, out, promtool
 
@@ -88,7 +88,7 @@ def test_prometheus_scrapes_a_node_over_https(tmp_path: Path) -> None:
             except OSError:
                 return False
 
-        wait_until(scraped, timeout=30 * timeout_multiplier(), what="Prometheus to scrape the HTTPS node")
+        wait_until(scraped, timeout=30, what="Prometheus to scrape the HTTPS node")
     finally:
         prom.stop()
         api.stop()

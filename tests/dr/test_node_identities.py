@@ -32,7 +32,7 @@ from callpark.store.identities import (
 )
 from callpark.store.kv import Delete, Put
 from callpark.store.schema import Keys
-from callpark.waiting import timeout_multiplier, wait_until
+from callpark.waiting import wait_until
 from tests.conftest import run_console
 
 
@@ -123,7 +123,7 @@ def test_a_node_and_a_controller_run_on_their_own_identities(secure: LocalEtcdCl
         procs[-1].start()
         wait_until(
             lambda: root.get(Keys.owner("i-park")) is not None,
-            timeout=20 * timeout_multiplier(),
+            timeout=20,
             what="the controller (own identity) to assign the range's owner",
         )
         n_access = identity(secure, node_user("pool-i", "n1"), node_grants("pool-i", "n1"))
@@ -137,9 +137,7 @@ def test_a_node_and_a_controller_run_on_their_own_identities(secure: LocalEtcdCl
         for phone in phones:
             phone.start()
         blind_park(parker, alice, node.park_uri())
-        record = wait_until(
-            lambda: root.get(Keys.parked("7100")), timeout=10 * timeout_multiplier(), what="alice parked on 7100"
-        )
+        record = wait_until(lambda: root.get(Keys.parked("7100")), timeout=10, what="alice parked on 7100")
         assert record is not None
         since = carol.mark()
         c_call = carol.call(node.orbit_uri("7100"))
@@ -148,7 +146,7 @@ def test_a_node_and_a_controller_run_on_their_own_identities(secure: LocalEtcdCl
         assert talking(alice, a_call, carol, connected_call(carol, remote_contains="alice@"))
         wait_until(
             lambda: root.get(Keys.parked("7100")) is None and root.get(Keys.lru("7100")) is not None,
-            timeout=10 * timeout_multiplier(),
+            timeout=10,
             what="the node (own identity) to free the orbit",
         )
         assert root.get(Keys.member("pool-i", "n1")) is not None
