@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from callpark import sipsecurity
+from callpark import encryption, sipsecurity
 from callpark.errors import CallparkError, NotFound, ValidationError
 from callpark.model import admin
 from callpark.model.orbits import OrbitRange, RangeType
@@ -25,7 +25,7 @@ from callpark.store.access import EtcdAccess
 from callpark.store.admin import AdminStore
 from callpark.store.session import ControllerTimings, LeaseTimings
 
-TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh", "timings", "edge", "security", "notifications"}
+TOP_LEVEL = {"etcd", "pool", "range", "cps", "moh", "timings", "edge", "security", "notifications", "sip_tls", "http"}
 DEFAULT_LOCAL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "local-cluster.toml"
 
 
@@ -138,6 +138,7 @@ class Deployment:
     target_domains: tuple[str, ...] = ()  # [edge] target_domains: more hosts OnTimeoutURI etc. may name
     sip_security: sipsecurity.SipSecurity = field(default_factory=sipsecurity.SipSecurity)
     parker_notices: bool = True  # [notifications] parker: MESSAGE parkers about their calls' outcomes
+    encryption: encryption.Encryption = field(default_factory=encryption.Encryption)  # [sip_tls], [http]
 
 
 def load(path: Path) -> Deployment:
@@ -197,6 +198,9 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
     sip_security = sipsecurity.parse(_table(raw, "security", ""), path.parent)
     sip_security.check_exposure(_listeners(raw, pools))
     parker_notices = _notifications(_table(raw, "notifications", ""))
+    sip_tls = _table(raw, "sip_tls", "") if "sip_tls" in raw else None
+    encrypted = encryption.parse(sip_tls, _table(raw, "http", ""), path.parent)
+    encrypted.check_exposure(_listeners(raw, pools))
     return Deployment(
         path=path,
         etcd=etcd,
@@ -209,6 +213,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Deployment:
         target_domains=targets,
         sip_security=sip_security,
         parker_notices=parker_notices,
+        encryption=encrypted,
     )
 
 

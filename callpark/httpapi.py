@@ -10,16 +10,18 @@ or echoed.
 
 Every connection has a socket time-out (:data:`SOCKET_TIMEOUT_S`): a client that opens a
 connection and sends nothing (or stops half-way) is disconnected, so idle connections cannot
-pile up threads for ever.
+pile up threads for ever. :class:`callpark.httpserver.GuardedHTTPServer` also caps connections
+(in total and per client address) and gives each a deadline for its whole request, so clients
+trickling bytes cannot either; with ``tls`` (a server context) the API is HTTPS only.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from callpark.admintoken import REALM, AdminToken
 from callpark.errors import CallparkError, StoreError
+from callpark.httpserver import ConnectionLimits, GuardedHTTPServer, GuardedRequestHandler
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +56,12 @@ class NodeHttp:
         actions: Mapping[tuple[str, str], Action] | None = None,
         private: frozenset[str] = frozenset(),
         timeout_s: float = SOCKET_TIMEOUT_S,
+        tls: ssl.SSLContext | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(GuardedRequestHandler):
             timeout = timeout_s  # StreamRequestHandler applies it to the connection's socket
 
             def log_message(self, format: str, *args: Any) -> None:
@@ -95,8 +100,7 @@ class NodeHttp:
         self.private = private
         self.admin_token = admin_token
         self.actions = dict(actions or {})
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        self.server = GuardedHTTPServer((host, port), Handler, limits=limits, tls=tls)
         self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
 
     def _authenticated(self, handler: Any, token: AdminToken, kind: str, who: str) -> bool:
@@ -154,6 +158,11 @@ class NodeHttp:
     @property
     def port(self) -> int:
         return int(self.server.server_address[1])
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when serving TLS, else ``http``."""
+        return "https" if self.server.tls is not None else "http"
 
     def start(self) -> None:
         self._thread.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from callpark.admintoken import AdminToken
 from callpark.dr.adminapi import controller_actions
 from callpark.dr.controller import Controller, ControllerConfig
 from callpark.httpapi import NodeHttp
+from callpark.httpserver import add_https_options, https_from_args
 from callpark.store.access import EtcdAccess
 from callpark.store.etcd import EtcdStore
 
@@ -46,6 +48,7 @@ class ControllerService:
     http_host: str = "127.0.0.1"
     http_port: int = 0
     admin_token: AdminToken | None = None  # None: the HTTP API is read-only
+    http_tls: ssl.SSLContext | None = None  # None: plain HTTP (--http-cert/--http-key)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-port", type=int, default=0)
     p.add_argument("--http-host", default="127.0.0.1", help="address /metrics, /healthz, /readyz listen on")
     p.add_argument("--admin-token-file", help=ADMIN_TOKEN_HELP)
+    add_https_options(p)
 
 
 def controller_config(args: argparse.Namespace) -> ControllerConfig:
@@ -69,7 +73,8 @@ def controller_config(args: argparse.Namespace) -> ControllerConfig:
 def service_from_args(args: argparse.Namespace) -> ControllerService:
     """The validated service settings from :func:`add_arguments`' options (reads the token file)."""
     config = controller_config(args)
-    return ControllerService(config, args.http_host, args.http_port, admintoken.from_option(args.admin_token_file))
+    token = admintoken.from_option(args.admin_token_file)
+    return ControllerService(config, args.http_host, args.http_port, token, https_from_args(args))
 
 
 def run(service: ControllerService, etcd: EtcdAccess | str | None) -> int:
@@ -82,7 +87,7 @@ def run(service: ControllerService, etcd: EtcdAccess | str | None) -> int:
     http.start()
     signal.signal(signal.SIGTERM, lambda signum, frame: controller.stop())
     signal.signal(signal.SIGINT, lambda signum, frame: controller.stop())
-    print(json.dumps({"event": "ready", "name": config.name, "http": http.port}), flush=True)
+    print(json.dumps({"event": "ready", "name": config.name, "http": http.port, "scheme": http.scheme}), flush=True)
     thread = threading.Thread(target=controller.run, name="controller", daemon=True)
     thread.start()
     try:
@@ -114,4 +119,5 @@ def _http(service: ControllerService, controller: Controller, store: EtcdStore) 
         api={"/api/status": controller.status},
         admin_token=service.admin_token,
         actions=controller_actions(store),
+        tls=service.http_tls,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class NodeConfig:
     admin_token: AdminToken | None = None  # None: the HTTP API is read-only
     blf_expires_s: int = 60  # BLF PUBLISH expiry (refreshed at half); 0: no BLF publishing (node/blf.py)
     parker_notices: bool = True  # tell parkers by MESSAGE: retrieved, abandoned, forwarded, taken over
+    http_tls: ssl.SSLContext | None = None  # None: plain HTTP (--http-cert/--http-key)
 
     @property
     def allowed_domains(self) -> frozenset[str]:

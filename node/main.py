@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from callpark import admintoken
+from callpark.httpserver import add_https_options, https_from_args
 from callpark.node.supervisor import NodeConfig, Supervisor
 from callpark.peers import host_of, parse_peers
 from callpark.ratelimit import ScanLimit
@@ -83,6 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="on",
         help="MESSAGE the parker when its call is retrieved, abandoned, forwarded or taken over (default on)",
     )
+    add_https_options(p)
 
 
 def lease_timings(args: argparse.Namespace) -> LeaseTimings:
@@ -112,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         admin_token=admintoken.from_option(args.admin_token_file),
         blf_expires_s=args.blf_expires,
         parker_notices=args.parker_notices == "on",
+        http_tls=https_from_args(args),
     ).validate()
 
 
@@ -135,7 +138,10 @@ def run(config: NodeConfig, etcd: EtcdAccess | str | None) -> int:
         supervisor.start()
         view = supervisor.node_view()
         assert supervisor.http is not None
-        print(json.dumps({"event": "ready", "http": supervisor.http.port, **view}), flush=True)
+        print(
+            json.dumps({"event": "ready", "http": supervisor.http.port, "scheme": supervisor.http.scheme, **view}),
+            flush=True,
+        )
         supervisor.run()
     finally:
         supervisor.stop()

@@ -136,6 +136,7 @@ class Supervisor:
             admin_token=self.config.admin_token,
             actions=drain_actions(self.kv, self.config.pool, self.config.name),
             private=frozenset({"/api/parked"}),  # callers, parkers and park ids: admin token only
+            tls=self.config.http_tls,
         )
         self._join(at_start=True)
         self.http.start()

@@ -4,13 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(etcd-server etcd-client openssl kamailio kamailio-presence-modules sip-tester baresip prometheus iproute2 iptables util-linux sox bind9-utils systemd linphone-cli)
+DEB_PACKAGES=(etcd-server etcd-client openssl kamailio kamailio-presence-modules kamailio-tls-modules sip-tester baresip prometheus iproute2 iptables util-linux sox bind9-utils systemd linphone-cli)
 BINARIES=(etcd etcdctl openssl kamailio sipp baresip promtool prometheus ip iptables unshare sox named-checkzone systemd-analyze linphonec)
+
+# Packages that ship no command are probed by a file they install (a glob: any architecture).
+MODULE_FILES=("/usr/lib/*/kamailio/modules/tls.so")  # kamailio-tls-modules: SIP over TLS at the edge
 
 missing=()
 for b in "${BINARIES[@]}"; do command -v "$b" >/dev/null 2>&1 || missing+=("$b"); done
 # BLF at the edge: presence + presence_dialoginfo (kamailio-presence-modules) are files, not commands
 compgen -G "/usr/lib/*/kamailio/modules/presence_dialoginfo.so" >/dev/null || missing+=(presence_dialoginfo.so)
+for f in "${MODULE_FILES[@]}"; do compgen -G "$f" >/dev/null || missing+=("$f"); done
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]]; then
     echo "bootstrap: installing Debian packages (missing: ${missing[*]})" >&2

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from callpark import deployment, status, tables
+from callpark import certs, deployment, status, tables
 from callpark.cli.common import Subparsers, admin_store, command, connect, group, print_json
 from callpark.dr import rehome
 from callpark.errors import NotFound, ValidationError
@@ -317,7 +318,18 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         f"{args.file}: ok ({len(dep.state.pools)} pools, {len(dep.state.ranges)} ranges, "
         f"{len(dep.state.cps)} settings scopes)"
     )
+    for line in _cert_warnings(dep, args.cert_warning_days):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+def _cert_warnings(dep: deployment.Deployment, days: int) -> list[str]:
+    """One line per certificate of the file (TLS, HTTPS, etcd) that expires within ``days``."""
+    named = dep.encryption.cert_files()  # must exist: checked when the file was read
+    etcd = {f"etcd {what}": Path(path) for what, path in (("CA", dep.etcd.ca), ("client", dep.etcd.cert)) if path}
+    named |= {what: path for what, path in etcd.items() if path.is_file()}  # may live on another host
+    warnings = (certs.expiry_warning(path, what, days=days) for what, path in named.items())
+    return [w for w in warnings if w]
 
 
 def cmd_config_apply(args: argparse.Namespace) -> int:
@@ -342,6 +354,12 @@ def add_parsers(sub: Subparsers) -> None:
     config = group(sub, "config", "deployment description files")
     p = command(config, "check", cmd_config_check, "validate a deployment file")
     p.add_argument("file")
+    p.add_argument(
+        "--cert-warning-days",
+        type=int,
+        default=certs.EXPIRY_WARNING_DAYS,
+        help=f"warn about certificates expiring within this many days (default {certs.EXPIRY_WARNING_DAYS})",
+    )
     p = command(config, "apply", cmd_config_apply, "make etcd's configuration equal a deployment file")
     p.add_argument("file")
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from callpark import __version__
-from callpark.cli import admin, chaos, dr, lab, parked, service
+from callpark.cli import admin, chaos, dr, identity, lab, parked, service
 from callpark.cli.common import CliParser, add_etcd_options, resolve_etcd, run_command
 
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_phone_parser(sub)
     service.add_parsers(sub)
     dr.add_parsers(sub)
+    identity.add_parsers(sub)
     lab.add_parsers(sub)
     chaos.add_parsers(sub)
     lab.add_demo_parser(sub)

@@ -24,6 +24,7 @@ from callpark.edge.config import (
     render_credentials_cfg,
     render_dispatcher_list,
     render_kamailio_cfg,
+    render_tls_cfg,
 )
 from callpark.edge.rpc import DispatcherTarget
 from callpark.edge.sipping import options_ping, options_probe
@@ -91,6 +92,8 @@ class Edge(StopsOnExit):
         self.dispatcher_path = self.run_dir / "dispatcher.list"
         self.credentials_path = self.run_dir / "credentials.cfg"
         """HA1 hashes for digest authentication (mode 0600; only written when auth is on)."""
+        self.tls_path = self.run_dir / "tls.cfg"
+        """The tls module's settings (only written when SIP over TLS is on)."""
         self.log_path = self.run_dir / "kamailio.log"
         self.pid_path = self.run_dir / "kamailio.pid"
         self._kamailio = kamailio
@@ -119,6 +122,8 @@ class Edge(StopsOnExit):
         self._write_atomic(self.dispatcher_path, render_dispatcher_list(self._config))
         if self._config.auth is not None:
             self._write_atomic(self.credentials_path, render_credentials_cfg(self._config), mode=0o600)
+        if self._config.tls is not None:
+            self._write_atomic(self.tls_path, render_tls_cfg(self._config), mode=0o600)
         self._write_atomic(
             self.cfg_path,
             render_kamailio_cfg(
@@ -127,6 +132,7 @@ class Edge(StopsOnExit):
                 rpc_socket=self.rpc_endpoint,
                 instance=self.instance,
                 credentials_file=self.credentials_path if self._config.auth is not None else None,
+                tls_file=self.tls_path if self._config.tls is not None else None,
             ),
         )
 
@@ -184,6 +190,9 @@ class Edge(StopsOnExit):
         # port and silently share it: check before spawning.
         if not port_bindable(port, host=host, tcp=self._config.tcp):
             raise EdgeError(f"{host}:{port} is already in use; not starting a second edge on it")
+        tls = self._config.tls
+        if tls is not None and not port_bindable(tls.port, host=host, udp=False):
+            raise EdgeError(f"{host}:{tls.port} (TLS) is already in use; not starting a second edge on it")
         self.write_files()
         if not self.rpc_endpoint.startswith("udp:"):
             Path(self.rpc_endpoint).unlink(missing_ok=True)

@@ -6,9 +6,11 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from callpark.httpserver import client_context
 from callpark.procs import ReadyLineProcess
 from callpark.store.access import EtcdAccess, child_args
 
@@ -25,8 +27,11 @@ class ControllerProcess(ReadyLineProcess):
         loop_s: float = 0.5,
         grace_s: float = 1.0,
         ttl_s: int = 4,
+        extra: Sequence[str] = (),
+        http_ca: Path | None = None,
     ) -> None:
         self.name = name
+        self.http_ca = http_ca  # trust anchor of the controller's HTTPS certificate (--http-cert)
         argv = [
             sys.executable,
             "-m",
@@ -46,18 +51,24 @@ class ControllerProcess(ReadyLineProcess):
             "1.0",
             "--etcd-timeout",
             "0.5",
+            *extra,
         ]
         super().__init__(f"controller-{name}", argv, log_path=run_dir / f"{name}.log")
 
+    def _open(self, path: str) -> Any:
+        url = f"{self.info.get('scheme', 'http')}://127.0.0.1:{self.info['http']}{path}"
+        context = client_context(self.http_ca) if url.startswith("https:") else None
+        return urllib.request.urlopen(url, timeout=2, context=context)
+
     def status(self) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.info['http']}/api/status", timeout=2) as resp:
+            with self._open("/api/status") as resp:
                 return dict(json.loads(resp.read()))
         except (OSError, urllib.error.URLError, ValueError):
             return {}
 
     def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.info['http']}/metrics", timeout=2) as resp:
+        with self._open("/metrics") as resp:
             return str(resp.read().decode())
 
     def log_text(self) -> str:

@@ -18,6 +18,7 @@ from callpark.edge import OrbitRange as EdgeRange
 from callpark.lab.controllerproc import ControllerProcess
 from callpark.lab.edgesync import EdgeSyncProcess
 from callpark.lab.etcd import LocalEtcdCluster
+from callpark.lab.labtls import LabEncryption
 from callpark.lab.nodeproc import NodeProcess
 from callpark.model.orbits import RangeType
 from callpark.netutil import LOOPBACK, free_port
@@ -47,6 +48,7 @@ class LocalCluster:
     edge_port: int = 0
     started_s: dict[str, float] = field(default_factory=dict)
     etcd_listen_all_addresses: bool = False  # etcd clients on every address (inside the chaos namespace only)
+    encryption: LabEncryption = field(default_factory=LabEncryption)  # [sip_tls], [http]: set by start()
 
     @property
     def edge_address(self) -> str:
@@ -84,6 +86,7 @@ class LocalCluster:
             self.started_s["etcd"] = time.monotonic() - t0
             self.store = EtcdStore.connect(self.access)
             deployment.apply(AdminStore(self.store), self.dep)
+            self.encryption = LabEncryption.prepare(self.dep.encryption, self.run_dir)
             t0 = time.monotonic()
             for pool in sorted(self.dep.state.pools):
                 counts = self.dep.nodes.get(pool, deployment.PoolNodes())
@@ -127,8 +130,10 @@ class LocalCluster:
                 *self.dep.sip_security.node_args(),
                 *(["--target-domains", ",".join(self.dep.target_domains)] if self.dep.target_domains else []),
                 *([] if self.dep.parker_notices else ["--parker-notices", "off"]),
+                *self.encryption.http_args,
                 *self.node_extra(pool, index),
             ],
+            http_ca=self.encryption.http_ca,
         )
         self.prepare_node(node)
         return node.start()
@@ -183,6 +188,8 @@ class LocalCluster:
             loop_s=t.controller_loop_s,
             grace_s=t.controller_grace_s,
             ttl_s=t.controller_ttl_s,
+            extra=self.encryption.http_args,
+            http_ca=self.encryption.http_ca,
         ).start()
 
     def all_nodes(self) -> list[NodeProcess]:
@@ -211,6 +218,7 @@ class LocalCluster:
             ranges=ranges,
             default_pool=default_pool,
             **self.dep.sip_security.edge_fields(),
+            tls=self.encryption.edge_tls,
         )
 
     def stop(self) -> None:

@@ -18,6 +18,7 @@ from types import TracebackType
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from callpark.httpserver import client_context
 from callpark.procs import ReadyLineProcess
 from callpark.store.access import EtcdAccess, child_args
 
@@ -40,8 +41,10 @@ class NodeProcess(ReadyLineProcess):
         keepalive_s: float = 1.0,
         safety_s: float = 1.5,
         extra: Sequence[str] = (),
+        http_ca: Path | None = None,
     ) -> None:
         self.name = name
+        self.http_ca = http_ca  # trust anchor of the node's HTTPS certificate (--http-cert)
         self.pool = pool
         self.run_dir = run_dir
         argv = [
@@ -97,8 +100,9 @@ class NodeProcess(ReadyLineProcess):
     def get(self, path: str, timeout_s: float = 2.0) -> tuple[int, str]:
         """GET a path of the node's HTTP server: (status, body)."""
         try:
-            url = f"http://{self.http_host}:{self.http_port}{path}"
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            url = f"{self.info.get('scheme', 'http')}://{self.http_host}:{self.http_port}{path}"
+            context = client_context(self.http_ca) if url.startswith("https:") else None
+            with urllib.request.urlopen(url, timeout=timeout_s, context=context) as resp:
                 return int(resp.status), resp.read().decode()
         except urllib.error.HTTPError as exc:
             return int(exc.code), exc.read().decode()

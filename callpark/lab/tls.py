@@ -1,7 +1,8 @@
-"""A throwaway certificate authority for a local etcd cluster, made with the ``openssl`` CLI.
+"""A throwaway certificate authority for a local cluster, made with the ``openssl`` CLI.
 
-:func:`make_pki` writes a CA, one server certificate (client URLs), one peer certificate
-(raft between members) and client certificates into a directory. Every private key is
+:func:`make_pki` writes a CA, one etcd server certificate (client URLs), one peer certificate
+(raft between members), one service certificate (the SIP edge's TLS listener and the nodes'
+and controllers' HTTPS) and client certificates into a directory. Every private key is
 created ``0600`` (written through ``O_EXCL``, never readable by others even briefly).
 Certificates name ``127.0.0.1`` and ``localhost``: the local cluster listens on loopback.
 Production certificates come from the operator's own CA (docs/OPERATIONS.md).
@@ -13,12 +14,17 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from callpark.errors import CallparkError
 
 OPENSSL = "openssl"
-VALID_DAYS = 7
+VALID_DAYS = 825
+"""Lifetime of the lab's CA and certificates: 825 days, the longest a publicly trusted server
+certificate could have (CA/Browser Forum, 2018-2020), so a lab cluster left running or a
+directory kept between runs does not break after a week (the old 7 days did), while
+``callpark config check`` still warns when one nears its end (:mod:`callpark.certs`)."""
 
 
 class PkiError(CallparkError):
@@ -41,6 +47,7 @@ class Pki:
     server: CertPair
     peer: CertPair
     clients: dict[str, CertPair]
+    service: CertPair  # CN callpark-lab-service: SIP/TLS at the edge, HTTPS of nodes and controllers
 
 
 def _openssl(*args: str, stdin: bytes | None = None) -> bytes:
@@ -65,7 +72,9 @@ def _new_key(path: Path) -> Path:
     return path
 
 
-def _sign(directory: Path, ca_cert: Path, ca_key: Path, name: str, cn: str, usage: str, san: bool) -> CertPair:
+def _sign(
+    directory: Path, ca_cert: Path, ca_key: Path, name: str, cn: str, usage: str, san: bool, days: int
+) -> CertPair:
     key = _new_key(directory / f"{name}.key")
     csr = _openssl("req", "-new", "-key", str(key), "-subj", f"/CN={cn}")
     ext = directory / f"{name}.ext"
@@ -75,15 +84,15 @@ def _sign(directory: Path, ca_cert: Path, ca_key: Path, name: str, cn: str, usag
     ext.write_text("\n".join(lines) + "\n")
     cert = directory / f"{name}.crt"
     _openssl(
-        "x509", "-req", "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial", "-days", str(VALID_DAYS),
+        "x509", "-req", "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial", "-days", str(days),
         "-sha256", "-extfile", str(ext), "-out", str(cert), stdin=csr,
     )  # fmt: skip
     ext.unlink()
     return CertPair(cert, key)
 
 
-def make_pki(directory: Path, clients: dict[str, str]) -> Pki:
-    """Create a CA and certificates in ``directory`` (mode 0700).
+def make_pki(directory: Path, clients: dict[str, str], *, days: int = VALID_DAYS) -> Pki:
+    """Create a CA and certificates valid for ``days`` in ``directory`` (mode 0700).
 
     :param clients: file stem -> certificate CN for each client certificate. With
         ``--client-cert-auth`` etcd takes the CN as the user name of a request that
@@ -98,12 +107,14 @@ def make_pki(directory: Path, clients: dict[str, str]) -> Pki:
     ca = directory / "ca.crt"
     _openssl(
         "req", "-x509", "-new", "-key", str(ca_key), "-subj", "/CN=callpark throwaway etcd CA", "-days",
-        str(VALID_DAYS), "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
+        str(days), "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(ca),
     )  # fmt: skip
     # The server certificate is also a client certificate: etcd 3.4's gRPC gateway
     # dials its own client port with it when client certificate auth is on.
-    server = _sign(directory, ca, ca_key, "server", "etcd-server", "serverAuth,clientAuth", san=True)
-    peer = _sign(directory, ca, ca_key, "peer", "etcd-peer", "serverAuth,clientAuth", san=True)
-    issued = {stem: _sign(directory, ca, ca_key, stem, cn, "clientAuth", san=False) for stem, cn in clients.items()}
-    return Pki(ca=ca, server=server, peer=peer, clients=issued)
+    sign = partial(_sign, directory, ca, ca_key, days=days)
+    server = sign("server", "etcd-server", "serverAuth,clientAuth", san=True)
+    peer = sign("peer", "etcd-peer", "serverAuth,clientAuth", san=True)
+    service = sign("service", "callpark-lab-service", "serverAuth", san=True)
+    issued = {stem: sign(stem, cn, "clientAuth", san=False) for stem, cn in clients.items()}
+    return Pki(ca=ca, server=server, peer=peer, clients=issued, service=service)

@@ -101,6 +101,7 @@ class EndpointConfig:
     max_calls: int = PJSUA_MAX_CALLS
     user_agent: str = "callpark"
     null_audio: bool = True
+    tls_ca: str | None = None  # also open a SIP TLS transport that trusts only this CA (PEM)
 
 
 class SipEndpoint:
@@ -110,6 +111,7 @@ class SipEndpoint:
         self.config = config
         self.ep: Any = None
         self.transport_id: int | None = None
+        self.tls_transport_id: int | None = None
         self._log_writer: PyLogWriter | None = None
         self._destroyed = False
 
@@ -158,6 +160,8 @@ class SipEndpoint:
         tcfg.port = cfg.sip_port
         tcfg.boundAddress = cfg.host
         self.transport_id = ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        if cfg.tls_ca is not None:
+            self.tls_transport_id = ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tls_transport_config(cfg))
         ep.libStart()
         if tuning.pcmu_only:
             set_codecs(ep, ["PCMU/8000/1"])
@@ -225,6 +229,18 @@ class SipEndpoint:
         self._log_writer = None
 
 
+def tls_transport_config(cfg: EndpointConfig) -> Any:
+    """A TLS 1.2+ client/listener on host (any port) that verifies the server against ``tls_ca``."""
+    tcfg = pj.TransportConfig()
+    tcfg.port = 0
+    tcfg.boundAddress = cfg.host
+    tls = tcfg.tlsConfig
+    tls.CaListFile = cfg.tls_ca
+    tls.method = pj.PJSIP_TLSV1_2_METHOD
+    tls.verifyServer = True
+    return tcfg
+
+
 def _is_active(call: Any) -> bool:
     try:
         return bool(call.isActive())
@@ -268,6 +284,7 @@ class AccountSettings:
     display_name: str | None = None
     extra_reg_headers: Mapping[str, str] = field(default_factory=dict)
     auth_user: str | None = None  # digest credentials for any realm (401 and 407 challenges)
+    transport: str = "udp"  # "tls": registrar and proxy are reached over SIP/TLS
     password: str | None = field(default=None, repr=False)
 
     @property
@@ -278,12 +295,16 @@ class AccountSettings:
         return f'"{self.display_name}" <{uri}>' if self.display_name else uri
 
 
+def _transport_param(settings: AccountSettings) -> str:
+    return "" if settings.transport == "udp" else f";transport={settings.transport}"
+
+
 def account_config(settings: AccountSettings) -> Any:
     """Build a ``pj.AccountConfig`` for ``settings``."""
     cfg = pj.AccountConfig()
     cfg.idUri = settings.id_uri
     if settings.registrar:
-        cfg.regConfig.registrarUri = f"sip:{settings.registrar}"
+        cfg.regConfig.registrarUri = f"sip:{settings.registrar}{_transport_param(settings)}"
         cfg.regConfig.registerOnAdd = settings.register_on_add
         cfg.regConfig.timeoutSec = settings.reg_timeout_s
         cfg.regConfig.retryIntervalSec = 5
@@ -294,7 +315,7 @@ def account_config(settings: AccountSettings) -> Any:
     else:
         cfg.regConfig.registerOnAdd = False
     if settings.proxy:
-        cfg.sipConfig.proxies.append(f"sip:{settings.proxy};lr")
+        cfg.sipConfig.proxies.append(f"sip:{settings.proxy}{_transport_param(settings)};lr")
     if settings.auth_user and settings.password is not None:
         # data type 0: a plain password; realm "*": answer whichever realm challenges
         cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", settings.auth_user, 0, settings.password))

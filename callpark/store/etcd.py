@@ -416,6 +416,25 @@ class EtcdStore:
         for method, what, req in steps:
             self._auth_request(method, what, req)
 
+    def add_scoped_user(self, user: str, password: str, grants: Sequence[tuple[str, str, bool]]) -> None:
+        """Create ``user`` with a role of the same name holding ``grants`` (as ``root``).
+
+        :param grants: ``(key, range_end, write)``: read (``write`` False) or read and write on
+            ``[key, range_end)``, one key when ``range_end`` is empty.
+        """
+        a = etcdrpc
+        steps: list[tuple[str, str, Any]] = [("RoleAdd", f"add role {user}", a.AuthRoleAddRequest(name=user))]
+        for key, end, write in grants:
+            kind = a.Permission.READWRITE if write else a.Permission.READ
+            perm = a.Permission(permType=kind, key=key.encode(), range_end=end.encode("latin-1"))
+            steps.append(
+                ("RoleGrantPermission", f"grant {key}", a.AuthRoleGrantPermissionRequest(name=user, perm=perm))
+            )
+        steps.append(("UserAdd", f"add user {user}", a.AuthUserAddRequest(name=user, password=password)))
+        steps.append(("UserGrantRole", f"grant role {user}", a.AuthUserGrantRoleRequest(user=user, role=user)))
+        for method, what, req in steps:
+            self._auth_request(method, what, req)
+
     def _auth_request(self, method: str, what: str, req: Any) -> None:
         self._call(
             f"auth ({what})",

@@ -16,7 +16,7 @@ from callpark.deployment import DeploymentError
 from tests.fuzz.budget import FUZZ
 
 BASE = (deployment.DEFAULT_LOCAL_FILE).read_text()
-SECTIONS = ["etcd", "pool", "range", "cps", "moh", "timings", "edge", "other"]
+SECTIONS = ["etcd", "pool", "range", "cps", "moh", "timings", "edge", "sip_tls", "http", "other"]
 KEYS = [
     "name",
     "site",
@@ -35,6 +35,11 @@ KEYS = [
     "CallPickupTimeoutThreshold",
     "MaxCallPickupAttempts",
     "pool-a",
+    "cert",
+    "key",
+    "https",
+    "ca",
+    "admin_token_file",
 ]
 scalars = st.one_of(
     st.booleans(),

@@ -73,6 +73,7 @@ class PhoneApp:
                 pj_log_level=args.pj_log_level or None,
                 logger_name="callpark.lab.phone.pjsip",
                 user_agent=f"callpark-phone/{args.user}",
+                tls_ca=args.tls_ca,
             )
         )
         self.pump: Pump[str] = Pump(self.endpoint, max_wait_ms=PUMP_MS)
@@ -90,6 +91,7 @@ class PhoneApp:
             auth_user=args.auth_user,
             # from the environment, never argv (ps shows argv); never logged
             password=os.environ.get(PASSWORD_ENV) if args.auth_user else None,
+            transport="tls" if args.tls_ca else "udp",
         )
         self.work_dir = (
             Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix=f"callpark-phone-{args.user}-"))
@@ -337,6 +339,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--domain", help="domain of our AOR (default: the registrar host, else host:sip-port)")
     p.add_argument("--display-name")
     p.add_argument("--auth-user", help=f"digest user name; the password comes from ${PASSWORD_ENV}")
+    p.add_argument("--tls-ca", help="reach the registrar and proxy over SIP/TLS, trusting only this CA (PEM)")
     p.add_argument("--register", action="store_true", help="register at start (needs --registrar)")
     p.add_argument("--auto-answer", action="store_true")
     p.add_argument("--auto-answer-code", type=int, default=200)
