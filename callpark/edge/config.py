@@ -580,6 +580,7 @@ EDGE_COUNTERS: dict[str, str] = {
     "auth_refused": "requests whose digest credentials failed: 403, or a new challenge for a replayed nonce",
     "register_refused": "REGISTERs without digest auth from outside register_peers (403)",
     "dialog_refused": "in-dialog requests of no dialog the edge knows (403; an ACK is dropped)",
+    "source_spoofed": "requests arriving with an X-Callpark-Source header (removed; the real source is used)",
 }
 """Name -> meaning of every counter in :data:`COUNTER_GROUP` (exported as kamailio counters)."""
 
@@ -887,7 +888,10 @@ route[REQINIT] {{
 {acl_block}
 	# the original source, for the nodes' orbit-scan limit: never trust one from outside
 	# (route[SOURCE] adds ours, only on requests towards park nodes)
-	remove_hf("X-Callpark-Source");
+	if (is_present_hf("X-Callpark-Source")) {{
+		cnt_inc("callpark.source_spoofed");
+		remove_hf("X-Callpark-Source");
+	}}
 	if (!sanity_check("17895", "7")) {{
 		xlog("L_WARN", "malformed SIP request from $si:$sp\\n");
 		exit;
