@@ -280,12 +280,12 @@ class Decisions(NodePart):
     def source(self, msg: Message) -> str:
         """The address a request really came from: the edge's X-Callpark-Source, else the peer.
 
-        The header is believed only from the edge's own address (``--edge``, host and port);
+        The header is believed only from the edge's own address (``--edge``, its host resolved at start);
         the edge removes any copy arriving from outside before adding its own.
         """
         peer = str(msg.get("peer") or "")
         origin = msg.get("origin")
-        if origin and self.config.edge and peer == self.config.edge:
+        if origin and self.config.is_edge(peer):
             candidate = str(origin).strip()
             if is_ip(candidate):
                 return candidate

@@ -18,7 +18,6 @@ from callpark.node.membership import Membership
 from callpark.node.metrics import NodeMetrics
 from callpark.node.protocol import REASON_FENCED, REASON_STATE_UNAVAILABLE, dialog_json
 from callpark.node.workers import WorkerHandle, WorkerPool
-from callpark.peers import TrustedPeers
 from callpark.ratelimit import ScanLimit, ScanLimiter
 from callpark.store.memkv import MemoryKV
 from callpark.store.parking import ParkTable
@@ -95,7 +94,7 @@ def make_node(
     me = NodeId(pool, name, f"{name}-incarnation")
     ctx = NodeContext(config, kv, table, metrics, RecordDecoder(metrics.registry), lambda: valid[0], me)
     calls = HeldCalls(ctx)
-    trusted = TrustedPeers.parse(config.trusted_peers)
+    trusted = config.peers()
     workers = WorkerPool(ctx, trusted, on_message=lambda w, m: None, music_path=lambda: None)
     for index in range(2):
         handle = WorkerHandle(index, 5070 + index, 0, free_slots=3)
