@@ -490,10 +490,12 @@ def _auth_route(cfg: EdgeConfig) -> str:
 			sl_send_reply("403", "Forbidden: bad credentials");
 			exit;
 		}}
-		# no credentials for our realm, stale or reused nonce: challenge again; a reused
-		# nonce count or any other failure than an expired nonce counts as refused
+		# no credentials for our realm, stale or reused nonce: challenge again (a replayed
+		# nonce count is reported as stale, -4, like an expired nonce)
 		xlog("L_INFO", "digest of $au from $si:$sp not accepted (code $var(rc)): $rm\\n");
-		if ($var(rc) != -4 && $var(rc) != -5) {{
+		if ($var(rc) == -4) {{
+			cnt_inc("callpark.auth_stale");
+		}} else if ($var(rc) != -5) {{
 			cnt_inc("callpark.auth_refused");
 		}}
 		if (is_method("REGISTER")) {{
@@ -577,7 +579,8 @@ EDGE_COUNTERS: dict[str, str] = {
     "flood_blocked": "requests dropped by the flood limit (pike), no reply",
     "untrusted_refused": "requests from a source outside trusted_peers (403 untrusted source)",
     "relay_denied": "requests for addresses the edge does not serve (404 relaying denied)",
-    "auth_refused": "requests whose digest credentials failed: 403, or a new challenge for a replayed nonce",
+    "auth_refused": "requests whose digest credentials failed (403 bad credentials or identity mismatch)",
+    "auth_stale": "digest answers with a replayed or expired nonce (a new challenge; honest phones' expired ones too)",
     "register_refused": "REGISTERs without digest auth from outside register_peers (403)",
     "dialog_refused": "in-dialog requests of no dialog the edge knows (403; an ACK is dropped)",
     "source_spoofed": "requests arriving with an X-Callpark-Source header (removed; the real source is used)",

@@ -8,6 +8,7 @@ from tests.attacks.netns import needs_root, run_inside
 
 SUITE = [
     "tests/attacks/test_edge_attacks.py",
+    "tests/attacks/nodes/test_node_attacks.py",
     "tests/edge/test_digest_replay.py",
     "tests/edge/test_flood.py",
 ]
@@ -15,4 +16,4 @@ SUITE = [
 
 @needs_root
 def test_the_attack_suite_runs_in_a_private_network_namespace(tmp_path: Path) -> None:
-    run_inside(tmp_path, SUITE, passed=4)
+    run_inside(tmp_path, SUITE, passed=5)

@@ -314,3 +314,14 @@ def test_dialog_json_round_trips_the_stored_dialog() -> None:
     assert Dialog.from_json(dialog_json(dialog)) == dialog
     with pytest.raises(ValueError):
         Dialog.from_json({"call_id": "cid@h"})
+
+
+def test_a_park_whose_referred_by_is_outside_the_sip_domains_is_refused(node: Node) -> None:
+    """Toll fraud: the parker URI is where the orbit MESSAGE and ringbacks go; one outside the
+    deployment's domains is refused at park (403, counted), and nothing is parked."""
+    for outside in ("sip:premium@198.51.100.7", "<sip:premium@example.org>", "tel:+19005550100", "garbage<"):
+        reply = node.decisions.park(node.w0, park_msg(referred_by=outside))
+        assert reply.action == "reject" and (reply.counter, reply.result) == ("parks", "foreign-parker"), outside
+        assert (reply.fields["code"], reply.fields["reason"]) == (403, "Forbidden: Referred-By outside the SIP domains")
+    assert node.calls.held == {}
+    assert node.decisions.park(node.w0, park_msg(referred_by="<sip:bob@EXAMPLE.test>")).action == "answer"
