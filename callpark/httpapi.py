@@ -40,6 +40,15 @@ SOCKET_TIMEOUT_S = 10.0
 """Seconds a connection may stay silent (before or within a request) before it is closed."""
 
 
+def _refused_counter(registry: CollectorRegistry) -> Counter:
+    return Counter(
+        "callpark_http_refused_total",
+        "HTTP requests refused for want of the admin token, by kind (private read, admin write) and status",
+        ["kind", "code"],
+        registry=registry,
+    )
+
+
 class NodeHttp:
     """Serves the endpoints on ``host:port`` (port 0: pick a free one)."""
 
@@ -94,12 +103,7 @@ class NodeHttp:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.refused = Counter(
-            "callpark_http_refused_total",
-            "HTTP requests refused for want of the admin token, by kind (private read, admin write) and status",
-            ["kind", "code"],
-            registry=registry,
-        )
+        self.refused = _refused_counter(registry)
         self.api = api
         self.private = private
         self.admin_token = admin_token
