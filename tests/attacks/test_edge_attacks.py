@@ -8,17 +8,42 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import subprocess
+from pathlib import Path
 
 from callpark.edge import Edge, OrbitRange, PoolSpec
 from callpark.edge.credentials import DigestAuth, ha1
 from callpark.edge.sipping import new_tag
+from callpark.procs import ManagedProcess
 from tests.attacks.netns import VICTIM, inside_only, listener, outside_packets, received
 from tests.edge.conftest import DOMAIN, Lab, needs_kamailio, needs_sipp, two_pool_config
-from tests.edge.sipp import SippUas, register
+from tests.edge.sipp import SIPP, SippUas, register
 from tests.edge.uac import CallResult, Uac
 
 PASSWORD = {"alice": "alice-pw-1234", "bob": "bob-pw-5678"}
 AUTH = DigestAuth(DOMAIN, {user: ha1(user, DOMAIN, pw) for user, pw in PASSWORD.items()})
+
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def _sipp_attack(edge: Edge, scenario: str, log_dir: Path, *, host: str, **keys: str) -> None:
+    """Run the SIPp attacker ``scenario`` (tests/attacks/scenarios) once from ``host`` against
+    the edge; it exits 0 only when the edge answered as the scenario expects."""
+    argv = [SIPP, f"{edge.address[0]}:{edge.address[1]}", "-sf", str(SCENARIOS / scenario), "-m", "1", "-nostdin"]
+    argv += ["-i", host, "-timeout", "10s", "-timeout_error", "-trace_err"]
+    argv += ["-error_file", str(log_dir / f"{scenario}.errors.log")]
+    for key, value in keys.items():
+        argv += ["-key", key, value]
+    proc = ManagedProcess(f"sipp-{scenario}", argv, log_path=log_dir / f"{scenario}.log", cwd=log_dir)
+    proc.start()
+    try:
+        code = proc.popen.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        proc.stop(timeout=1.0)
+    assert code == 0, f"SIPp attack {scenario} was not refused as expected (exit {code}):\n{proc.log_tail()}"
 
 
 def _reason(result: CallResult) -> str:
@@ -76,6 +101,8 @@ def test_sip_attacks_on_an_edge_without_digest_are_refused_and_counted(lab: Lab)
             for uri in (f"sip:victim@{VICTIM}", bystander_uri, f"sip:carol@127.0.0.1:{carol.port}"):
                 result = attacker.request(method, uri, to_tag=new_tag(), headers=[edge_route])
                 assert (result.status, _reason(result)) == (403, "Forbidden: no such dialog"), (method, uri)
+        for uri in (f"sip:victim@{VICTIM}", bystander_uri):  # the same from a SIPp attacker
+            _sipp_attack(edge, "indialog_bypass.xml", lab.root, host="127.0.0.4", target=uri)
         # 3. registration hijack: REGISTER as carol from an address outside register_peers
         with Uac(edge.address, user="carol", host="127.0.0.3") as hijacker:
             hijack = hijacker.register(f"sip:{DOMAIN}", call_id=secrets.token_hex(8), cseq=1)
@@ -87,7 +114,7 @@ def test_sip_attacks_on_an_edge_without_digest_are_refused_and_counted(lab: Lab)
         _legitimate(lab, edge, carol)
         assert received(bystander) == []
     assert outside_packets() == packets
-    _counted(edge, before, {"relay_denied": 4, "dialog_refused": 9, "register_refused": 1, "source_spoofed": 1})
+    _counted(edge, before, {"relay_denied": 4, "dialog_refused": 11, "register_refused": 1, "source_spoofed": 1})
 
 
 @needs_kamailio
