@@ -13,6 +13,10 @@ connection and sends nothing (or stops half-way) is disconnected, so idle connec
 pile up threads for ever. :class:`callpark.httpserver.GuardedHTTPServer` also caps connections
 (in total and per client address) and gives each a deadline for its whole request, so clients
 trickling bytes cannot either; with ``tls`` (a server context) the API is HTTPS only.
+pile up threads for ever.
+
+Every refusal for want of the token is counted in ``callpark_http_refused_total{kind, code}``
+(``kind``: ``private read`` or ``admin write``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from callpark.admintoken import REALM, AdminToken
 from callpark.errors import CallparkError, StoreError
@@ -38,6 +42,15 @@ Action = Callable[[dict[str, str]], tuple[int, dict[str, Any]]]
 TEXT = "text/plain; charset=utf-8"
 SOCKET_TIMEOUT_S = 10.0
 """Seconds a connection may stay silent (before or within a request) before it is closed."""
+
+
+def _refused_counter(registry: CollectorRegistry) -> Counter:
+    return Counter(
+        "callpark_http_refused_total",
+        "HTTP requests refused for want of the admin token, by kind (private read, admin write) and status",
+        ["kind", "code"],
+        registry=registry,
+    )
 
 
 class NodeHttp:
@@ -96,6 +109,7 @@ class NodeHttp:
                 self.end_headers()
                 self.wfile.write(body)
 
+        self.refused = _refused_counter(registry)
         self.api = api
         self.private = private
         self.admin_token = admin_token
@@ -106,6 +120,8 @@ class NodeHttp:
     def _authenticated(self, handler: Any, token: AdminToken, kind: str, who: str) -> bool:
         """Check the bearer token of a request; a refusal (401 or 403) is answered and logged."""
         verdict = token.check(handler.headers.get("Authorization"))
+        if verdict in (401, 403):
+            self.refused.labels(kind, str(verdict)).inc()
         if verdict == 401:
             log.warning("%s refused (no bearer token): %s", kind, who)
             challenge = {"WWW-Authenticate": f'Bearer realm="{REALM}"'}
@@ -122,6 +138,7 @@ class NodeHttp:
         who = f"{handler.client_address[0]} GET {path!r}"
         if self.admin_token is None:
             log.info("private read refused (no admin token is configured): %s", who)
+            self.refused.labels("private read", "403").inc()
             handler._send(403, f"{path} names callers and parkers: it needs an admin token\n".encode(), TEXT)
             return False
         return self._authenticated(handler, self.admin_token, "private read", who)
@@ -131,6 +148,7 @@ class NodeHttp:
         path, _, query = handler.path.partition("?")
         who = f"{handler.client_address[0]} {method} {path[:80]!r}"
         if self.admin_token is None:
+            self.refused.labels("admin write", "405").inc()
             handler._send(405, b"read-only API: no admin token is configured\n", TEXT, {"Allow": "GET"})
             return
         if not self._authenticated(handler, self.admin_token, "admin write", who):

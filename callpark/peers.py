@@ -9,6 +9,7 @@ or ``10.0.0.5/32``). :func:`parse_peers` raises :class:`ValidationError` naming 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -72,6 +73,20 @@ def is_ip(text: str) -> bool:
     return True
 
 
+def resolve_host(address: str, *, where: str = "--edge") -> tuple[str, ...]:
+    """The IP addresses of the host of ``address`` (``host:port`` or an address); a name is
+    resolved now (DNS or /etc/hosts). Raises :class:`ValidationError` when it does not resolve."""
+    host = host_of(address)
+    if is_ip(host):
+        return (str(ipaddress.ip_address(host)),)
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as exc:
+        raise ValidationError("trusted-peers", f"{where} {address}: cannot resolve {host!r} ({exc})") from None
+    ips = [str(info[4][0]) for info in infos]
+    return tuple(dict.fromkeys(ips))
+
+
 @dataclass(frozen=True)
 class TrustedPeers:
     """An allow list of networks; ``allows`` answers for one source address."""
@@ -107,4 +122,13 @@ class TrustedPeers:
         return ",".join(str(n) for n in self.networks)
 
 
-__all__ = ["DEFAULT_TRUSTED_PEERS", "Network", "TrustedPeers", "host_of", "is_ip", "parse_peer", "parse_peers"]
+__all__ = [
+    "DEFAULT_TRUSTED_PEERS",
+    "Network",
+    "TrustedPeers",
+    "host_of",
+    "is_ip",
+    "parse_peer",
+    "parse_peers",
+    "resolve_host",
+]

@@ -6,6 +6,9 @@ tokens a minute). A source with less than one token is refused every retrieval u
 token has grown back. Hits cost nothing, so people retrieving their calls are never
 charged, and one mistyped orbit (one token) never blocks anyone.
 
+Sources are keyed by address; IPv6 sources by their /64 network (:func:`source_key`), since
+one host normally owns a whole /64 and could otherwise scan from 2**64 fresh buckets.
+
 Memory: at most ``max_sources`` buckets (about 150 bytes each). Beyond that the least recently
 charged source is forgotten in O(1): it has had the longest time to refill, and forgetting
 it only gives it its burst back early (an attacker needs ``max_sources`` addresses of its own
@@ -14,6 +17,7 @@ to do that, and each address is itself limited).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -44,6 +48,23 @@ class ScanLimit:
         return self
 
 
+IPV6_PREFIX = 64
+
+
+def source_key(source: str) -> str:
+    """The bucket of ``source``: an IPv4 address as is (also IPv4-mapped IPv6), an IPv6 address's
+    /64 network, anything else (not an address) unchanged."""
+    try:
+        ip = ipaddress.ip_address(source)
+    except ValueError:
+        return source
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
+    return str(ip)
+
+
 class ScanLimiter:
     """Thread-safe token buckets keyed by source address."""
 
@@ -63,6 +84,7 @@ class ScanLimiter:
 
     def retry_after(self, source: str) -> int:
         """0 when ``source`` may retrieve now, else whole seconds until its next token."""
+        source = source_key(source)
         with self._lock:
             tokens = self._tokens(source, self._clock())
         if tokens >= 1.0:
@@ -71,6 +93,7 @@ class ScanLimiter:
 
     def miss(self, source: str) -> None:
         """Charge ``source`` one token for retrieving an orbit where nothing is parked."""
+        source = source_key(source)
         with self._lock:
             now = self._clock()
             tokens = max(0.0, self._tokens(source, now) - 1.0)
@@ -84,4 +107,4 @@ class ScanLimiter:
             return len(self._buckets)
 
 
-__all__ = ["ScanLimit", "ScanLimiter"]
+__all__ = ["IPV6_PREFIX", "ScanLimit", "ScanLimiter", "source_key"]

@@ -4,7 +4,8 @@
 
     [security]
     trusted_peers = ["127.0.0.0/8", "::1"]   # the edge accepts SIP only from these (and its nodes)
-    node_trusted_peers = ["127.0.0.1/32"]    # the park nodes (default: trusted_peers); the edge is added
+    node_trusted_peers = ["127.0.0.1/32"]    # the park nodes (default: only the edge, --edge)
+    register_peers = ["10.1.0.0/16"]         # without digest auth: phones that may REGISTER (default loopback)
     digest_auth_file = "users.htdigest"      # htdigest file (relative to the TOML file): edge digest auth
     digest_realm = "callpark.test"           # required with digest_auth_file: the realm of its lines
     orbit_scan_burst = 10                    # orbit misses a source may make at once (per node)
@@ -12,8 +13,8 @@
 
 Every key is optional; without the section the local cluster behaves as before (loopback
 trusted, no authentication). A deployment whose edges or nodes listen on a non-loopback address
-(``[edge] hosts``, ``[[pool]] hosts``) must set ``digest_auth_file`` or its own
-``trusted_peers`` (not ``0.0.0.0/0``): :meth:`SipSecurity.check_exposure`.
+(``[edge] hosts``, ``[[pool]] hosts``) must set ``digest_auth_file``, or both its own
+``trusted_peers`` and ``register_peers`` (neither ``0.0.0.0/0``): :meth:`SipSecurity.check_exposure`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ KEYS = frozenset(
         "node_trusted_peers",
         "digest_auth_file",
         "digest_realm",
+        "register_peers",
         "orbit_scan_burst",
         "orbit_scan_per_minute",
     }
@@ -42,6 +44,9 @@ KEYS = frozenset(
 
 OPEN_RULE = "config-open-deployment"
 """The rule :meth:`SipSecurity.check_exposure` names when it refuses an open deployment."""
+
+OPEN_REGISTRAR_RULE = "config-open-registrar"
+"""The rule :meth:`SipSecurity.check_exposure` names when anyone could register as anyone."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,8 @@ class SipSecurity:
     """
 
     trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS
-    node_trusted_peers: tuple[str, ...] | None = None  # None: trusted_peers
+    node_trusted_peers: tuple[str, ...] | None = None  # None: the node trusts only its edge (--edge)
+    register_peers: tuple[str, ...] | None = None  # None: the edge's default (loopback)
     digest: DigestAuth | None = None
     scan: ScanLimit = field(default_factory=ScanLimit)
     peers_given: bool = False
@@ -67,22 +73,25 @@ class SipSecurity:
         exposed = [(what, a) for what, addresses in listeners.items() for a in addresses if not _loopback(a)]
         if not exposed or self.digest is not None:
             return
-        world = any(n.prefixlen == 0 for n in parse_peers(self.trusted_peers))
-        if self.peers_given and not world:
-            return
         what, address = exposed[0]
-        raise ValidationError(
-            OPEN_RULE,
-            f"{what} listens on {address}, not loopback, but [security] sets neither digest_auth_file nor"
-            " trusted_peers (without 0.0.0.0/0): anyone could park, retrieve and relay",
-        )
+        if not self.peers_given or _world(self.trusted_peers):
+            raise ValidationError(
+                OPEN_RULE,
+                f"{what} listens on {address}, not loopback, but [security] sets neither digest_auth_file nor"
+                " trusted_peers (without 0.0.0.0/0): anyone could park, retrieve and relay",
+            )
+        if self.register_peers is None or not self.register_peers or _world(self.register_peers):
+            raise ValidationError(
+                OPEN_REGISTRAR_RULE,
+                f"{what} listens on {address}, not loopback, without digest_auth_file: [security] register_peers"
+                " must name the phone networks that may register unauthenticated (not 0.0.0.0/0)",
+            )
 
     def node_args(self) -> list[str]:
         """``callpark node`` flags that carry these settings."""
-        peers = self.node_trusted_peers if self.node_trusted_peers is not None else self.trusted_peers
+        peers = ["--trusted-peers", ",".join(self.node_trusted_peers)] if self.node_trusted_peers else []
         return [
-            "--trusted-peers",
-            ",".join(peers),
+            *peers,
             "--orbit-scan-burst",
             str(self.scan.burst),
             "--orbit-scan-per-minute",
@@ -91,7 +100,10 @@ class SipSecurity:
 
     def edge_fields(self) -> dict[str, Any]:
         """:class:`~callpark.edge.config.EdgeConfig` fields that carry these settings."""
-        return {"trusted_peers": self.trusted_peers, "auth": self.digest}
+        fields: dict[str, Any] = {"trusted_peers": self.trusted_peers, "auth": self.digest}
+        if self.register_peers is not None:
+            fields["register_peers"] = self.register_peers
+        return fields
 
 
 def _peers(raw: dict[str, Any], key: str) -> tuple[str, ...] | None:
@@ -132,7 +144,18 @@ def parse(raw: dict[str, Any], base: Path) -> SipSecurity:
         except CredentialsError as exc:
             raise ValidationError("config-security", f"[security] {exc}") from None
     given = raw.get("trusted_peers") is not None
-    return SipSecurity(trusted_peers=trusted, node_trusted_peers=nodes, digest=digest, scan=scan, peers_given=given)
+    return SipSecurity(
+        trusted_peers=trusted,
+        node_trusted_peers=nodes,
+        register_peers=_peers(raw, "register_peers"),
+        digest=digest,
+        scan=scan,
+        peers_given=given,
+    )
+
+
+def _world(peers: tuple[str, ...]) -> bool:
+    return any(n.prefixlen == 0 for n in parse_peers(peers))
 
 
 def _loopback(address: str) -> bool:
@@ -151,4 +174,4 @@ def parse_hosts(value: Any, where: str) -> tuple[str, ...]:
         raise ValidationError("config-hosts", f"{where}: 'hosts': {exc}") from None
 
 
-__all__ = ["OPEN_RULE", "SipSecurity", "parse", "parse_hosts"]
+__all__ = ["OPEN_REGISTRAR_RULE", "OPEN_RULE", "SipSecurity", "parse", "parse_hosts"]

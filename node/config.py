@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from callpark.admintoken import AdminToken
 from callpark.errors import CallparkError
-from callpark.peers import DEFAULT_TRUSTED_PEERS, TrustedPeers
+from callpark.peers import DEFAULT_TRUSTED_PEERS, TrustedPeers, host_of, is_ip, resolve_host
 from callpark.ratelimit import ScanLimit
 from callpark.store.session import LeaseTimings
 
@@ -35,7 +35,8 @@ class NodeConfig:
     worker_log_level: str = "WARNING"
     sip_port_base: int = 0  # worker i listens on base+i; 0: free ports picked at start
     rtp_port_base: int = 0  # worker i uses base + i*RTP_PORTS_PER_WORKER ...; 0: picked at start
-    trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS  # the --edge host is always added
+    trusted_peers: tuple[str, ...] | None = None  # None: only the edge (loopback without --edge)
+    edge_ips: tuple[str, ...] = ()  # the --edge host's addresses, resolved at start (:meth:`resolved`)
     scan_limit: ScanLimit = field(default_factory=ScanLimit)
     admin_token: AdminToken | None = None  # None: the HTTP API is read-only
     blf_expires_s: int = 60  # BLF PUBLISH expiry (refreshed at half); 0: no BLF publishing (node/blf.py)
@@ -47,8 +48,44 @@ class NodeConfig:
         """Hosts a ringback, orbit MESSAGE or OnTimeoutURI transfer may address (no toll fraud)."""
         return frozenset(d.lower() for d in (self.domain, *self.target_domains))
 
+    def resolved(self) -> NodeConfig:
+        """A copy with the ``--edge`` host name resolved to :attr:`edge_ips` (one-line error if not)."""
+        return replace(self, edge_ips=resolve_host(self.edge)) if self.edge else self
+
+    def _edge_hosts(self) -> tuple[str, ...]:
+        if self.edge_ips:
+            return self.edge_ips
+        return (host_of(self.edge),) if self.edge and is_ip(host_of(self.edge)) else ()
+
+    def peers(self) -> TrustedPeers:
+        """Who may send this node SIP requests: ``trusted_peers`` (when given) and always the edge.
+
+        Secure default: with an edge, only the edge, so phones cannot skip its ACL and
+        authentication by calling a node directly (403); without one, loopback.
+        """
+        edge = self._edge_hosts()
+        if self.trusted_peers is not None:
+            peers = TrustedPeers.parse(self.trusted_peers, where="--trusted-peers")
+        elif edge:
+            peers = TrustedPeers(())
+        else:
+            peers = TrustedPeers.parse(DEFAULT_TRUSTED_PEERS)
+        for ip in edge:
+            peers = peers.with_host(ip)
+        return peers
+
+    def is_edge(self, peer: str) -> bool:
+        """True when ``peer`` (``ip:port``) is the edge's address (its host resolved at start)."""
+        if not self.edge or not peer:
+            return False
+        if peer == self.edge:
+            return True
+        port = self.edge.rsplit(":", 1)[-1] if ":" in self.edge else "5060"
+        return host_of(peer) in self._edge_hosts() and peer.rsplit(":", 1)[-1] == port
+
     def validate(self) -> NodeConfig:
-        TrustedPeers.parse(self.trusted_peers, where="--trusted-peers")
+        if not self.peers().networks:
+            raise CallparkError(f"--edge {self.edge}: its host is not an address; start the node with resolved()")
         self.scan_limit.validate()
         if not 1 <= self.workers <= MAX_WORKERS:
             raise CallparkError(f"--workers must be 1 to {MAX_WORKERS}, not {self.workers}")

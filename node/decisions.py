@@ -26,6 +26,7 @@ from callpark.node.protocol import REASON_FENCED, REASON_STATE_UNAVAILABLE, Mess
 from callpark.node.workers import WorkerHandle
 from callpark.peers import host_of, is_ip
 from callpark.ratelimit import ScanLimiter
+from callpark.sip.message import in_domains
 from callpark.store.parking import (
     Fenced,
     Held,
@@ -60,6 +61,9 @@ class Reply:
         """The SIP status of a reject, None otherwise."""
         code = self.fields.get("code")
         return int(code) if code is not None else None
+
+
+REASON_FOREIGN_PARKER = "Forbidden: Referred-By outside the SIP domains"
 
 
 def reject(counter: str, result: str, code: int, reason: str, warning: str, **extra: Any) -> Reply:
@@ -136,6 +140,17 @@ class Decisions(NodePart):
             )
         if self.facts.draining:
             return reject(PARKS, "draining", 503, "Park node draining", "35012 Parking server is in draining mode")
+        referred_by = msg.get("referred_by")
+        if referred_by and not in_domains(str(referred_by), self.config.allowed_domains):
+            # the parker (orbit MESSAGE, ringbacks) would be dialled outside the deployment
+            return reject(
+                PARKS,
+                "foreign-parker",
+                403,
+                REASON_FOREIGN_PARKER,
+                f"Referred-By {str(referred_by)[:200]} is outside the SIP domains"
+                f" {', '.join(sorted(self.config.allowed_domains))}",
+            )
         if int(msg.get("free", w.free_slots)) < 1:
             other = self.pick_worker(1, w.index)
             if other is None:
@@ -280,12 +295,12 @@ class Decisions(NodePart):
     def source(self, msg: Message) -> str:
         """The address a request really came from: the edge's X-Callpark-Source, else the peer.
 
-        The header is believed only from the edge's own address (``--edge``, host and port);
+        The header is believed only from the edge's own address (``--edge``, its host resolved at start);
         the edge removes any copy arriving from outside before adding its own.
         """
         peer = str(msg.get("peer") or "")
         origin = msg.get("origin")
-        if origin and self.config.edge and peer == self.config.edge:
+        if origin and self.config.is_edge(peer):
             candidate = str(origin).strip()
             if is_ip(candidate):
                 return candidate

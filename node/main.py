@@ -69,8 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rtp-port-base", type=int, default=0, help="worker i gets 16 RTP ports from BASE+16*i")
     p.add_argument(
         "--trusted-peers",
-        default="127.0.0.0/8,::1/128",
-        help="addresses/CIDR networks allowed to send SIP requests (default loopback; the --edge host is added)",
+        default=None,
+        help="addresses/CIDR networks allowed to send SIP requests besides the --edge host"
+        " (default: only the edge; loopback when there is no --edge)",
     )
     p.add_argument("--orbit-scan-burst", type=int, default=10, help="orbit misses a source may make at once")
     p.add_argument("--orbit-scan-per-minute", type=float, default=6.0, help="orbit misses per minute, sustained")
@@ -103,19 +104,27 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix=f"callpark-{args.name}-"))
     same = {name: getattr(args, name) for name in _SAME_NAME}
     same["domain"] = args.domain or (host_of(args.edge) if args.edge else args.host)
-    return NodeConfig(
-        **same,
-        target_domains=tuple(d.strip() for d in args.target_domains.split(",") if d.strip()),
-        run_dir=run_dir,
-        ring_time_s=args.ring_time,
-        timings=timings,
-        trusted_peers=tuple(str(n) for n in parse_peers(args.trusted_peers, where="--trusted-peers")),
-        scan_limit=ScanLimit(burst=args.orbit_scan_burst, per_minute=args.orbit_scan_per_minute),
-        admin_token=admintoken.from_option(args.admin_token_file),
-        blf_expires_s=args.blf_expires,
-        parker_notices=args.parker_notices == "on",
-        http_tls=https_from_args(args),
-    ).validate()
+    return (
+        NodeConfig(
+            **same,
+            target_domains=tuple(d.strip() for d in args.target_domains.split(",") if d.strip()),
+            run_dir=run_dir,
+            ring_time_s=args.ring_time,
+            timings=timings,
+            trusted_peers=(
+                tuple(str(n) for n in parse_peers(args.trusted_peers, where="--trusted-peers"))
+                if args.trusted_peers is not None
+                else None
+            ),
+            scan_limit=ScanLimit(burst=args.orbit_scan_burst, per_minute=args.orbit_scan_per_minute),
+            admin_token=admintoken.from_option(args.admin_token_file),
+            blf_expires_s=args.blf_expires,
+            parker_notices=args.parker_notices == "on",
+            http_tls=https_from_args(args),
+        )
+        .resolved()
+        .validate()
+    )
 
 
 def run(config: NodeConfig, etcd: EtcdAccess | str | None) -> int:

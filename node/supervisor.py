@@ -42,7 +42,6 @@ from callpark.node.ringback import Ringback
 from callpark.node.takeover import Takeovers
 from callpark.node.views import ClusterView
 from callpark.node.workers import WorkerPool
-from callpark.peers import TrustedPeers
 from callpark.ratelimit import ScanLimiter
 from callpark.store.admin import AdminStore
 from callpark.store.kv import KV
@@ -75,7 +74,7 @@ class Supervisor:
         self.table = ParkTable(
             self.kv, node=config.name, pool=config.pool, member_key=self.membership.key, decoder=self.decoder
         )
-        self.trusted = TrustedPeers.parse(config.trusted_peers).with_host(config.edge)
+        self.trusted = config.peers()
         self.scan = ScanLimiter(config.scan_limit)
         self.http: NodeHttp | None = None
         self._stop = threading.Event()

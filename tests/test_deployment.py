@@ -59,6 +59,14 @@ def test_parker_notices_are_on_unless_the_deployment_turns_them_off(tmp_path: Pa
         ("[[pool]]\nname='a'\nsite='s'\nhosts=['0.0.0.0']\n", "[config-open-deployment] pool 'a' listens on 0.0.0.0"),
         ("[edge]\nhosts=['10.0.0.1']\n[security]\ntrusted_peers=['0.0.0.0/0']\n", "[config-open-deployment]"),
         ("[edge]\nhosts=['10.0.0.1']\n[security]\ntrusted_peers=['10.0.0.0/8', '::/0']\n", "[config-open-deployment]"),
+        (
+            "[edge]\nhosts=['10.0.0.1']\n[security]\ntrusted_peers=['10.0.0.0/8']\n",
+            "[config-open-registrar] the SIP edge",
+        ),
+        (
+            "[edge]\nhosts=['10.0.0.1']\n[security]\ntrusted_peers=['10.0.0.0/8']\nregister_peers=['0.0.0.0/0']\n",
+            "[config-open-registrar]",
+        ),
         ("[edge]\nhosts=['edge.example']\n", "[config-hosts]"),
         ("[edge]\nhosts=[]\n", "[config-hosts]"),
         ("[notifications]\nparker='yes'\n", "[config-type] [notifications] parker must be true or false"),
@@ -76,9 +84,12 @@ def test_bad_files_give_one_line_naming_the_problem(tmp_path: Path, text: str, m
 
 def test_a_non_loopback_deployment_passes_with_trusted_peers_or_digest_auth(tmp_path: Path) -> None:
     f = tmp_path / "d.toml"
-    f.write_text("[edge]\nhosts=['10.0.0.1']\n[security]\ntrusted_peers=['10.0.0.0/8']\n")
+    f.write_text(
+        "[edge]\nhosts=['10.0.0.1']\n[security]\ntrusted_peers=['10.0.0.0/8']\nregister_peers=['10.1.0.0/16']\n"
+    )
     assert deployment.load(f).sip_security.peers_given
     (tmp_path / "users.htdigest").write_text("alice:r:" + "0" * 32 + "\n")
+    (tmp_path / "users.htdigest").chmod(0o600)
     f.write_text("[edge]\nhosts=['10.0.0.1']\n[security]\ndigest_auth_file='users.htdigest'\ndigest_realm='r'\n")
     assert deployment.load(f).sip_security.digest is not None
     f.write_text("[edge]\nhosts=['127.0.0.1', '::1']\n")  # loopback needs neither

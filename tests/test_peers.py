@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -86,3 +87,18 @@ def test_host_of_and_is_ip() -> None:
     assert host_of("::1") == "::1"
     assert host_of("10.0.0.1") == "10.0.0.1"
     assert is_ip("::1") and is_ip("10.0.0.1") and not is_ip("10.0.0.1, 1.2.3.4") and not is_ip("")
+
+
+def test_a_node_trusts_only_its_edge_by_default_and_loopback_without_one(tmp_path: Path) -> None:
+    from callpark.node.config import NodeConfig
+
+    lone = NodeConfig(pool="p", name="n", run_dir=tmp_path).validate()
+    assert lone.peers().allows("127.0.0.5:5060") and not lone.peers().allows("10.0.0.1:5060")
+    fronted = NodeConfig(pool="p", name="n", run_dir=tmp_path, edge="127.0.0.1:5070").resolved().validate()
+    assert fronted.peers().allows("127.0.0.1:5070") and not fronted.peers().allows("127.0.0.2:5060")
+    assert fronted.is_edge("127.0.0.1:5070") and not fronted.is_edge("127.0.0.1:5071")
+    listed = NodeConfig(pool="p", name="n", run_dir=tmp_path, edge="127.0.0.1:5070", trusted_peers=("10.0.0.0/8",))
+    assert listed.peers().allows("10.1.2.3:5060") and listed.peers().allows("127.0.0.1:5070")
+    assert not listed.peers().allows("127.0.0.2:5060")
+    named = NodeConfig(pool="p", name="n", run_dir=tmp_path, edge="localhost:5070").resolved()
+    assert named.peers().allows("127.0.0.1:5070") and named.is_edge("127.0.0.1:5070")

@@ -274,11 +274,15 @@ class EdgeConfig:
     flood_window_s: int = 2
     blf: bool = True  # presence: phones SUBSCRIBE to orbits (Event: dialog), park nodes PUBLISH
     tls: EdgeTls | None = None  # SIP over TLS beside UDP (kamailio-tls-modules)
+    register_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS  # without auth: who may REGISTER; () nobody
 
     def __post_init__(self) -> None:
         if self.trusted_peers:
             with _model_rules():
                 parse_peers(self.trusted_peers, where="edge trusted_peers")
+        if self.register_peers:
+            with _model_rules():
+                parse_peers(self.register_peers, where="edge register_peers")
         try:
             ipaddress.IPv4Address(self.host)
         except ValueError as exc:
@@ -489,6 +493,7 @@ def _acl_block(cfg: EdgeConfig) -> str:
         f"\t# trusted peers: {', '.join(nets)}; park nodes of the dispatcher list always\n"
         f"\tif (!(ds_is_from_list() || {tests})) {{\n"
         '\t\txlog("L_WARN", "untrusted source $si:$sp: $rm $ru refused\\n");\n'
+        f"\t\t{_count('untrusted_refused')}\n"
         '\t\tsl_send_reply("403", "Forbidden: untrusted source");\n'
         "\t\texit;\n"
         "\t}"
@@ -541,10 +546,18 @@ def _auth_route(cfg: EdgeConfig) -> str:
 	if ($var(rc) < 0) {{
 		if ($var(rc) == -2 || $var(rc) == -3) {{
 			xlog("L_WARN", "bad credentials for user $au from $si:$sp: $rm\\n");
+			cnt_inc("callpark.auth_refused");
 			sl_send_reply("403", "Forbidden: bad credentials");
 			exit;
 		}}
-		# no credentials for our realm, stale or reused nonce: challenge again
+		# no credentials for our realm, stale or reused nonce: challenge again (a replayed
+		# nonce count is reported as stale, -4, like an expired nonce)
+		xlog("L_INFO", "digest of $au from $si:$sp not accepted (code $var(rc)): $rm\\n");
+		if ($var(rc) == -4) {{
+			cnt_inc("callpark.auth_stale");
+		}} else if ($var(rc) != -5) {{
+			cnt_inc("callpark.auth_refused");
+		}}
 		if (is_method("REGISTER")) {{
 			www_challenge({realm}, "1");
 		}} else {{
@@ -554,12 +567,33 @@ def _auth_route(cfg: EdgeConfig) -> str:
 	}}
 	if ((is_method("REGISTER") && $au != $tU) || (!is_method("REGISTER") && $au != $fU)) {{
 		xlog("L_WARN", "user $au from $si:$sp claims another identity: $rm\\n");
+		cnt_inc("callpark.auth_refused");
 		sl_send_reply("403", "Forbidden: identity mismatch");
 		exit;
 	}}
 	consume_credentials();
 }}
 """
+
+
+def _register_block(cfg: EdgeConfig) -> str:
+    """Who may REGISTER without digest auth: only ``register_peers`` (no open registrar)."""
+    if cfg.auth is not None:
+        return "\t# digest auth: route[AUTH] authenticated this REGISTER (its To user is the user's own)"
+    refuse = (
+        '\t\txlog("L_WARN", "REGISTER of $tU from $si:$sp without digest auth refused\\n");\n'
+        f"\t\t{_count('register_refused')}\n"
+        '\t\tsl_send_reply("403", "Forbidden: registration needs authentication");\n'
+        "\t\texit;\n"
+    )
+    if not cfg.register_peers:
+        return "\t# no digest auth and no register_peers: nobody may register\n" + refuse.replace("\t\t", "\t")
+    nets = [str(n) for n in parse_peers(cfg.register_peers)]
+    tests = " || ".join(f'is_in_subnet("$si", {_q(n)})' for n in nets)
+    return (
+        f"\t# no digest auth: only phones of {', '.join(nets)} may register (register_peers)\n"
+        f"\tif (!({tests})) {{\n" + refuse + "\t}"
+    )
 
 
 def _check_render_args(
@@ -578,7 +612,7 @@ def _check_render_args(
 
 def _security_fields(cfg: EdgeConfig, credentials_file: Path | None) -> dict[str, str]:
     """Template fields of the ACL and digest authentication (modules, parameters, routes)."""
-    modules = 'loadmodule "ipops.so"\n' if cfg.trusted_peers else ""
+    modules = 'loadmodule "ipops.so"\n' if cfg.trusted_peers or (cfg.auth is None and cfg.register_peers) else ""
     params = ""
     if cfg.auth is not None:
         assert credentials_file is not None
@@ -594,11 +628,40 @@ def _security_fields(cfg: EdgeConfig, credentials_file: Path | None) -> dict[str
         "security_params": params,
         "acl_block": _acl_block(cfg).replace("{", "{{").replace("}", "}}"),
         "auth_route": _auth_route(cfg).replace("{", "{{").replace("}", "}}"),
+        "register_block": _register_block(cfg).replace("{", "{{").replace("}", "}}"),
     }
 
 
-FLOOD_COUNTER = ("callpark", "flood_blocked")
+COUNTER_GROUP = "callpark"
+"""The kamailio counter group of every refusal the edge counts (JSON-RPC ``cnt.grp_get_all``)."""
+
+EDGE_COUNTERS: dict[str, str] = {
+    "flood_blocked": "requests dropped by the flood limit (pike), no reply",
+    "untrusted_refused": "requests from a source outside trusted_peers (403 untrusted source)",
+    "relay_denied": "requests for addresses the edge does not serve (404 relaying denied)",
+    "auth_refused": "requests whose digest credentials failed (403 bad credentials or identity mismatch)",
+    "auth_stale": "digest answers with a replayed or expired nonce (a new challenge; honest phones' expired ones too)",
+    "register_refused": "REGISTERs without digest auth from outside register_peers (403)",
+    "dialog_refused": "in-dialog requests of no dialog the edge knows (403; an ACK is dropped)",
+    "source_spoofed": "requests arriving with an X-Callpark-Source header (removed; the real source is used)",
+}
+"""Name -> meaning of every counter in :data:`COUNTER_GROUP` (exported as kamailio counters)."""
+
+FLOOD_COUNTER = (COUNTER_GROUP, "flood_blocked")
 """The kamailio counter (group, name) of requests dropped by the flood limit (``cnt.get``)."""
+
+
+def _counter_params() -> str:
+    lines = ["# ----- counters: every refusal of an attack is counted (cnt.grp_get_all callpark)"]
+    for name, meaning in EDGE_COUNTERS.items():
+        lines.append(f'modparam("counters", "script_counter", "{COUNTER_GROUP}.{name}: {meaning}")')
+    return "\n".join(lines) + "\n"
+
+
+def _count(name: str) -> str:
+    """The kamailio statement that counts one refusal of kind ``name`` (a key of :data:`EDGE_COUNTERS`)."""
+    assert name in EDGE_COUNTERS, name
+    return f'cnt_inc("{COUNTER_GROUP}.{name}");'
 
 
 def _flood_fields(cfg: EdgeConfig) -> dict[str, str]:
@@ -616,7 +679,6 @@ def _flood_fields(cfg: EdgeConfig) -> dict[str, str]:
         f'modparam("pike", "sampling_time_unit", {cfg.flood_window_s})\n'
         f'modparam("pike", "reqs_density_per_unit", {cfg.flood_requests})\n'
         'modparam("pike", "remove_latency", 30)\n'
-        f'modparam("counters", "script_counter", "{group}.{name}:requests dropped by the flood limit")\n'
     )
     block = (
         f"\t# flood limit: more than {cfg.flood_requests} requests per {cfg.flood_window_s} s from one source\n"
@@ -629,7 +691,7 @@ def _flood_fields(cfg: EdgeConfig) -> dict[str, str]:
         "\t}}"
     )
     return {
-        "flood_modules": 'loadmodule "pike.so"\nloadmodule "counters.so"\n',
+        "flood_modules": 'loadmodule "pike.so"\n',
         "flood_params": params,
         "flood_block": block,
     }
@@ -897,6 +959,7 @@ def render_kamailio_cfg(
         **_routing_fields(cfg, dispatcher_list),
         **_blf_fields(cfg),
         **_tls_fields(cfg, tls_file),
+        "counter_params": _counter_params(),
     }
     return _TEMPLATE.format(**fields).replace("{{", "{").replace("}}", "}")
 
@@ -947,8 +1010,15 @@ loadmodule "xlog.so"
 loadmodule "sanity.so"
 loadmodule "dispatcher.so"
 loadmodule "htable.so"
+loadmodule "counters.so"
+loadmodule "dialog.so"
 {rpc_modules}{security_modules}{flood_modules}{blf_modules}
-{rpc_params}{security_params}{flood_params}{blf_params}{tls_params}
+{counter_params}{rpc_params}{security_params}{flood_params}{blf_params}{tls_params}
+# ----- dialog: INVITE dialogs the edge relayed, matched by Call-ID and tags (not a guessable
+# cookie); an in-dialog request from a phone must belong to one (route[WITHINDLG])
+modparam("dialog", "dlg_match_mode", 2)
+modparam("dialog", "default_timeout", 43200)
+
 # ----- tm: fr_timer bounds how long a node may stay silent (also the OPTIONS probe timeout);
 # everything else gets user_timeout via t_set_fr() in route[RELAY_PATIENT]
 modparam("tm", "fr_timer", {node_timeout_ms})
@@ -1027,6 +1097,10 @@ request_route {{
 		record_route();
 	}}
 	route(REFERRED_BY);
+	if (is_method("INVITE")) {{
+		# remember the dialog: its in-dialog requests are relayed (route[WITHINDLG])
+		dlg_manage();
+	}}
 
 	route(REGISTRAR);
 
@@ -1068,7 +1142,10 @@ route[REQINIT] {{
 {acl_block}
 	# the original source, for the nodes' orbit-scan limit: never trust one from outside
 	# (route[SOURCE] adds ours, only on requests towards park nodes)
-	remove_hf("X-Callpark-Source");
+	if (is_present_hf("X-Callpark-Source")) {{
+		cnt_inc("callpark.source_spoofed");
+		remove_hf("X-Callpark-Source");
+	}}
 	if (!sanity_check("17895", "7")) {{
 		xlog("L_WARN", "malformed SIP request from $si:$sp\\n");
 		exit;
@@ -1082,13 +1159,18 @@ route[REQINIT] {{
 	}}
 }}
 
-# In-dialog requests follow the route set recorded at dialog creation.
+# In-dialog requests follow the route set recorded at dialog creation, but only within a
+# dialog the edge relayed (Call-ID and both tags; park nodes excepted): a made-up To-tag and
+# Route header must not turn the edge into an unauthenticated relay.
 route[WITHINDLG] {{
 	if (!has_totag()) {{
 		return;
 	}}
 {blf_indialog}	route(REFERRED_BY);
 	if (loose_route()) {{
+		if (!ds_is_from_list() && !is_known_dlg()) {{
+			route(UNKNOWN_DIALOG);
+		}}
 		# no failover inside a dialog: ordinary timers, even towards a node
 		route(RELAY_PATIENT);
 	}}
@@ -1112,6 +1194,22 @@ route[REFERRED_BY] {{
 	}}
 }}
 
+# An in-dialog request of no dialog the edge knows: an ACK of a negative reply goes hop by hop
+# within its INVITE transaction, anything else is refused (an ACK silently) and counted.
+route[UNKNOWN_DIALOG] {{
+	if (is_method("ACK")) {{
+		if (t_check_trans()) {{
+			route(RELAY);
+		}}
+		cnt_inc("callpark.dialog_refused");
+		exit;
+	}}
+	xlog("L_WARN", "in-dialog $rm from $si:$sp matches no dialog: refused\\n");
+	cnt_inc("callpark.dialog_refused");
+	sl_send_reply("403", "Forbidden: no such dialog");
+	exit;
+}}
+
 # Digest authentication (when configured): 401 for REGISTER, 407 for everything else.
 {auth_route}
 {blf_routes}
@@ -1120,6 +1218,7 @@ route[REGISTRAR] {{
 	if (!is_method("REGISTER")) {{
 		return;
 	}}
+{register_block}
 	if (!save("location")) {{
 		sl_reply_error();
 	}}
@@ -1153,6 +1252,7 @@ route[FOREIGN] {{
 	}}
 	if (!registered("location")) {{
 		xlog("L_WARN", "relaying refused for $si:$sp: $rm $ru\\n");
+		cnt_inc("callpark.relay_denied");
 		sl_send_reply("404", "Not Found: relaying denied");
 		exit;
 	}}

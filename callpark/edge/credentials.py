@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["AUTH_USER_RE", "CredentialsError", "DigestAuth", "ha1", "parse_htdigest", "read_htdigest"]
+__all__ = [
+    "AUTH_USER_RE",
+    "CredentialsError",
+    "DigestAuth",
+    "check_permissions",
+    "ha1",
+    "parse_htdigest",
+    "read_htdigest",
+]
 
 AUTH_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 _REALM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -66,8 +75,26 @@ def parse_htdigest(text: str, realm: str, *, where: str = "credentials") -> dict
     return users
 
 
+def check_permissions(path: Path) -> None:
+    """Refuse a credentials file others may read, or others or the group may write.
+
+    HA1 hashes are password equivalents: the file must be like ``chmod 0600`` or ``0640``.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise CredentialsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
+        raise CredentialsError(
+            f"{path}: mode {stat.S_IMODE(mode):04o} lets others read it or the group or others write it"
+            " (HA1 hashes are password equivalents): chmod 0600 or 0640"
+        )
+
+
 def read_htdigest(path: Path, realm: str) -> dict[str, str]:
-    """:func:`parse_htdigest` of a file; unreadable files raise :class:`CredentialsError`."""
+    """:func:`parse_htdigest` of a file; unreadable files, or files others may read or the group
+    may write (:func:`check_permissions`), raise :class:`CredentialsError`."""
+    check_permissions(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

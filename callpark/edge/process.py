@@ -19,6 +19,8 @@ from typing import Any
 
 from callpark.edge import rpc as jsonrpc
 from callpark.edge.config import (
+    COUNTER_GROUP,
+    EDGE_COUNTERS,
     FLOOD_COUNTER,
     EdgeConfig,
     render_credentials_cfg,
@@ -267,6 +269,10 @@ class Edge(StopsOnExit):
         """Requests the flood limit (pike) dropped so far: kamailio counter ``callpark.flood_blocked``."""
         group, name = FLOOD_COUNTER
         return int(self.rpc("cnt.get", group, name))
+
+    def counters(self) -> dict[str, int]:
+        """Every refusal counter of the edge (:data:`~callpark.edge.config.EDGE_COUNTERS`) by name."""
+        return {name: int(self.rpc("cnt.get", COUNTER_GROUP, name)) for name in EDGE_COUNTERS}
 
     def wait_node_state(self, node: str, *, active: bool, timeout: float = 5.0) -> float:
         """Wait until dispatcher destination ``node`` (host:port) is (in)active in every set.

@@ -12,9 +12,11 @@ import argparse
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,7 @@ from callpark.cli import dr as dr_cli
 from callpark.cli import service
 from callpark.dr import main as controller_main
 from callpark.edge import sync
+from callpark.errors import CallparkError
 from callpark.node import main as node_main
 from tests.deploy.promql import REPO
 
@@ -201,3 +204,29 @@ def test_etcd_unit_runs_etcd_with_the_member_env_file() -> None:
     assert values("callpark-etcd.service", "ExecStart") == [ETCD]
     assert values("callpark-etcd.service", "Type") == ["notify"]
     assert values("callpark-etcd.service", "EnvironmentFile") == ["/etc/callpark/etcd.env"]
+
+
+def test_the_node_example_resolves_its_edge_and_trusts_only_the_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CALLPARK_EDGE is a host name: resolved at start, its addresses are the trusted peers (with
+    the other site's edge from --trusted-peers); a phone's address is not, and an edge name that
+    does not resolve stops the node with one line."""
+    env = env_file("callpark.env.example") | env_file("node.env.example")
+    start = parse_cli(expand(values("callpark-node@.service", "ExecStart")[0], env, "park-a1"))
+    real = socket.getaddrinfo
+
+    def fake_dns(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "edge.primary.callpark.example":
+            return [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("10.1.0.10", 0))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
+    config = node_main.config_from_args(start)
+    peers = config.peers()
+    assert peers.allows("10.1.0.10:5060") and peers.allows("10.2.0.10:5060")
+    assert not peers.allows("10.1.64.20:5060") and not peers.allows("127.0.0.1:5060")
+    assert config.is_edge("10.1.0.10:5060") and not config.is_edge("10.1.0.10:5999")
+    monkeypatch.setattr(socket, "getaddrinfo", real)
+    start.edge = "edge.invalid:5060"
+    unresolved = r"^\[trusted-peers\] --edge edge.invalid:5060: cannot resolve 'edge.invalid'"
+    with pytest.raises(CallparkError, match=unresolved):
+        node_main.config_from_args(start)

@@ -41,6 +41,7 @@ digest_realm = "127.0.0.1"
 def test_up_applies_trusted_peers_and_digest_auth(tmp_path: Path) -> None:
     password = "alice-up-pw-5"
     (tmp_path / "users.htdigest").write_text(f"alice:{REALM}:{ha1('alice', REALM, password)}\n")
+    (tmp_path / "users.htdigest").chmod(0o600)
     config = tmp_path / "secure.toml"
     config.write_text(CONFIG)
     log = tmp_path / "up.log"

@@ -76,3 +76,4 @@ def test_a_replayed_register_or_invite_authorization_is_refused_and_a_fresh_one_
         challenge = _challenge(replay if replay.status == 407 else alice.invite(park), "Proxy-Authenticate")
         fresh = ("Proxy-Authorization", _credentials(challenge, "INVITE", park, 1))
         assert alice.invite(park, headers=[fresh]).answered_by == "a1"
+    assert edge.counters()["auth_stale"] >= 2  # each replay counted (kamailio counter callpark.auth_stale)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from callpark.edge import ConfigError, EdgeConfig, PoolSpec, check_config, render_dispatcher_list, render_kamailio_cfg
-from callpark.edge.config import render_credentials_cfg
+from callpark.edge.config import COUNTER_GROUP, EDGE_COUNTERS, render_credentials_cfg
 from callpark.edge.credentials import DigestAuth, ha1
 from callpark.netutil import free_port
 from tests.edge.conftest import DOMAIN, Lab, needs_kamailio, needs_sipp, two_pool_config
@@ -34,7 +34,7 @@ def test_without_security_settings_only_loopback_is_trusted() -> None:
     assert 'if (!(ds_is_from_list() || is_in_subnet("$si", "127.0.0.0/8") || is_in_subnet("$si", "::1/128")))' in cfg
     assert "proxy_challenge" not in cfg and "auth.so" not in cfg
     opted_out = render_kamailio_cfg(secured(trusted_peers=()), dispatcher_list=Path("/tmp/ds.list"))
-    assert "is_in_subnet" not in opted_out
+    assert "ds_is_from_list() || is_in_subnet" not in opted_out  # no ACL (register_peers still apply)
     assert cfg.index('remove_hf("X-Callpark-Source")') < cfg.index('append_hf("X-Callpark-Source: $si\\r\\n")')
 
 
@@ -97,3 +97,13 @@ def test_the_source_header_names_the_real_source_and_forged_ones_are_dropped(lab
         result = caller.invite(f"sip:park@{DOMAIN}", headers=[("X-Callpark-Source", "127.0.0.9")])
         assert result.status == 200 and result.final is not None
         assert result.final.header_values("X-Callpark-Source") == ["127.0.0.2"]
+
+
+def test_every_edge_counter_is_declared_and_counted_somewhere() -> None:
+    """Each refusal counter is declared to the counters module and incremented by some route."""
+    rendered = render_kamailio_cfg(
+        secured(auth=AUTH), dispatcher_list=Path("/tmp/ds.list"), credentials_file=Path("/tmp/c.cfg")
+    ) + render_kamailio_cfg(secured(), dispatcher_list=Path("/tmp/ds.list"))
+    for name in EDGE_COUNTERS:
+        assert f'"script_counter", "{COUNTER_GROUP}.{name}:' in rendered, name
+        assert f'cnt_inc("{COUNTER_GROUP}.{name}")' in rendered, name

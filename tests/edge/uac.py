@@ -154,6 +154,23 @@ class Uac:
         self._transaction(request, call_id, 5.0, result, "REGISTER")
         return result
 
+    def request(
+        self,
+        method: str,
+        uri: str,
+        *,
+        to_tag: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        timeout: float = 3.0,
+    ) -> CallResult:
+        """One request of a made-up dialog (``to_tag``: pretend it is in-dialog); its final response."""
+        dialog = _Dialog(to_uri=uri, call_id=secrets.token_hex(8) + "@edge-test", from_tag=new_tag())
+        contact = ("Contact", f"<{self.from_uri}>")
+        request = self._request(method, uri, dialog, to_tag=to_tag, headers=[contact, *(headers or [])])
+        result = CallResult()
+        self._transaction(request, dialog["call_id"], timeout, result, method)
+        return result
+
     def message(self, uri: str, text: str = "hello", *, timeout: float = 5.0) -> CallResult:
         """Send a MESSAGE to ``uri`` and wait for its final response."""
         dialog = _Dialog(to_uri=uri, call_id=secrets.token_hex(8) + "@edge-test", from_tag=new_tag())

@@ -18,7 +18,6 @@ from callpark.node.membership import Membership
 from callpark.node.metrics import NodeMetrics
 from callpark.node.protocol import REASON_FENCED, REASON_STATE_UNAVAILABLE, dialog_json
 from callpark.node.workers import WorkerHandle, WorkerPool
-from callpark.peers import TrustedPeers
 from callpark.ratelimit import ScanLimit, ScanLimiter
 from callpark.store.memkv import MemoryKV
 from callpark.store.parking import ParkTable
@@ -95,7 +94,7 @@ def make_node(
     me = NodeId(pool, name, f"{name}-incarnation")
     ctx = NodeContext(config, kv, table, metrics, RecordDecoder(metrics.registry), lambda: valid[0], me)
     calls = HeldCalls(ctx)
-    trusted = TrustedPeers.parse(config.trusted_peers)
+    trusted = config.peers()
     workers = WorkerPool(ctx, trusted, on_message=lambda w, m: None, music_path=lambda: None)
     for index in range(2):
         handle = WorkerHandle(index, 5070 + index, 0, free_slots=3)
@@ -315,3 +314,14 @@ def test_dialog_json_round_trips_the_stored_dialog() -> None:
     assert Dialog.from_json(dialog_json(dialog)) == dialog
     with pytest.raises(ValueError):
         Dialog.from_json({"call_id": "cid@h"})
+
+
+def test_a_park_whose_referred_by_is_outside_the_sip_domains_is_refused(node: Node) -> None:
+    """Toll fraud: the parker URI is where the orbit MESSAGE and ringbacks go; one outside the
+    deployment's domains is refused at park (403, counted), and nothing is parked."""
+    for outside in ("sip:premium@198.51.100.7", "<sip:premium@example.org>", "tel:+19005550100", "garbage<"):
+        reply = node.decisions.park(node.w0, park_msg(referred_by=outside))
+        assert reply.action == "reject" and (reply.counter, reply.result) == ("parks", "foreign-parker"), outside
+        assert (reply.fields["code"], reply.fields["reason"]) == (403, "Forbidden: Referred-By outside the SIP domains")
+    assert node.calls.held == {}
+    assert node.decisions.park(node.w0, park_msg(referred_by="<sip:bob@EXAMPLE.test>")).action == "answer"

@@ -116,23 +116,36 @@ def test_the_orbit_message_comes_from_the_deployments_sip_domain(lab: ParkLab) -
 
 
 def test_parker_and_on_timeout_uri_outside_the_sip_domain_are_never_called(lab: ParkLab) -> None:
-    """Toll fraud: the parker URI comes from Referred-By, so anyone can name any target. A parker
-    at 127.0.0.9 (outside the deployment's domain 127.0.0.1; loopback only, nothing leaves the
-    machine) gets no MESSAGE and no ringback, and an OnTimeoutURI there is not dialled either:
-    the call is hung up. A UDP socket on 127.0.0.9:5060 catches anything sent there."""
+    """Toll fraud: the parker URI comes from Referred-By, so anyone can name any target. A park
+    whose Referred-By is at 127.0.0.9 (outside the deployment's domain 127.0.0.1; loopback only,
+    nothing leaves the machine) is refused (403, counted), and an OnTimeoutURI there is never
+    dialled either: the call is hung up. A UDP socket on 127.0.0.9:5060 catches anything sent there."""
     outside = "127.0.0.9"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trap:
         trap.bind((outside, 5060))
         trap.settimeout(0.2)
         lab.configure(on_timeout_uri=f"sip:operator@{outside}")
-        node = lab.node(edge=True)
+        node = lab.node(edge=True, ring_time_s=2)
         lab.start_edge()
         parker = lab.phone("parker", domain=outside)
         alice = lab.phone("alice", auto_answer=True)
+        since = alice.mark()
         blind_park(parker, alice, node.park_uri())
-        record = lab.wait_parked("alice")
-        assert record["parker_uri"].startswith(f"sip:parker@{outside}"), record
-        assert lab.wait_outcome(record["park_id"], timeout=30) == "disconnected"
+        event = alice.wait_event(
+            lambda e: e["event"] == "call_state" and e["state"] == "DISCONNECTED" and "park@" in e["remote_uri"],
+            since=since,
+            timeout=10,
+            what="alice's refused park",
+        )
+        assert event["code"] == 403, event
+        assert lab.parked() == {}
+        assert node.metric("callpark_parks_total", result="foreign-parker") == 1
+        # an in-domain parker nobody answers: ringbacks fail, then OnTimeoutURI (outside) is skipped
+        inside = lab.phone("parker2")
+        bob = lab.phone("bob", auto_answer=True)
+        blind_park(inside, bob, node.park_uri())
+        record = lab.wait_parked("bob")
+        assert lab.wait_outcome(record["park_id"], timeout=60) == "disconnected"
         caught = []
         with contextlib.suppress(TimeoutError):
             while True:

@@ -84,3 +84,20 @@ def test_never_more_than_burst_misses_pass_in_a_window_without_refill(
             scan.miss(source)
     assert all(count <= burst for count in allowed.values())
     assert len(scan) <= 10
+
+
+def test_an_ipv6_scanner_is_charged_per_64_not_per_address() -> None:
+    """One host owns a /64: hopping through its addresses must not give it fresh buckets."""
+    scan, _ = limiter(burst=3)
+    for host in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"):
+        assert scan.retry_after(host) == 0
+        scan.miss(host)
+    assert scan.retry_after("2001:db8:1:2::abcd") == 10
+    assert scan.retry_after("2001:db8:1:3::1") == 0  # the next /64 is someone else
+    assert len(scan) == 1
+
+
+def test_ipv4_mapped_sources_share_the_ipv4_bucket() -> None:
+    scan, _ = limiter(burst=1)
+    scan.miss("::ffff:10.0.0.9")
+    assert scan.retry_after("10.0.0.9") == 10

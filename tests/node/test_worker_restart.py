@@ -21,7 +21,6 @@ from callpark.node.context import NodeContext
 from callpark.node.metrics import NodeMetrics
 from callpark.node.protocol import Message
 from callpark.node.workers import WorkerHandle, WorkerPool
-from callpark.peers import TrustedPeers
 from callpark.store.kv import KV
 from callpark.store.parking import ParkTable
 from callpark.store.records import NodeId, RecordDecoder
@@ -49,7 +48,7 @@ def test_a_worker_restarted_while_the_dead_ones_handler_runs_stays_ready(tmp_pat
         lambda: True,
         NodeId(POOL, "n1", "i1"),
     )
-    pool = WorkerPool(ctx, TrustedPeers.parse(config.trusted_peers), on_message=on_message, music_path=lambda: None)
+    pool = WorkerPool(ctx, config.peers(), on_message=on_message, music_path=lambda: None)
     try:
         pool.start()
         handle = pool.handles[0]
