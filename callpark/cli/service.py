@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import signal
 
+import prometheus_client
+
 from callpark.cli.common import Subparsers, command, connect
 from callpark.dr import main as controller_main
 from callpark.edge import sync
+from callpark.edge.metrics import edge_registry
 from callpark.node import main as node_main
 
 
@@ -30,6 +33,9 @@ def cmd_edge_sync(args: argparse.Namespace) -> int:
     """Keep one edge's orbit routing table in step with etcd until SIGTERM."""
     sets = sync.parse_sets(args.set)
     syncer = sync.RouteSync(connect(args), args.rpc, sets, interval_s=args.interval)
+    if args.metrics_port:
+        registry = edge_registry(args.rpc, lambda: (len(syncer.table or ()), syncer.synced_at))
+        prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
     signal.signal(signal.SIGTERM, lambda *_: syncer.stop())
     signal.signal(signal.SIGINT, lambda *_: syncer.stop())
     syncer.run()
@@ -46,3 +52,5 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--rpc", required=True, help="the edge's jsonrpcs socket: a UNIX path or udp:IP:PORT")
     p.add_argument("--set", action="append", default=[], help="POOL=SET: the edge's dispatcher set of a pool")
     p.add_argument("--interval", type=float, default=0.25, help="seconds between reads of etcd (default 0.25)")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve the edge's Prometheus metrics here (0: off)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")

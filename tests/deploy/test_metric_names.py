@@ -13,11 +13,13 @@ import json
 import re
 import urllib.request
 from typing import Any
+from unittest import mock
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from callpark.dr.controller import ControllerMetrics
+from callpark.edge.metrics import edge_registry
 from callpark.lab.etcd import LocalEtcdCluster
 from callpark.node.metrics import NodeMetrics
 from tests.deploy.promql import DASHBOARD_FILE, alert_rules, metric_names
@@ -39,12 +41,15 @@ def _children(owner: object) -> list[CollectorRegistry]:
 
 
 def exported_sample_names() -> set[str]:
+    registries = [r for owner in (NodeMetrics("pool-x", "node-x"), ControllerMetrics()) for r in _children(owner)]
+    with mock.patch("callpark.edge.metrics.jsonrpc.call", return_value=0):  # an edge that answers
+        registries.append(edge_registry("unused", lambda: (0, 1.0)))
+        texts = [generate_latest(registry).decode() for registry in registries]
     names: set[str] = set()
-    for owner in (NodeMetrics("pool-x", "node-x"), ControllerMetrics()):
-        for registry in _children(owner):
-            for line in generate_latest(registry).decode().splitlines():
-                if line and not line.startswith("#"):
-                    names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    for text in texts:
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
     return names
 
 

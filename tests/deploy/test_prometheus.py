@@ -83,8 +83,8 @@ def test_promtool_check_config() -> None:
 
 def test_scrape_jobs_and_target_files() -> None:
     text = (PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8")
-    assert re.findall(r"job_name:\s*(\S+)", text) == ["callpark-node", "callpark-controller", "etcd"]
-    for name in ("nodes", "controllers", "etcd"):
+    assert re.findall(r"job_name:\s*(\S+)", text) == ["callpark-node", "callpark-controller", "callpark-edge", "etcd"]
+    for name in ("nodes", "controllers", "edges", "etcd"):
         groups = json.loads((PROMETHEUS_DIR / "targets" / f"{name}.json").read_text(encoding="utf-8"))
         assert groups and all(g["targets"] and g["labels"]["site"] for g in groups)
 

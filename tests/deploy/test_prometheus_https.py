@@ -62,7 +62,7 @@ def test_prometheus_scrapes_a_node_over_https(tmp_path: Path) -> None:
     copy = https_copy(tmp_path, pki.ca)
     targets = [{"targets": [f"127.0.0.1:{api.port}"], "labels": {"site": "primary"}}]
     (copy / "targets" / "nodes.json").write_text(json.dumps(targets), encoding="utf-8")
-    for name in ("controllers", "etcd"):
+    for name in ("controllers", "edges", "etcd"):
         (copy / "targets" / f"{name}.json").write_text("[]", encoding="utf-8")
     port = free_port()
     assert PROMETHEUS is not None

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from callpark.edge.metrics import edge_registry
 from callpark.edge.routes import Route, routes
 from callpark.edge.sync import RouteSync
 from callpark.errors import StoreUnavailable
@@ -117,3 +121,32 @@ def test_an_edge_that_cannot_reach_etcd_keeps_its_last_table(lab: Lab, etcd: Etc
     with Uac(edge.address) as caller:
         assert caller.invite(f"sip:8001@{DOMAIN}").answered_by == "b1"
         assert caller.invite(f"sip:7001@{DOMAIN}").answered_by == "a1"
+
+
+def _samples(registry: CollectorRegistry) -> dict[str, float]:
+    text = generate_latest(registry).decode()
+    return {
+        f"{s.name}{'/' + s.labels.get('reason', '') if s.labels else ''}": s.value
+        for m in text_string_to_metric_families(text)
+        for s in m.samples
+    }
+
+
+@needs_kamailio
+@needs_sipp
+def test_the_sidecar_exports_the_edges_refusals_and_its_table_age(lab: Lab) -> None:
+    a1, b1 = lab.uas("a1"), lab.uas("b1")
+    edge = lab.edge(two_pool_config((a1.address,), (b1.address,)))
+    synced = [0, 0.0]
+    registry = edge_registry(edge.rpc_endpoint, lambda: (int(synced[0]), synced[1]))
+    before = _samples(registry)
+    assert before["callpark_edge_up"] == 1.0 and before["callpark_edge_refused_total/relay_denied"] == 0.0
+    assert before["callpark_edge_routes_age_seconds"] == float("inf"), "never synced"
+    with Uac(edge.address) as caller:
+        assert caller.invite("sip:victim@192.0.2.1").status == 404  # relaying denied: nothing sent
+    synced[:] = [2, time.monotonic()]
+    after = _samples(registry)
+    assert after["callpark_edge_refused_total/relay_denied"] == 1.0
+    assert after["callpark_edge_routes"] == 2.0 and after["callpark_edge_routes_age_seconds"] < 60
+    edge.stop()
+    assert _samples(registry)["callpark_edge_up"] == 0.0
