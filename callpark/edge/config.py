@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from callpark.edge.credentials import DigestAuth
+from callpark.edge.dmq import EdgeDmq, dmq_fields
 from callpark.edge.routes import ROUTES_HTABLE
 from callpark.errors import ValidationError
 from callpark.model import orbits
@@ -274,6 +275,7 @@ class EdgeConfig:
     flood_window_s: int = 2
     blf: bool = True  # presence: phones SUBSCRIBE to orbits (Event: dialog), park nodes PUBLISH
     tls: EdgeTls | None = None  # SIP over TLS beside UDP (kamailio-tls-modules)
+    dmq: EdgeDmq | None = None  # registrations replicated to the other sites' edges (callpark.edge.dmq)
     register_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS  # without auth: who may REGISTER; () nobody
 
     def __post_init__(self) -> None:
@@ -289,6 +291,8 @@ class EdgeConfig:
             raise ConfigError(f"host {self.host!r} must be an IPv4 address") from exc
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} out of range")
+        for problem in self.dmq.problems(self.port) if self.dmq else ():
+            raise ConfigError(problem)
         if not _HOST_RE.match(self.domain):
             raise ConfigError(f"domain {self.domain!r} is not a host name or address")
         if not _USER_RE.match(self.park_user):
@@ -960,6 +964,7 @@ def render_kamailio_cfg(
         **_blf_fields(cfg),
         **_tls_fields(cfg, tls_file),
         "counter_params": _counter_params(),
+        **dmq_fields(cfg.dmq, cfg.host),
     }
     return _TEMPLATE.format(**fields).replace("{{", "{").replace("}}", "}")
 
@@ -988,6 +993,7 @@ rev_dns=no
 dns_try_ipv6=no
 use_dns_cache=off
 {listen}
+{dmq_listen}
 {tcp_line}
 {tls_listen}
 sip_warning=no
@@ -1012,8 +1018,8 @@ loadmodule "dispatcher.so"
 loadmodule "htable.so"
 loadmodule "counters.so"
 loadmodule "dialog.so"
-{rpc_modules}{security_modules}{flood_modules}{blf_modules}
-{counter_params}{rpc_params}{security_params}{flood_params}{blf_params}{tls_params}
+{dmq_modules}{rpc_modules}{security_modules}{flood_modules}{blf_modules}
+{counter_params}{dmq_params}{rpc_params}{security_params}{flood_params}{blf_params}{tls_params}
 # ----- dialog: INVITE dialogs the edge relayed, matched by Call-ID and tags (not a guessable
 # cookie); an in-dialog request from a phone must belong to one (route[WITHINDLG])
 modparam("dialog", "dlg_match_mode", 2)
@@ -1063,6 +1069,7 @@ modparam("dispatcher", "reload_delta", 1)
 
 # Every request starts here.
 request_route {{
+{dmq_block}
 	route(REQINIT);
 
 	# CANCEL: relay hop by hop when it matches a transaction
