@@ -186,5 +186,7 @@ class NodeHttp:
         self._thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
+        """Stop serving; safe when :meth:`start` never ran (``shutdown`` would wait for ever)."""
+        if self._thread.is_alive():
+            self.server.shutdown()
         self.server.server_close()

@@ -137,7 +137,7 @@ class Supervisor:
             private=frozenset({"/api/parked"}),  # callers, parkers and park ids: admin token only
             tls=self.config.http_tls,
         )
-        self._join(at_start=True)
+        self._join_at_start()
         self.http.start()
         self.workers.start()
         self.takeovers.retry()  # our calls of before a restart
@@ -151,6 +151,23 @@ class Supervisor:
             len(self.workers.handles),
             self.http.port,
         )
+
+    def _join_at_start(self) -> None:
+        """Join, waiting out a crashed predecessor's member key (its lease runs for up to one TTL
+        after a kill -9); a key still renewed after that belongs to a live process of our name,
+        which refuses the start (:class:`DuplicateNode`)."""
+        t = self.config.timings
+        deadline = time.monotonic() + t.ttl_s + 2 * t.keepalive_s
+        while True:
+            try:
+                self._join(at_start=True)
+                return
+            except DuplicateNode:
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    raise
+                log.warning("node name %s is still registered; waiting for that lease to end", self.config.name)
+                self._next_join = 0.0
+                self._stop.wait(t.keepalive_s)
 
     def _join(self, *, at_start: bool = False) -> None:
         """Register the member key and start the keepalive; a no-op once joined or while etcd fails.
