@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(etcd-server etcd-client openssl kamailio sip-tester baresip prometheus iproute2 iptables util-linux sox bind9-utils systemd)
-BINARIES=(etcd etcdctl openssl kamailio sipp baresip promtool prometheus ip iptables unshare sox named-checkzone systemd-analyze)
+DEB_PACKAGES=(etcd-server etcd-client openssl kamailio sip-tester baresip prometheus iproute2 iptables util-linux sox bind9-utils systemd espeak-ng)
+BINARIES=(etcd etcdctl openssl kamailio sipp baresip promtool prometheus ip iptables unshare sox named-checkzone systemd-analyze espeak-ng)
 
 missing=()
 for b in "${BINARIES[@]}"; do command -v "$b" >/dev/null 2>&1 || missing+=("$b"); done
