@@ -37,6 +37,7 @@ class NodeConfig:
     trusted_peers: tuple[str, ...] = DEFAULT_TRUSTED_PEERS  # the --edge host is always added
     scan_limit: ScanLimit = field(default_factory=ScanLimit)
     admin_token: AdminToken | None = None  # None: the HTTP API is read-only
+    announce_blind: bool = False  # call a blind parker back and speak the orbit (ParkAndAnnounce)
 
     @property
     def allowed_domains(self) -> frozenset[str]:

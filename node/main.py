@@ -74,6 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--orbit-scan-burst", type=int, default=10, help="orbit misses a source may make at once")
     p.add_argument("--orbit-scan-per-minute", type=float, default=6.0, help="orbit misses per minute, sustained")
     p.add_argument("--admin-token-file", help=ADMIN_TOKEN_HELP)
+    p.add_argument(
+        "--announce-blind",
+        action="store_true",
+        help="after a blind park, call the parker back and speak the orbit (off by default)",
+    )
 
 
 def lease_timings(args: argparse.Namespace) -> LeaseTimings:
@@ -101,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         trusted_peers=tuple(str(n) for n in parse_peers(args.trusted_peers, where="--trusted-peers")),
         scan_limit=ScanLimit(burst=args.orbit_scan_burst, per_minute=args.orbit_scan_per_minute),
         admin_token=admintoken.from_option(args.admin_token_file),
+        announce_blind=args.announce_blind,
     ).validate()
 
 
