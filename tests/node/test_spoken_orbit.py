@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from callpark.lab.phone.flows import call_and_answer
+from callpark.lab.phone.flows import blind_park, call_and_answer
 from callpark.model import prompts
 from callpark.store import prompts as promptstore
 from callpark.waiting import wait_until
@@ -72,3 +72,35 @@ def test_a_pool_speaks_the_prompts_its_admin_set(lab: ParkLab, tmp_path: Path) -
     assert match > 0.7 and said == orbit, (said, match)
     _, shipped_match = spoken_orbit(heard, len(orbit), promptstore.shipped())
     assert shipped_match < match - 0.2, "the shipped wording must not be what was heard"
+
+
+def test_a_blind_parker_reads_the_orbit_in_the_notify_and_is_called_back_with_it(lab: ParkLab) -> None:
+    """--announce-blind (ParkAndAnnounce): the node calls the blind parker, speaks, hangs up."""
+    lab.configure()
+    node = lab.node(extra=["--announce-blind"])
+    parker, alice = lab.phone("parker", auto_answer=True), lab.phone("alice", auto_answer=True)
+    since = parker.mark()
+    blind_park(parker, alice, node.park_uri())
+    record = lab.wait_parked("alice")
+    # the park's 200 names the orbit in its reason phrase; a transferee that copies it into the
+    # REFER's final NOTIFY tells the parker there (pjsua and baresip write the standard "OK")
+    answered = alice.wait_event(
+        lambda e: e["event"] == "call_state" and e["state"] == "CONFIRMED" and "park@" in e["remote_uri"],
+        since=0,
+        timeout=10,
+        what="alice's park call confirmed",
+    )
+    assert answered["reason"] == f"Parked on {record['orbit']}", answered
+    incoming = parker.wait_event(
+        lambda e: e["event"] == "incoming" and e["x_headers"].get("X-Callpark-Announce") == "1",
+        since=since,
+        timeout=10,
+        what="the node calling the parker back",
+    )
+    assert incoming["x_headers"].get("X-Callpark-Orbit") == record["orbit"]
+    parker.wait_for("call_state", call=incoming["call"], state="CONFIRMED", since=since, timeout=10)
+    heard = parker.record(incoming["call"], RECORD_S).read_bytes()
+    said, match = spoken_orbit(heard, len(record["orbit"]), promptstore.shipped())
+    assert match > 0.7 and said == record["orbit"], (said, match)
+    parker.wait_for("call_state", call=incoming["call"], state="DISCONNECTED", since=since, timeout=10)
+    assert lab.parked()[record["orbit"]]["park_id"] == record["park_id"], "the call stays parked"
