@@ -32,8 +32,9 @@ def test_after_a_pool_kill_the_caller_hears_its_home_pools_music_not_the_backups
 
     def taken_over() -> bool:
         now = dr.parked().get(orbit)
-        moved = now is not None and now["holder"]["node"] == "pool-b-n1"
-        return moved and now["dialog"]["call_id"] != before["dialog"]["call_id"]
+        if now is None or now["holder"]["node"] != "pool-b-n1":
+            return False
+        return bool(now["dialog"]["call_id"] != before["dialog"]["call_id"])
 
     wait_until(taken_over, timeout=30, what="pool-b to take the call over")
     wait_until(
