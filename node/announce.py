@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import wave
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,7 +52,7 @@ class AnnouncementFiles:
                 tmp = path.with_suffix(".tmp")
                 tmp.write_bytes(render(names, prompts))
                 tmp.replace(path)  # a worker never opens a half-written file
-            except OSError as exc:
+            except (OSError, EOFError, wave.Error) as exc:
                 log.warning("cannot write the announcement of orbit %s: %s", orbit, exc)
                 return None
             self._files[key] = path

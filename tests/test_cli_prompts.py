@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,16 @@ def test_set_show_clear_round_trip(pool: Cli, etcd: EtcdStore, tmp_path: Path) -
     assert etcd.get_prefix(Keys.PROMPTS).entries == {}
 
 
+def extensible_wav(seconds: float = 0.5) -> bytes:
+    """8 kHz 16-bit mono PCM written as WAVE_FORMAT_EXTENSIBLE (valid music, not readable by ``wave`` 3.11)."""
+    pcm = pcm_wav(rate=8000, seconds=seconds)
+    frames = pcm[pcm.index(b"data") + 8 :]
+    guid = struct.pack("<H", 1) + b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, 1, 8000, 16000, 2, 16, 22, 16, 4) + guid
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(frames)) + frames
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
 @pytest.mark.parametrize(
     ("data", "name", "rule"),
     [
@@ -58,6 +69,7 @@ def test_set_show_clear_round_trip(pool: Cli, etcd: EtcdStore, tmp_path: Path) -
         (pcm_wav(channels=2, seconds=0.5), "7", "moh-channels"),
         (pcm_wav(rate=8000, seconds=17), "7", "prompt-size"),
         (pcm_wav(rate=8000, seconds=0.5), "eleven", "prompt-name"),
+        (extensible_wav(), "7", "prompt-format"),
     ],
 )
 def test_bad_prompts_are_refused_with_one_line_and_nothing_written(

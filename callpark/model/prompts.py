@@ -65,6 +65,10 @@ def validate_prompt(data: bytes) -> float:
         raise ValidationError(
             "prompt-rate", f"prompt file is {info.sample_rate} Hz; prompts must be {PROMPT_RATE} Hz (sox -r 8000)"
         )
+    try:
+        pcm_frames(data)  # what rendering reads (plain PCM only: no WAVE_FORMAT_EXTENSIBLE)
+    except (wave.Error, EOFError) as exc:
+        raise ValidationError("prompt-format", f"prompt file cannot be read as plain PCM WAV: {exc}") from None
     return info.duration_s
 
 
