@@ -188,6 +188,8 @@ class CallControl:
                 self.send("ended", orbit=orbit, call=call.handle, reason="disconnected")
         self.by_orbit.clear()
         self.graveyard.clear()
+        for handle in list(self.announcer.playing):  # players go before libDestroy
+            self.announcer.forget(handle)
 
     # -- answers to an incoming INVITE ------------------------------------------------------------
 
@@ -298,6 +300,9 @@ class CallControl:
             return
         if call.bridge_peer is None and (self.announcer.start(call) or self.announcer.busy(call.handle)):
             return  # the music starts when the announcement has played (announcements_done)
+        if call.role == Role.ANNOUNCE:  # a call-back with nothing (more) to say
+            self.pump.defer(functools.partial(hangup, call))
+            return
         if call.role in (Role.PARK, Role.TAKEOVER) and call.bridge_peer is None and self.music.wanted.get(call.handle):
             self.music.start(call)
         if call.bridge_peer is not None and call.bridge_peer.media_up:
