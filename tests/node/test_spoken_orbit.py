@@ -18,6 +18,7 @@ from tests.spoken import spoken_orbit
 from tests.wavs import pcm_wav
 
 RECORD_S = 5.0  # the lead-in, "parked on" and four digits take about 3.5 s
+NO_RINGBACK = "00:05:00"  # no ringback may hand the call over while a test looks at it
 
 
 def test_the_matcher_reads_the_digits_and_tells_a_wrong_orbit_apart() -> None:
@@ -48,7 +49,7 @@ def attended_park_heard(lab: ParkLab, parker_name: str, caller_name: str) -> tup
 
 
 def test_an_attended_parker_hears_the_orbit_then_the_call_is_parked_there(lab: ParkLab) -> None:
-    lab.configure()
+    lab.configure(timeout=NO_RINGBACK)
     lab.node()
     shipped = promptstore.shipped()
     orbit, heard = attended_park_heard(lab, "parker", "alice")
@@ -62,7 +63,7 @@ def test_an_attended_parker_hears_the_orbit_then_the_call_is_parked_there(lab: P
 
 
 def test_a_pool_speaks_the_prompts_its_admin_set(lab: ParkLab, tmp_path: Path) -> None:
-    lab.configure()
+    lab.configure(timeout=NO_RINGBACK)
     wording = pcm_wav(rate=8000, seconds=0.6, freq=700)  # the admin's own "parked on": a tone
     promptstore.set_prompt(lab.store, POOL, "parked-on", wording)
     lab.node()
@@ -76,7 +77,7 @@ def test_a_pool_speaks_the_prompts_its_admin_set(lab: ParkLab, tmp_path: Path) -
 
 def test_a_blind_parker_reads_the_orbit_in_the_notify_and_is_called_back_with_it(lab: ParkLab) -> None:
     """--announce-blind (ParkAndAnnounce): the node calls the blind parker, speaks, hangs up."""
-    lab.configure()
+    lab.configure(timeout=NO_RINGBACK)
     node = lab.node(extra=["--announce-blind"])
     parker, alice = lab.phone("parker", auto_answer=True), lab.phone("alice", auto_answer=True)
     since = parker.mark()
