@@ -42,6 +42,7 @@ class NodeConfig:
     blf_expires_s: int = 60  # BLF PUBLISH expiry (refreshed at half); 0: no BLF publishing (node/blf.py)
     parker_notices: bool = True  # tell parkers by MESSAGE: retrieved, abandoned, forwarded, taken over
     http_tls: ssl.SSLContext | None = None  # None: plain HTTP (--http-cert/--http-key)
+    announce_blind: bool = False  # call a blind parker back and speak the orbit (ParkAndAnnounce)
 
     @property
     def allowed_domains(self) -> frozenset[str]:

@@ -87,6 +87,10 @@ class NodeFacts(Protocol):
 
     def refresh_config(self, force: bool = False) -> None: ...
 
+    def home_music(self, range_name: str) -> str | None: ...
+
+    def announcement(self, orbit: str, range_name: str) -> str | None: ...
+
 
 class Decisions(NodePart):
     """Decides parks and retrievals for the workers of one node (thread-safe).
@@ -210,7 +214,10 @@ class Decisions(NodePart):
             "park_id": held.call.park_id,
             "retrieve_uri": self.retrieve_uri(held.call.orbit, held.call.park_id, w),
             "music": self.facts.settings.enable_music_on_hold,
+            "music_path": self.facts.home_music(held.call.range),
         }
+        if kind == ParkKind.ATTENDED:  # the parker is on this call: it hears where the call goes
+            fields["announce"] = self.facts.announcement(held.call.orbit, held.call.range)
         return Reply("answer", fields)
 
     # -- retrieve ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from callpark.node.ringback import Ringback
 from callpark.node.takeover import Takeovers
 from callpark.node.workers import WorkerHandle
 from callpark.sip.message import in_domains
-from callpark.store.records import CallState, Dialog, Outcome, ParkKind
+from callpark.store.records import CallState, Dialog, Outcome, ParkedCall, ParkKind
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,19 @@ class Dispatcher(NodePart):
                 retrieve_uri=self.decisions.retrieve_uri(orbit, held.call.park_id, w),
                 text=f"Parked {held.call.caller_uri} on orbit {orbit} (park id {held.call.park_id})",
             )
+        if held is not None:
+            self._announce_back(w, held.call)
+
+    def _announce_back(self, w: WorkerHandle, call: ParkedCall) -> None:
+        """ParkAndAnnounce (``--announce-blind``): call a blind parker back and speak the orbit."""
+        parker = call.parker_uri
+        if not self.config.announce_blind or call.kind != ParkKind.BLIND or not parker:
+            return
+        if not in_domains(parker, self.config.allowed_domains):
+            return
+        path = self.decisions.facts.announcement(call.orbit, call.range)
+        if path is not None:
+            w.send("announce", uri=parker, orbit=call.orbit, path=path, ring_time_s=self.config.ring_time_s)
 
     def _redialog(self, w: WorkerHandle, msg: Message) -> None:
         """An attended park completed: the caller replaced the parker's dialog."""

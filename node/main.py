@@ -85,6 +85,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="on",
         help="MESSAGE the parker when its call is retrieved, abandoned, forwarded or taken over (default on)",
     )
+    p.add_argument(
+        "--announce-blind",
+        action="store_true",
+        help="after a blind park, call the parker back and speak the orbit (off by default)",
+    )
     add_https_options(p)
 
 
@@ -121,6 +126,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
             blf_expires_s=args.blf_expires,
             parker_notices=args.parker_notices == "on",
             http_tls=https_from_args(args),
+            announce_blind=args.announce_blind,
         )
         .resolved()
         .validate()

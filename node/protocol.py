@@ -21,7 +21,10 @@ Worker -> supervisor
 
 Supervisor -> worker
   ``reply``      {req, action, ...}  action is one of
-                 answer   {orbit, park_id, retrieve_uri, music}  answer the park INVITE, hold with music
+                 answer   {orbit, park_id, retrieve_uri, music, music_path?, announce?}
+                          answer the park INVITE (reason "Parked on <orbit>"), hold with music:
+                          music_path is the orbit's home pool's music; announce a WAV to play
+                          first (attended park: "parked on <orbit>" to the parker)
                  connect  {orbit}                             retrieval: this worker holds the orbit
                  redirect {contact}                           302 to another worker or node
                  reject   {code, reason, warning, retry_after?} final error response
@@ -29,7 +32,8 @@ Supervisor -> worker
   ``forward``    {orbit, uri}                                 blind transfer to OnTimeoutURI
   ``disconnect`` {orbit}                                      hang up the parked caller
   ``release``    {orbit}                                      forget the call without signalling etcd
-  ``takeover``   {orbit, park_id, dialog, music}              INVITE with Replaces to the caller
+  ``takeover``   {orbit, park_id, dialog, music, music_path?}  INVITE with Replaces to the caller
+  ``announce``   {uri, orbit, path, ring_time_s}              call a blind parker, play path, hang up
   ``notify``     {uri, text, orbit, park_id, retrieve_uri}    SIP MESSAGE (the orbit to the parker)
                  or {uri, text, orbit, park_id, event, by}    a parker notice (node/notify.py)
   ``music``      {path}                                       the WAV to play on hold

@@ -72,6 +72,7 @@ class Takeovers(NodePart):
             park_id=call.park_id,
             dialog=dialog_json(call.dialog),
             music=self.view.settings.enable_music_on_hold,
+            music_path=self.view.home_music(call.range),
         )
 
     # -- our own calls ------------------------------------------------------------------------------

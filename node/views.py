@@ -22,10 +22,12 @@ from callpark.errors import CallparkError, StoreDataError, StoreError
 from callpark.model import admin
 from callpark.model.orbits import OrbitRange, RangeType
 from callpark.model.settings import DEFAULTS, CpsSettings
+from callpark.node.announce import AnnouncementFiles
 from callpark.node.calls import HeldCalls
 from callpark.node.context import NodeContext, NodePart
 from callpark.node.workers import WorkerPool
 from callpark.store import music as mohstore
+from callpark.store import prompts as promptstore
 from callpark.store.admin import AdminStore
 from callpark.store.records import Owner, RecordKind, parse_members
 from callpark.store.schema import Keys
@@ -49,6 +51,10 @@ class ClusterView(NodePart):
         self.settings: CpsSettings = DEFAULTS
         self.music_sha: str | None = "unset"
         self.music_path: Path | None = None
+        self.music_paths: dict[str, tuple[str | None, Path]] = {}  # every pool's music: pool -> (sha, file)
+        self.shipped_prompts = promptstore.shipped()
+        self.prompt_overrides: dict[str, dict[str, bytes]] = {}  # pool -> name -> WAV an admin set
+        self.announcements = AnnouncementFiles(ctx.config.run_dir / "announce")
         self.last_refresh = 0.0
         self.draining = False
         self.owner_pool: dict[str, str] = {}
@@ -89,6 +95,7 @@ class ClusterView(NodePart):
         self.all_ranges = [r for r in state.ranges.values() if r.type == RangeType.CALL_PARK]
         self.settings = state.effective(self.config.pool)[1]
         self._refresh_music(state)
+        self._refresh_prompts()
         self._count_free_orbits()
 
     def _starting(self, force: bool) -> bool:
@@ -96,20 +103,50 @@ class ClusterView(NodePart):
         return force and not self.workers.handles
 
     def _refresh_music(self, state: admin.AdminState) -> None:
-        meta = state.moh.get(self.config.pool)
-        sha = meta.sha256 if meta else None
-        if sha == self.music_sha:
-            return
-        try:
-            _, data = mohstore.fetch(self.admin, self.config.pool)
-        except StoreDataError as exc:  # chunks missing or not matching: keep the music we play
-            self.decoder.report(RecordKind.CONFIG, exc.key, 0, exc.problem)
-            data = b""
-        if data:
+        """Keep every pool's music as a file: a call plays its home pool's music wherever it is held."""
+        for pool in sorted(state.pools):
+            meta = state.moh.get(pool)
+            sha = meta.sha256 if meta else None
+            known = self.music_paths.get(pool)
+            if known is not None and known[0] == sha:
+                continue
+            try:
+                _, data = mohstore.fetch(self.admin, pool)
+            except StoreDataError as exc:  # chunks missing or not matching: keep the music we play
+                self.decoder.report(RecordKind.CONFIG, exc.key, 0, exc.problem)
+                continue
+            if not data:
+                continue
             path = self.config.run_dir / f"moh-{sha or 'default'}.wav"
             path.write_bytes(data)
-            self.music_sha, self.music_path = sha, path
-            self.workers.broadcast("music", path=str(path))
+            self.music_paths[pool] = (sha, path)
+            if pool == self.config.pool:
+                self.music_sha, self.music_path = sha, path
+                self.workers.broadcast("music", path=str(path))
+
+    def _refresh_prompts(self) -> None:
+        """Re-read the prompts admins replaced (small; only replacements are stored)."""
+        try:
+            self.prompt_overrides = promptstore.overrides(self.kv)
+        except StoreError as exc:
+            log.warning("could not read the prompts: %s", exc)
+
+    def home_pool(self, range_name: str) -> str:
+        """The pool a range belongs to (its home, whoever serves it now)."""
+        rng = next((r for r in self.all_ranges if r.name == range_name), None)
+        return rng.pool if rng is not None else self.config.pool
+
+    def home_music(self, range_name: str) -> str | None:
+        """The music file of the range's home pool (our own when unknown)."""
+        known = self.music_paths.get(self.home_pool(range_name))
+        path = known[1] if known is not None else self.music_path
+        return str(path) if path is not None else None
+
+    def announcement(self, orbit: str, range_name: str) -> str | None:
+        """The WAV saying "parked on <orbit>" with the prompts of the range's home pool."""
+        prompts = {**self.shipped_prompts, **self.prompt_overrides.get(self.home_pool(range_name), {})}
+        path = self.announcements.path(orbit, prompts)
+        return str(path) if path is not None else None
 
     def _count_free_orbits(self) -> None:
         taken = {o for o in self.calls.held}

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(etcd-server etcd-client openssl kamailio kamailio-presence-modules kamailio-tls-modules sip-tester baresip prometheus iproute2 iptables util-linux sox bind9-utils systemd linphone-cli)
-BINARIES=(etcd etcdctl openssl kamailio sipp baresip promtool prometheus ip iptables unshare sox named-checkzone systemd-analyze linphonec)
+DEB_PACKAGES=(etcd-server etcd-client openssl kamailio kamailio-presence-modules kamailio-tls-modules sip-tester baresip prometheus iproute2 iptables util-linux sox bind9-utils systemd linphone-cli espeak-ng)
+BINARIES=(etcd etcdctl openssl kamailio sipp baresip promtool prometheus ip iptables unshare sox named-checkzone systemd-analyze linphonec espeak-ng)
 
 # Packages that ship no command are probed by a file they install (a glob: any architecture).
 MODULE_FILES=("/usr/lib/*/kamailio/modules/tls.so")  # kamailio-tls-modules: SIP over TLS at the edge

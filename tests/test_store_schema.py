@@ -31,6 +31,7 @@ from callpark.store.schema import Keys
         (Keys.cps("global"), "/callpark/v1/config/cps/global"),
         (Keys.moh_meta("a"), "/callpark/v1/config/moh/a"),
         (Keys.moh_chunk("a", "f" * 4, 7), "/callpark/v1/blobs/moh/a/ffff/00007"),
+        (Keys.prompt("a", "parked-on"), "/callpark/v1/blobs/prompts/a/parked-on"),
         (Keys.owner("r"), "/callpark/v1/owners/r"),
         (Keys.member("a", "n1"), "/callpark/v1/members/a/n1"),
         (Keys.event(12, "abc"), "/callpark/v1/events/00000000000000000012-abc"),
@@ -52,6 +53,7 @@ def test_every_builder_stays_under_its_prefix() -> None:
     assert Keys.member("a", "n").startswith(Keys.pool_members("a")) and Keys.pool_members("a").startswith(Keys.MEMBERS)
     assert Keys.moh_chunk("a", "s", 0).startswith(Keys.moh_blob("a", "s"))
     assert Keys.moh_blob("a", "s").startswith(Keys.moh_pool_blobs("a"))
+    assert Keys.prompt("a", "7").startswith(Keys.pool_prompts("a")) and Keys.pool_prompts("a").startswith(Keys.PROMPTS)
     assert Keys.event(1, "x") < Keys.event(2, "a"), "events sort by time"
 
 

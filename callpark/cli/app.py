@@ -1,6 +1,6 @@
 """The ``callpark`` command line: the top-level parser and :func:`main`.
 
-Each command group lives in its own module (:mod:`callpark.cli.admin`, ``parked``,
+Each command group lives in its own module (:mod:`callpark.cli.admin`, ``prompts``, ``parked``,
 ``lab``, ``service``, ``dr``, ``chaos``) with an ``add_parsers`` function; the shared
 parser class, etcd access and exit codes are in :mod:`callpark.cli.common`.
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from callpark import __version__
-from callpark.cli import admin, chaos, dr, identity, lab, parked, service
+from callpark.cli import admin, chaos, dr, identity, lab, parked, prompts, service
 from callpark.cli.common import CliParser, add_etcd_options, resolve_etcd, run_command
 
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CliParser)
     admin.add_parsers(sub)
+    prompts.add_parsers(sub)
     parked.add_parsers(sub)
     lab.add_phone_parser(sub)
     service.add_parsers(sub)

@@ -30,6 +30,7 @@ class Keys:
     CPS = CONFIG + "cps/"
     MOH = CONFIG + "moh/"
     MOH_BLOBS = ROOT + "blobs/moh/"
+    PROMPTS = ROOT + "blobs/prompts/"
     OWNERS = ROOT + "owners/"
     LEADER = ROOT + "controller/leader"
     EVENTS = ROOT + "events/"
@@ -77,6 +78,16 @@ class Keys:
     def moh_chunk(cls, pool: str, sha256: str, index: int) -> str:
         """``blobs/moh/<pool>/<sha256>/<index>``: one chunk of a music file."""
         return f"{cls.moh_blob(pool, sha256)}{index:05d}"
+
+    @classmethod
+    def pool_prompts(cls, pool: str) -> str:
+        """Prefix of the spoken prompts an admin set for one pool."""
+        return f"{cls.PROMPTS}{pool}/"
+
+    @classmethod
+    def prompt(cls, pool: str, name: str) -> str:
+        """``blobs/prompts/<pool>/<name>``: one spoken prompt (a whole 8 kHz WAV, one value)."""
+        return f"{cls.pool_prompts(pool)}{name}"
 
     # -- disaster recovery ----------------------------------------------------------------------
 

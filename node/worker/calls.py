@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import pjsua2 as pj
 
 from callpark.node.protocol import Message, dialog_json
+from callpark.node.worker.announce import Announcer
 from callpark.node.worker.music import HoldMusic, connect_audio
 from callpark.peers import TrustedPeers
 from callpark.sip.call import AUDIO_UP, TrackedCall
@@ -46,6 +47,7 @@ class Role:
     RINGBACK = "ringback"  # our call to the parker
     TAKEOVER = "takeover"  # INVITE with Replaces to a parked caller
     REPLACED = "replaced"  # a dialog that another one replaced (attended park)
+    ANNOUNCE = "announce"  # our call to a blind parker that speaks the orbit, then hangs up
     REJECTED = "rejected"
 
 
@@ -134,6 +136,7 @@ class CallControl:
         self.calls: dict[str, WorkerCall] = {}
         self.by_orbit: dict[str, WorkerCall] = {}
         self.graveyard: list[WorkerCall] = []
+        self.announcer = Announcer()
         self.direct: Any = None
         self.edge: Any = None
 
@@ -178,6 +181,8 @@ class CallControl:
                 self.graveyard.append(call)
                 del self.calls[handle]
                 self.music.wanted.pop(handle, None)  # per-call state ends with the call
+                self.music.homes.pop(handle, None)
+                self.announcer.forget(handle)
         if len(self.graveyard) > 8:
             live = {c.getId() for c in self.calls.values()}
             keep = [c for c in self.graveyard if c.getId() in live]
@@ -193,6 +198,8 @@ class CallControl:
                 self.send("ended", orbit=orbit, call=call.handle, reason="disconnected")
         self.by_orbit.clear()
         self.graveyard.clear()
+        for handle in list(self.announcer.playing):  # players go before libDestroy
+            self.announcer.forget(handle)
 
     # -- answers to an incoming INVITE ------------------------------------------------------------
 
@@ -215,14 +222,18 @@ class CallControl:
         call.orbit = orbit
         self.by_orbit[orbit] = call
         self.music.wanted[call.handle] = bool(msg.get("music", True))
+        self.music.follow(call.handle, msg.get("music_path"))
+        self.announcer.want(call.handle, msg.get("announce"))
         headers = {"X-Callpark-Orbit": orbit, "X-Callpark-Park-Id": str(msg.get("park_id", ""))}
         if msg.get("retrieve_uri"):
             headers["X-Callpark-Retrieve-Uri"] = f"<{msg['retrieve_uri']}>"
         answer_sdp = park_answer_sdp(call.created_sdp, orbit)
+        # the reason phrase names the orbit: a blind parker's final NOTIFY (sipfrag) carries it
+        reason = f"Parked on {orbit}"
         if answer_sdp is None:
-            call.answer(op_param(200, headers=headers, sendonly=True))
+            call.answer(op_param(200, headers=headers, sendonly=True, reason=reason))
         else:
-            prm = op_param(200, headers=headers)
+            prm = op_param(200, headers=headers, reason=reason)
             prm.sdp.wholeSdp = answer_sdp
             call.answer(prm)
 
@@ -251,6 +262,8 @@ class CallControl:
             self.hand_over(call.peer, call, reason="rang-back")
         elif call.role == Role.RETRIEVER and call.peer is not None:
             self.hand_over(call.peer, call, reason="retrieved", replaces=call.replaces_ok)
+        elif call.role == Role.ANNOUNCE:
+            call.ring_deadline = None  # answered: it hangs up once the announcement has played
         elif call.role == Role.TAKEOVER and call.orbit is not None:
             call.role = Role.PARK
             self.by_orbit[call.orbit] = call
@@ -295,6 +308,11 @@ class CallControl:
         call.media_up = up
         if not up:
             return
+        if call.bridge_peer is None and (self.announcer.start(call) or self.announcer.busy(call.handle)):
+            return  # the music starts when the announcement has played (announcements_done)
+        if call.role == Role.ANNOUNCE:  # a call-back with nothing (more) to say
+            self.pump.defer(functools.partial(hangup, call))
+            return
         if call.role in (Role.PARK, Role.TAKEOVER) and call.bridge_peer is None and self.music.wanted.get(call.handle):
             self.music.start(call)
         if call.bridge_peer is not None and call.bridge_peer.media_up:
@@ -322,6 +340,7 @@ class CallControl:
         self.bridge(parked, leg, reason)
 
     def bridge(self, parked: WorkerCall, leg: WorkerCall, reason: str, *, reinvite_after_s: float = 0.0) -> None:
+        self.announcer.forget(parked.handle)
         self.music.stop(parked)
         parked.bridge_peer = leg
         leg.bridge_peer = parked
@@ -374,6 +393,7 @@ class CallControl:
         new_call.observe_incoming(str(prm.rdata.wholeMsg))
         new_call.orbit = call.orbit
         self.music.wanted[new_call.handle] = self.music.wanted.get(call.handle, True)
+        self.music.follow(new_call.handle, self.music.homes.get(call.handle))
         prm.newCall = new_call
 
     def on_replaced(self, call: WorkerCall, prm: Any) -> None:
@@ -430,8 +450,35 @@ class CallControl:
     def check_ring_timers(self) -> None:
         now = time.monotonic()
         for call in list(self.calls.values()):
-            if call.role == Role.RINGBACK and call.ring_deadline is not None and call.ring_deadline <= now:
+            timed = call.role in (Role.RINGBACK, Role.ANNOUNCE) and call.ring_deadline is not None
+            if timed and call.ring_deadline is not None and call.ring_deadline <= now:
                 hangup(call)
+
+    def announcements_done(self) -> None:
+        """After an announcement: the parked call gets its music, a call-back is hung up."""
+        for handle in self.announcer.finished():
+            call = self.calls.get(handle)
+            if call is None or call.state == "DISCONNECTED":
+                continue
+            if call.role == Role.ANNOUNCE:
+                hangup(call)
+            elif call.bridge_peer is None and self.music.wanted.get(handle):
+                self.music.start(call)
+
+    def announce_call(self, uri: str, orbit: str, path: str, ring_time_s: float) -> None:
+        """Call ``uri`` (a blind parker), say where its call is parked, hang up (needs a free slot)."""
+        if self.free_slots() < 2:  # keep the spare slot for a retrieval or ringback
+            log.info("orbit %s: no slot to call the parker back with the announcement", orbit)
+            return
+        leg = self.adopt(WorkerCall(self, self.outgoing_account(), role=Role.ANNOUNCE))
+        leg.orbit = orbit
+        leg.ring_deadline = time.monotonic() + ring_time_s
+        self.announcer.want(leg.handle, path)
+        try:
+            leg.makeCall(uri, op_param(headers={"X-Callpark-Orbit": orbit, "X-Callpark-Announce": "1"}))
+        except pj.Error as exc:
+            leg.state = "DISCONNECTED"
+            log.warning("orbit %s: cannot call the parker back: %s", orbit, exc.info())
 
     def forward(self, orbit: str, uri: str) -> None:
         call = self.by_orbit.get(orbit)
@@ -454,6 +501,7 @@ class CallControl:
         call = self.adopt(WorkerCall(self, self.direct, role=Role.TAKEOVER))
         call.orbit = orbit
         self.music.wanted[call.handle] = bool(msg.get("music", True))
+        self.music.follow(call.handle, msg.get("music_path"))
         try:
             replaces = replaces_value(
                 str(dialog["call_id"]), to_tag=str(dialog["remote_tag"]), from_tag=str(dialog["local_tag"])

@@ -141,6 +141,7 @@ class Worker:
     def _tick(self) -> None:
         self.drain_inbox()
         self.control.check_ring_timers()
+        self.control.announcements_done()
         self.pump.run_deferred()
         self.control.bury()
         self.report_slots()
@@ -230,6 +231,10 @@ class Worker:
             self.control.release(str(msg["orbit"]))
         elif op == "takeover":
             self.control.take_over(msg)
+        elif op == "announce":
+            self.control.announce_call(
+                str(msg["uri"]), str(msg["orbit"]), str(msg["path"]), float(msg.get("ring_time_s", 20))
+            )
         elif op == "music":
             self.music.load(str(msg["path"]), self.control.by_orbit.values())
         elif op == "shutdown":

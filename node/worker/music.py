@@ -29,6 +29,7 @@ class HoldMusic:
         self.path = path
         self.media: dict[str, Any] = {}
         self.wanted: dict[str, bool] = {}  # call handle -> play music while it is held
+        self.homes: dict[str, str] = {}  # call handle -> its home pool's music, when not ``path``
 
     def load(self, path: str, held: Iterable[WorkerCall]) -> None:
         """Play ``path`` from now on, also to the ``held`` calls whose audio is up and want it."""
@@ -58,9 +59,31 @@ class HoldMusic:
         self._transmit(call, start=False)
 
     def _transmit(self, call: WorkerCall, *, start: bool) -> None:
-        player = self.media.get("music")
+        player = self._player_for(call.handle)
         if player is not None:
             _connect(player, call, start=start)
+
+    # -- music follows the call: a call parked on another pool's orbit hears that pool's music --
+
+    def follow(self, handle: str, path: str | None) -> None:
+        """Play ``path`` (the music of the pool the call's orbit belongs to) to the call ``handle``."""
+        if path:
+            self.homes[handle] = path
+
+    def _player_for(self, handle: str) -> Any:
+        """The call's home pool's player (one per file, made on first use), else ours."""
+        path = self.homes.get(handle)
+        if path is None or path == self.path:
+            return self.media.get("music")
+        key = f"home:{path}"
+        if key not in self.media:
+            if not Path(path).exists():
+                log.error("music file %s does not exist", path)
+                return self.media.get("music")
+            player = pj.AudioMediaPlayer()
+            player.createPlayer(path, 0)
+            self.media[key] = player
+        return self.media[key]
 
 
 def _connect(player: Any, call: WorkerCall, *, start: bool) -> None:

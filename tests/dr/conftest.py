@@ -67,10 +67,19 @@ class DrLab:
         self.phones: list[Phone] = []
 
     def start(
-        self, *, a_nodes: int = 2, b_nodes: int = 2, workers: int = 1, timeout: str = "00:10:00", **timings: Any
+        self,
+        *,
+        a_nodes: int = 2,
+        b_nodes: int = 2,
+        workers: int = 1,
+        timeout: str = "00:10:00",
+        extra: str = "",
+        **timings: Any,
     ) -> LocalCluster:
+        """Start the cluster; ``extra`` is appended to the deployment file (e.g. a ``[moh]`` table)."""
         path = self.root / "deployment.toml"
-        path.write_text(DEPLOYMENT.format(a_nodes=a_nodes, b_nodes=b_nodes, workers=workers, timeout=timeout))
+        text = DEPLOYMENT.format(a_nodes=a_nodes, b_nodes=b_nodes, workers=workers, timeout=timeout)
+        path.write_text(text + extra)
         dep = deployment.load(path)
         self.cluster = LocalCluster(dep, self.root / "cluster", ClusterTimings(**timings))
         self.cluster.start()

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from callpark.errors import ValidationError
-from callpark.model import admin
+from callpark.model import admin, prompts
 from callpark.model.music import MAX_RATE, MIN_RATE, default_music, validate_wav
 from callpark.store import music as mohstore
 from callpark.store.admin import AdminStore
@@ -53,3 +53,16 @@ def test_upload_stores_exactly_the_valid_files(data: bytes, filename: str) -> No
         return
     stored, music = mohstore.fetch(store, "pool-a")
     assert music == data and stored is not None and stored.sha256 == meta.sha256
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), wavs()))
+def test_every_prompt_validate_prompt_accepts_renders(data: bytes) -> None:
+    """A prompt an admin could store never makes the node's announcement rendering fail."""
+    try:
+        prompts.validate_prompt(data)
+    except ValidationError as exc:
+        assert exc.rule.startswith(("moh-", "prompt-")) and "\n" not in str(exc), exc
+        return
+    rendered = prompts.render(["parked-on", "7"], {"parked-on": data, "7": data})
+    assert prompts.validate_prompt(rendered) > 0

@@ -60,6 +60,12 @@ class Facts:
     def refresh_owners(self) -> bool:
         return False
 
+    def home_music(self, range_name: str) -> str | None:
+        return f"/music/{range_name}.wav"
+
+    def announcement(self, orbit: str, range_name: str) -> str | None:
+        return f"/announce/{orbit}.wav"
+
 
 @dataclass
 class Node:
@@ -154,6 +160,8 @@ def test_a_park_answers_with_the_first_free_orbit_and_records_the_call(node: Nod
     assert reply.fields["retrieve_uri"] == f"sip:7000@127.0.0.1:5070;park-id={park_id}"
     assert reply.fields["music"] == DEFAULTS.enable_music_on_hold
     held = node.calls.held[orbit]
+    assert reply.fields["music_path"] == f"/music/{held.call.range}.wav"  # the range's home pool's music
+    assert "announce" not in reply.fields  # a blind parker is not on this call
     assert held.call.kind == ParkKind.BLIND and held.call.parker_uri == "sip:bob@example.test"
     assert held.call.holder == Holder("n1", 0, "127.0.0.1:5070", POOL, "n1-incarnation")
     assert held.call.dialog.remote_contact == "sip:alice@10.0.0.5:5062"
@@ -166,6 +174,7 @@ def test_a_park_without_referred_by_is_attended_and_rings_back_the_caller(node: 
     reply = node.decisions.park(node.w0, park_msg(referred_by=None))
     call = node.calls.held[reply.fields["orbit"]].call
     assert call.kind == ParkKind.ATTENDED and call.parker_uri == "sip:alice@example.test"
+    assert reply.fields["announce"] == f"/announce/{call.orbit}.wav"  # the parker hears the orbit
 
 
 def test_the_retrieve_uri_names_the_edge_when_there_is_one(tmp_path: Path) -> None:
