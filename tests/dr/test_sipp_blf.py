@@ -20,10 +20,8 @@ pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) i
 def test_sipp_blf_subscriber_sees_the_lamp_light_at_park_and_go_dark_at_retrieve(dr: DrLab) -> None:
     dr.start()
     parker, caller, retriever = dr.phone("parker"), dr.phone("alice", auto_answer=True), dr.phone("carol")
-    timeout_s = 60 * timeout_multiplier()
-    sipp = SippRun(
-        "blf_subscriber.xml", dr.root / "sipp", remote=dr.c.edge_address, variables={"orbit": ORBIT}, timeout_s=timeout_s
-    )
+    edge, timeout_s = dr.c.edge_address, 60 * timeout_multiplier()
+    sipp = SippRun("blf_subscriber.xml", dr.root / "sipp", remote=edge, variables={"orbit": ORBIT}, timeout_s=timeout_s)
     try:
         sipp.start()
         wait_until(lambda: sipp.logged("idle"), timeout=10, what="SIPp subscribed and saw the idle lamp")
