@@ -137,10 +137,13 @@ class ClusterView(NodePart):
         return rng.pool if rng is not None else self.config.pool
 
     def home_music(self, range_name: str) -> str | None:
-        """The music file of the range's home pool (our own when unknown)."""
-        known = self.music_paths.get(self.home_pool(range_name))
-        path = known[1] if known is not None else self.music_path
-        return str(path) if path is not None else None
+        """The music file of the range's home pool when that is another pool; None for our own
+        pool (or unknown): the worker then plays its own music, which follows ``moh set``."""
+        home = self.home_pool(range_name)
+        known = self.music_paths.get(home)
+        if home == self.config.pool or known is None:
+            return None
+        return str(known[1])
 
     def announcement(self, orbit: str, range_name: str) -> str | None:
         """The WAV saying "parked on <orbit>" with the prompts of the range's home pool."""
