@@ -12,7 +12,9 @@ holds ``HeldCalls.lock`` across its transaction. The two are never held together
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +43,9 @@ from callpark.store.records import CallState, Dialog, ParkKind
 
 PARKS = "parks"  # the NodeMetrics counter a reply's result is counted in
 RETRIEVALS = "retrievals"
+
+
+FORCED_REFRESH_S = 1.0  # at most one configuration read per second for orbits of unknown ranges
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class Decisions(NodePart):
         # One allocation at a time: concurrent parks would all try the same least recently
         # freed orbit, and every loser pays a failed txn plus a liveness read, then retries.
         self.alloc_lock = threading.Lock()
+        self._forced_refresh_at = -FORCED_REFRESH_S  # monotonic time of the last unknown-orbit refresh
 
     # -- park -------------------------------------------------------------------------------------
 
@@ -124,6 +130,8 @@ class Decisions(NodePart):
         if refused is not None:
             return refused
         target = msg.get("target") or "park"
+        if target != "park":
+            self._learn_new_range(str(target))
         elsewhere = self.facts.owner_elsewhere(None if target == "park" else str(target))
         if self.kv.unreachable():  # found out while looking for the owner
             return reject(PARKS, "etcd-unreachable", 503, REASON_STATE_UNAVAILABLE, "etcd unreachable: owners unknown")
@@ -162,6 +170,19 @@ class Decisions(NodePart):
             target = msg.get("target", "park")
             return redirect(PARKS, "redirected", f"sip:{target}@{other.sip(self.config.host)}")
         return None
+
+    def _learn_new_range(self, orbit: str) -> None:
+        """A directed park on an orbit of no range we know: read the configuration now (a range
+        added a moment ago is routed by the edge within a second; our periodic refresh is every
+        2 s), at most once per :data:`FORCED_REFRESH_S` so unknown orbits cannot flood etcd."""
+        if any(r.contains(orbit) for r in self.facts.all_ranges):
+            return
+        now = time.monotonic()
+        if now - self._forced_refresh_at < FORCED_REFRESH_S:
+            return
+        self._forced_refresh_at = now
+        with contextlib.suppress(StoreError):  # the park then fails as it would have
+            self.facts.refresh_config(force=True)
 
     def _allocate(self, w: WorkerHandle, msg: Message, target: str, *, retried: bool) -> Reply:
         referred_by = msg.get("referred_by")
@@ -249,6 +270,8 @@ class Decisions(NodePart):
         if held is None:
             # a miss: nothing parked here (a directed park costs a token too, see ratelimit.py)
             self.scan.miss(source)
+            if msg.get("referred_by"):
+                self._learn_new_range(orbit)  # a transfer to an orbit of a range added a moment ago
             if msg.get("referred_by") and any(r.contains(orbit) for r in self.facts.all_ranges):
                 # a directed park (a transfer to a free orbit); sent on if another pool owns it
                 return self.park(w, {**msg, "target": orbit})

@@ -28,6 +28,7 @@ from callpark.edge.config import (
     render_kamailio_cfg,
     render_tls_cfg,
 )
+from callpark.edge.routes import ROUTES_HTABLE
 from callpark.edge.rpc import DispatcherTarget
 from callpark.edge.sipping import options_ping, options_probe
 from callpark.netutil import LOOPBACK, free_port, port_bindable
@@ -269,6 +270,19 @@ class Edge(StopsOnExit):
         """Requests the flood limit (pike) dropped so far: kamailio counter ``callpark.flood_blocked``."""
         group, name = FLOOD_COUNTER
         return int(self.rpc("cnt.get", group, name))
+
+    def routes(self) -> list[str]:
+        """The rows of the live orbit routing table the edge holds (empty before the sidecar loaded one)."""
+
+        def get(key: str) -> Any:
+            try:
+                return self.rpc("htable.get", ROUTES_HTABLE, key).get("item", {}).get("value")
+            except jsonrpc.RpcError:
+                return None
+
+        gen = get("gen")
+        count = get(f"n{gen}") if isinstance(gen, int) and gen > 0 else 0
+        return [str(get(f"r{gen}.{i}")) for i in range(count if isinstance(count, int) else 0)]
 
     def counters(self) -> dict[str, int]:
         """Every refusal counter of the edge (:data:`~callpark.edge.config.EDGE_COUNTERS`) by name."""

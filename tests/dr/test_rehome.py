@@ -34,6 +34,13 @@ def test_a_range_added_while_the_cluster_runs_is_parked_on_and_retrieved_through
     dave = dr.phone("dave", auto_answer=True)
     cli.ok("orbit", "new", "b-more", "--start", "7500", "--end", "7519", "--pool", "pool-b")
     wait_until(lambda: "b-more" in dr.owners(), timeout=5, what="the controller to assign the new range")
+    assert cluster.edge is not None
+    edge = cluster.edge
+    wait_until(
+        lambda: any(row.endswith("|pool-b|b-more") for row in edge.routes()),
+        timeout=1.0,
+        what="the edge routing the new range within a second of its owner",
+    )
     on_new = dr.park(parker, dave, "7505")  # directed park: the edge routes 7505 by the live table
     assert on_new["holder"]["node"] in POOL_B_NODES and on_new["range"] == "b-more"
     retrieve(dr, retriever, "7505", dave)

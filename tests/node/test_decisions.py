@@ -334,3 +334,29 @@ def test_a_park_whose_referred_by_is_outside_the_sip_domains_is_refused(node: No
         assert (reply.fields["code"], reply.fields["reason"]) == (403, "Forbidden: Referred-By outside the SIP domains")
     assert node.calls.held == {}
     assert node.decisions.park(node.w0, park_msg(referred_by="<sip:bob@EXAMPLE.test>")).action == "answer"
+
+
+def test_a_directed_park_on_an_unknown_range_reads_the_configuration_once_per_second(node: Node) -> None:
+    before = node.facts.refreshes
+    refused = node.decisions.park(node.w0, park_msg(target="7500"))  # a range added a moment ago?
+    assert node.facts.refreshes == before + 1, "an orbit of no known range makes the node read its config"
+    assert refused.code == 486, "still unknown after the read: refused as before"
+    node.decisions.park(node.w0, park_msg(target="7501", call="c2"))
+    assert node.facts.refreshes == before + 1, "at most one such read per second"
+    node.decisions.park(node.w0, park_msg(target="7001", call="c3"))
+    assert node.facts.refreshes == before + 1, "an orbit of a known range reads nothing"
+
+
+def test_a_transfer_to_an_orbit_of_an_unknown_range_reads_the_configuration_first(node: Node) -> None:
+    before = node.facts.refreshes
+    node.facts.all_ranges = []  # the node has not seen the range yet (it refreshes every 2 s)
+
+    def learn(force: bool = False) -> None:
+        node.facts.refreshes += 1
+        node.facts.all_ranges = list(RANGES)
+        node.facts.ranges = list(RANGES)
+
+    node.facts.refresh_config = learn  # type: ignore[method-assign]
+    park = node.decisions.retrieve(node.w0, retrieve_msg("7001", referred_by="sip:bob@example.test", call="c9"))
+    assert (park.action, park.fields["orbit"]) == ("answer", "7001"), "parked, not '404 Orbit not found'"
+    assert node.facts.refreshes == before + 1
