@@ -53,6 +53,8 @@ CONFIRMED = "confirmed"
 TERMINATED = "terminated"
 CONTENT_TYPE = "application/dialog-info+xml"
 
+TERMINATED_LINGER_S = 1.0  # an ended call's "terminated" stays this long, then is removed
+
 
 def orbit_uri(orbit: str, domain: str) -> str:
     """``sip:<orbit>@<domain>``: ``*`` stays, ``#`` is escaped (as the edge normalises it)."""
@@ -161,15 +163,20 @@ class Lamps(NodePart):
             if ended.get(orbit) == park_id:
                 continue
             pub = self.pubs.get(orbit)
-            if pub is None or pub.park_id != park_id or pub.state != CONFIRMED:
+            if pub is not None and pub.park_id != park_id:
+                self._unpublish(orbit, pub)  # another call's dialog: a new publication, not a modify
+                pub = None
+            if pub is None or pub.state != CONFIRMED:
                 etag = pub.etag if pub is not None else None
                 self.pubs[orbit] = Publication(park_id, CONFIRMED, caller, etag=etag)
         for orbit, pub in list(self.pubs.items()):
             if pub.state == CONFIRMED and (orbit not in held or ended.get(orbit) == pub.park_id):
                 if not self._gone(orbit, pub, ended):
                     continue
-            elif pub.state == TERMINATED and pub.sent and now >= pub.expires_at:
-                del self.pubs[orbit]
+            elif pub.state == TERMINATED and pub.sent:
+                if now >= pub.next_at:  # subscribers saw "terminated": remove it (see _unpublish)
+                    self._unpublish(orbit, pub)
+                    del self.pubs[orbit]
                 continue
             if now >= pub.next_at and not self._send(orbit, pub, now):
                 break  # the edge did not answer: the rest waits for the next pass
@@ -211,13 +218,20 @@ class Lamps(NodePart):
         if status is not None and 200 <= status < 300:
             pub.sent, pub.failures = True, 0
             pub.expires_at = now + self.expires
-            pub.next_at = now + self.expires / 2 if pub.state == CONFIRMED else pub.expires_at
+            pub.next_at = now + (self.expires / 2 if pub.state == CONFIRMED else TERMINATED_LINGER_S)
             return True
         pub.next_at = now + RETRY_S[min(pub.failures, len(RETRY_S) - 1)]
         pub.failures += 1
         if pub.failures == 1:
             log.warning("BLF PUBLISH %s of orbit %s failed: %s", pub.state, orbit, status or "no answer")
         return status is not None
+
+    def _unpublish(self, orbit: str, pub: Publication) -> None:
+        """Remove our ended publication (Expires: 0). Left in place it would compete for the
+        orbit's lamp with the next call parked there by another node (the edge shows one
+        dialog per orbit); if this PUBLISH is lost, the publication expires by itself."""
+        if pub.etag is not None:
+            self._transaction(orbit, pub, expires=0, body=b"")
 
     def _uri(self, orbit: str) -> str:
         return orbit_uri(orbit, self.config.domain)
