@@ -40,7 +40,7 @@ def check(directory: Path, text: str, *extra: str) -> tuple[int, str]:
 
 def test_a_secured_exposed_deployment_passes(files: Path) -> None:
     text = (
-        "[edge]\nhosts=['192.0.2.10']\n[security]\ntrusted_peers=['192.0.2.0/24']\n"
+        "[edge]\nhosts=['192.0.2.10']\n[security]\ntrusted_peers=['192.0.2.0/24']\nregister_peers=['192.0.2.0/24']\n"
         "[sip_tls]\nport=5061\ncert='svc.crt'\nkey='svc.key'\n"
         "[http]\nadmin_token_file='admin.token'\ncert='svc.crt'\nkey='svc.key'\nca='ca.crt'\n"
     )
@@ -54,12 +54,12 @@ def test_a_secured_exposed_deployment_passes(files: Path) -> None:
     ("text", "expected"),
     [
         (
-            "[edge]\nhosts=['192.0.2.10']\n[security]\ntrusted_peers=['192.0.2.0/24']\n[http]\nadmin_token_file='admin.token'\n",
+            "[edge]\nhosts=['192.0.2.10']\n[security]\ntrusted_peers=['192.0.2.0/24']\nregister_peers=['192.0.2.0/24']\n[http]\nadmin_token_file='admin.token'\n",
             "[config-plain-http-token] the SIP edge listens on 192.0.2.10, not loopback, and [http] sets an admin token"
             " but no HTTPS",
         ),
         (
-            "[edge]\nhosts=['192.0.2.10']\n[security]\ntrusted_peers=['192.0.2.0/24']\n[sip_tls]\nport=5061\n",
+            "[edge]\nhosts=['192.0.2.10']\n[security]\ntrusted_peers=['192.0.2.0/24']\nregister_peers=['192.0.2.0/24']\n[sip_tls]\nport=5061\n",
             "[config-tls] the SIP edge listens on 192.0.2.10: [sip_tls] needs cert and key there",
         ),
         ("[sip_tls]\ncert='svc.crt'\n", "[config-tls] [sip_tls] cert and key go together"),
