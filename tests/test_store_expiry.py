@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from callpark.errors import StoreError
@@ -15,7 +13,9 @@ from callpark.store.memkv import MemoryKV
 from callpark.store.records import Outcome
 from callpark.store.schema import Keys
 from callpark.waiting import wait_until
-from tests.node.test_parking_table import FAST, park, table
+from tests.node.test_parking_table import member, park, table
+
+__all__ = ["member"]  # the real-etcd member fixture of the parking-table tests
 
 
 class Clock:
@@ -56,17 +56,6 @@ def test_bad_bucket_settings_are_refused() -> None:
 
 def test_history_keep_is_an_hour_in_ten_minute_buckets() -> None:
     assert (HISTORY_KEEP_S, HISTORY_BUCKET_S) == (3600.0, 600.0)
-
-
-@pytest.fixture
-def member(etcd: EtcdStore) -> Iterator[Membership]:
-    m = Membership(etcd, pool="pool-a", node="n1", timings=FAST)
-    m.join({"ready": True})
-    m.start()
-    try:
-        yield m
-    finally:
-        m.stop()
 
 
 def test_a_freed_call_leaves_history_that_etcd_deletes_by_itself(etcd: EtcdStore, member: Membership) -> None:

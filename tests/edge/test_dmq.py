@@ -6,13 +6,13 @@ import dataclasses
 
 import pytest
 
-from callpark.edge import EdgeConfig
+from callpark.edge import Edge, EdgeConfig
 from callpark.edge.config import ConfigError
 from callpark.edge.dmq import EdgeDmq
 from callpark.netutil import LOOPBACK, free_port
 from callpark.waiting import wait_until
 from tests.edge.conftest import DOMAIN, Lab, needs_kamailio, needs_sipp, two_pool_config
-from tests.edge.sipp import register
+from tests.edge.sipp import SippUas, register
 from tests.edge.uac import Uac
 
 
@@ -23,6 +23,16 @@ def _pair() -> tuple[EdgeConfig, EdgeConfig]:
         dataclasses.replace(a, dmq=EdgeDmq(port=dmq_a, peers=(f"{LOOPBACK}:{dmq_b}",))),
         dataclasses.replace(b, dmq=EdgeDmq(port=dmq_b, peers=(f"{LOOPBACK}:{dmq_a}",))),
     )
+
+
+def _registered_at_a(lab: Lab) -> tuple[EdgeConfig, EdgeConfig, Edge, Edge, SippUas]:
+    """Two peered edges and a phone ("alice") registered at the first."""
+    cfg_a, cfg_b = _pair()
+    edge_a = lab.edge(cfg_a, lab.root / "edge-a")
+    edge_b = lab.edge(cfg_b, lab.root / "edge-b")
+    alice = lab.uas("alice")
+    register(edge_a.address, "alice", alice.port, lab.root)
+    return cfg_a, cfg_b, edge_a, edge_b, alice
 
 
 def test_bad_dmq_descriptions_are_refused_in_one_line() -> None:
@@ -39,11 +49,7 @@ def test_bad_dmq_descriptions_are_refused_in_one_line() -> None:
 @needs_kamailio
 @needs_sipp
 def test_a_phone_registered_at_one_edge_is_reached_through_the_other(lab: Lab) -> None:
-    cfg_a, cfg_b = _pair()
-    edge_a = lab.edge(cfg_a, lab.root / "edge-a")
-    edge_b = lab.edge(cfg_b, lab.root / "edge-b")
-    alice = lab.uas("alice")
-    register(edge_a.address, "alice", alice.port, lab.root)
+    _, cfg_b, edge_a, edge_b, alice = _registered_at_a(lab)
     contact = [f"sip:alice@{LOOPBACK}:{alice.port}"]
     assert edge_a.registrations() == {"alice": contact}
     wait_until(lambda: edge_b.registrations() == {"alice": contact}, timeout=10, what="alice replicated to edge b")
@@ -60,11 +66,7 @@ def test_a_phone_registered_at_one_edge_is_reached_through_the_other(lab: Lab) -
 @needs_kamailio
 @needs_sipp
 def test_a_restarted_edge_gets_every_registration_back_from_its_peer(lab: Lab) -> None:
-    cfg_a, cfg_b = _pair()
-    edge_a = lab.edge(cfg_a, lab.root / "edge-a")
-    edge_b = lab.edge(cfg_b, lab.root / "edge-b")
-    alice = lab.uas("alice")
-    register(edge_a.address, "alice", alice.port, lab.root)
+    _, _, _, edge_b, _ = _registered_at_a(lab)
     wait_until(lambda: "alice" in edge_b.registrations(), timeout=10, what="alice replicated to edge b")
     edge_b.stop()
     edge_b.start()
