@@ -34,6 +34,7 @@ BUG_LINE = re.compile(r"\bBUG\b")
 ERROR_GRACE_S = 5.0  # a workload error this long after a fault's heal is still the fault's (runs pass theirs)
 WORKER_CALLS = 4  # pjsua2's compile-time cap of calls per worker (platform-facts.md)
 WORK_OPS = ("park", "retrieve", "abandon", "timeout")
+RECONNECT_GRACE_S = 2.0  # a handover racing a caller's hang-up is recorded within this
 
 
 @dataclass
@@ -308,6 +309,32 @@ def hung_up_before(ops: Sequence[Op], final: dict[str, dict[str, Any]]) -> set[s
     }
 
 
+def hung_up_stay_down(ops: Sequence[Op], final: dict[str, dict[str, Any]]) -> Verdict:
+    """A caller who hung up on purpose (an ``abandon`` of a call the workload only held) is never
+    connected again: its park does not end retrieved, rang back or forwarded later than
+    :data:`RECONNECT_GRACE_S` after the hang-up (a handover racing the hang-up ends sooner).
+
+    Found by the chaos suite: a caller who hung up while its holder was dead (the BYE reached
+    nobody) was re-INVITEd with Replaces by the node that took the call over, which pjsip
+    accepts while its BYE is unanswered; the call was then rung back to the parker.
+    """
+    handed = {op.park_id for op in ops if op.op in ("retrieve", "timeout")}
+    bad = []
+    n = 0
+    for op in ops:
+        if op.op != "abandon" or not op.ok or not op.park_id or op.park_id in handed:
+            continue
+        n += 1
+        rec = final.get(op.park_id, {})
+        outcome, ended = rec.get("outcome"), float(rec.get("ended_at", 0.0))
+        if outcome in ("retrieved", "rang-back", "forwarded") and ended > op.end + RECONNECT_GRACE_S:
+            bad.append(
+                f"{op.process}: {op.caller} hung up at {op.end:.1f}, yet park {op.park_id} (orbit {op.orbit}) "
+                f"ended {outcome} at {ended:.1f}"
+            )
+    return _verdict("a caller who hung up is never connected again", n, bad)
+
+
 def none_lost(
     final: dict[str, dict[str, Any]],
     replaces_capable: Iterable[str],
@@ -455,6 +482,7 @@ def check(
         epochs_monotonic(changes),
         outcome,
         none_lost(final, replaces_capable, hung_up),
+        hung_up_stay_down(ops, final),
         acknowledged_parks(ops, final),
         right_caller(ops, final),
         rto_verdict,

@@ -59,6 +59,17 @@ def _idle(phone: Phone) -> bool:
     return not any(c.get("state") not in ("DISCONNECTED", None) for c in phone.calls())
 
 
+def _ringback_of(event: dict[str, Any], orbit: str) -> bool:
+    """Whether an ``incoming`` event is the park service ringing back ``orbit``."""
+    headers = {k.lower(): v for k, v in dict(event.get("x_headers") or {}).items()}
+    return headers.get("x-callpark-ringback") == "1" and headers.get("x-callpark-orbit") == orbit
+
+
+def _handle_no(handle: object) -> int:
+    """The number of a phone-local call handle (``"c12"`` -> 12)."""
+    return int(str(handle).lstrip("c") or 0)
+
+
 def parse_notification(body: str) -> dict[str, str]:
     """``orbit``, ``park-id`` and ``retrieve-uri`` from the node's MESSAGE to the parker."""
     found = {}
@@ -249,10 +260,21 @@ class Workload:
     def _timeout(self, name: str, pair: Pair, parked: Op) -> None:
         op = self.history.begin(name, "timeout", orbit=parked.orbit, caller=pair.caller.user, park_id=parked.park_id)
         limit = self.config.pickup_timeout_s + self.config.ring_time_s + self.config.settle_s
-        old = self._handles(pair.parker)
+        since = pair.parker.mark()
         try:
+            ring = pair.parker.wait_event(
+                lambda e: e["event"] == "incoming" and _ringback_of(e, str(parked.orbit)),
+                since=since,
+                timeout=limit,
+                what=f"ringback of orbit {parked.orbit} to {pair.parker.user}",
+            )
+            # the ringback's own call or the caller's INVITE/Replaces that replaces it: a call of
+            # another park's ringback (the same caller parked before) is not this op's outcome
+            before = {str(c["call"]) for c in pair.parker.calls() if _handle_no(c["call"]) < _handle_no(ring["call"])}
             connected = wait_until(
-                lambda: self._talking_to_caller(pair.parker, old), timeout=limit, what=f"ringback to {pair.parker.user}"
+                lambda: self._talking_to_caller(pair.parker, before),
+                timeout=self.config.ring_time_s + self.config.settle_s,
+                what=f"ringback of orbit {parked.orbit} connected to {pair.parker.user}",
             )
         except (WaitTimeout, Exception) as exc:  # noqa: BLE001 - recorded
             self.history.finish(op, False, detail=f"{exc.__class__.__name__}: {exc}")

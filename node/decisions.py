@@ -189,7 +189,7 @@ class Decisions(NodePart):
         kind = ParkKind.DIRECTED if target != "park" else (ParkKind.BLIND if referred_by else ParkKind.ATTENDED)
         dialog = Dialog(
             call_id=str(msg.get("call_id", "")),
-            local_tag="",
+            local_tag=str(msg.get("local_tag", "")),  # the worker's 180 fixed it
             remote_tag=str(msg.get("remote_tag", "")),
             remote_contact=str(msg.get("contact", "")),
             remote_uri=str(msg.get("from_uri", "")),

@@ -39,7 +39,7 @@ from callpark.node.protocol import Message, dialog_json
 from callpark.node.views import ClusterView
 from callpark.node.workers import WorkerHandle, WorkerPool
 from callpark.store.parking import Fenced, Held, LostRace, Unresolved
-from callpark.store.records import CallState, Dialog, ParkedCall, RecordKind, parse_members, parse_stamp
+from callpark.store.records import CallState, Dialog, Outcome, ParkedCall, RecordKind, parse_members, parse_stamp
 from callpark.store.schema import Keys
 
 log = logging.getLogger(__name__)
@@ -231,8 +231,15 @@ class Takeovers(NodePart):
             self._later(held)
         else:
             self.no_slot_since.pop(orbit, None)
+            reason = str(msg.get("reason", "takeover failed"))
+            if reason.startswith("603"):
+                # RFC 3891: the caller's dialog had ended; it hung up while its holder was gone
+                # (the edge saw its BYE): not a caller we lost
+                self.metrics.takeovers.labels(self.config.pool, "caller-gone").inc()
+                self.calls.free(held, Outcome.ABANDONED, f"the caller had hung up: {reason}")
+                return
             self.metrics.takeovers.labels(self.config.pool, "failed").inc()
-            self.calls.lose(held, str(msg.get("reason", "takeover failed")))
+            self.calls.lose(held, reason)
 
     # -- other nodes' calls -------------------------------------------------------------------------
 

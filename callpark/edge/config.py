@@ -92,6 +92,12 @@ __all__ = [
 DISPATCH_ROUND_ROBIN = 4
 """Kamailio dispatcher algorithm 4: round robin over the set's active destinations."""
 
+ENDED_HTABLE = "callpark_ended"
+"""Kamailio htable of the Call-IDs of dialogs a BYE ended (route[REPLACES_ENDED] declines their Replaces)."""
+
+ENDED_KEEP_S = 60
+"""How long an ended dialog's Call-ID is kept: past any BYE still unanswered (user_timeout)."""
+
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _USER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 
@@ -647,6 +653,7 @@ EDGE_COUNTERS: dict[str, str] = {
     "auth_stale": "digest answers with a replayed or expired nonce (a new challenge; honest phones' expired ones too)",
     "register_refused": "REGISTERs without digest auth from outside register_peers (403)",
     "dialog_refused": "in-dialog requests of no dialog the edge knows (403; an ACK is dropped)",
+    "replaces_ended": "INVITEs with Replaces of a dialog a BYE ended (603; a takeover of a caller who hung up)",
     "source_spoofed": "requests arriving with an X-Callpark-Source header (removed; the real source is used)",
 }
 """Name -> meaning of every counter in :data:`COUNTER_GROUP` (exported as kamailio counters)."""
@@ -796,6 +803,9 @@ def _routing_fields(cfg: EdgeConfig, dispatcher_list: Path) -> dict[str, object]
         "park_block": _park_block(cfg),
         "orbit_block": _live_orbit_block() + "\n" + _orbit_block(cfg),
         "routes_htable": ROUTES_HTABLE,
+        "ended_htable": ENDED_HTABLE,
+        "ended_keep_s": ENDED_KEEP_S,
+        "count_replaces_ended": _count("replaces_ended"),
         "algorithm": DISPATCH_ROUND_ROBIN,
         "park_prefix": _q(f"^{cfg.park_user}(-|$)"),
     }
@@ -1033,6 +1043,9 @@ modparam("tm", "failure_reply_mode", 3)
 
 # ----- htable: the live orbit routing table, written by `callpark edge sync` over jsonrpcs
 modparam("htable", "htable", "{routes_htable}=>size=8;")
+# ... and the Call-IDs of dialogs a BYE ended in the last minute: an INVITE with Replaces of
+# one of them is declined (route[REPLACES_ENDED])
+modparam("htable", "htable", "{ended_htable}=>size=10;autoexpire={ended_keep_s};")
 
 # ----- rr
 modparam("rr", "enable_full_lr", 0)
@@ -1096,6 +1109,7 @@ request_route {{
 	route(BLF_PUBLISH);
 	route(AUTH);
 	route(BLF_SUBSCRIBE);
+	route(REPLACES_ENDED);
 
 	# our own record-route is added below; routes preloaded by the sender
 	# (an outbound proxy entry pointing at us) are dropped
@@ -1178,6 +1192,10 @@ route[WITHINDLG] {{
 		if (!ds_is_from_list() && !is_known_dlg()) {{
 			route(UNKNOWN_DIALOG);
 		}}
+		if (is_method("BYE")) {{
+			# the dialog is over for its sender from now on (RFC 3261 15.1.1), answered or not
+			$sht({ended_htable}=>$ci) = 1;
+		}}
 		# no failover inside a dialog: ordinary timers, even towards a node
 		route(RELAY_PATIENT);
 	}}
@@ -1190,6 +1208,24 @@ route[WITHINDLG] {{
 	}}
 	sl_send_reply("404", "Not here");
 	exit;
+}}
+
+# An INVITE with Replaces of a dialog a BYE ended is declined (RFC 3891 3: 603), whoever
+# sends it. A park node taking over a call whose holder died sends its INVITE/Replaces
+# through here: a caller who hung up meanwhile has a BYE still unanswered (the dead holder
+# never answers it, we give up after user_timeout), and pjsip accepts a Replaces of such a
+# dialog, which connected callers who had hung up again (found by the chaos suite).
+route[REPLACES_ENDED] {{
+	if (!is_method("INVITE") || !is_present_hf("Replaces")) {{
+		return;
+	}}
+	$var(replaced) = $(hdr(Replaces){{s.select,0,;}}{{s.trim}});
+	if ($sht({ended_htable}=>$var(replaced)) != $null) {{
+		xlog("L_INFO", "INVITE/Replaces of ended dialog $var(replaced) from $si:$sp declined\\n");
+		{count_replaces_ended}
+		sl_send_reply("603", "Declined: that call was hung up");
+		exit;
+	}}
 }}
 
 # A REFER without Referred-By (baresip 1.0 sends none) gets one naming its sender (its From),

@@ -71,6 +71,7 @@ class WorkerCall(TrackedCall):
         self.replaces_ok = False  # retrieval: both ends support Replaces
         self.handed_to: str | None = None  # the leg a parked call was REFERred to (Replaces)
         self.created_sdp = ""
+        self.retry_direct: Message | None = None  # a takeover sent through the edge: its order
 
     # -- callbacks (all on the pump thread) ----------------------------------------------------
 
@@ -292,6 +293,14 @@ class CallControl:
                 # the retriever gave up before being connected: the call stays parked
                 self.send("ended", call=call.handle, reason="retriever-gone")
         elif call.role == Role.TAKEOVER and call.orbit is not None:
+            order = call.retry_direct
+            if order is not None and code in EDGE_ROUTE_FAILURES:
+                # the edge could not reach the caller (or is gone): straight to its Contact
+                log.warning(
+                    "takeover of orbit %s through the edge failed (%d %s); sending it direct", call.orbit, code, reason
+                )
+                self.pump.defer(lambda: self.take_over(order, via_edge=False))
+                return
             self.send("takeover_result", orbit=call.orbit, ok=False, reason=f"{code} {reason}".strip())
 
     def _hang_up_bridged(self, call: WorkerCall) -> None:
@@ -491,28 +500,45 @@ class CallControl:
             call.transferring = "disconnected"
             hangup(call)
 
-    def take_over(self, msg: Message) -> None:
-        """INVITE the caller with Replaces; refused (``full``, not lost) when every slot is taken."""
-        orbit = str(msg["orbit"])
-        dialog = msg["dialog"]
-        if self.free_slots() < 1:
-            self.send("takeover_result", orbit=orbit, ok=False, full=True, reason="full: no free call slot")
-            return
-        call = self.adopt(WorkerCall(self, self.direct, role=Role.TAKEOVER))
-        call.orbit = orbit
-        self.music.wanted[call.handle] = bool(msg.get("music", True))
-        self.music.follow(call.handle, msg.get("music_path"))
-        try:
-            replaces = replaces_value(
-                str(dialog["call_id"]), to_tag=str(dialog["remote_tag"]), from_tag=str(dialog["local_tag"])
-            )
-            prm = op_param(headers={"Replaces": replaces})
-            prm.txOption.localUri = orbit_uri(str(self.direct.getInfo().uri), orbit)
-            call.makeCall(str(dialog["remote_contact"]), prm)
-        except (pj.Error, ValueError, KeyError) as exc:
-            call.state = "DISCONNECTED"
-            reason = exc.info() if isinstance(exc, pj.Error) else str(exc)
-            self.send("takeover_result", orbit=orbit, ok=False, reason=f"cannot send INVITE/Replaces: {reason}")
+    def take_over(self, msg: Message, *, via_edge: bool | None = None) -> None:
+        """INVITE the caller with Replaces (see :func:`invite_replacing`)."""
+        invite_replacing(self, msg, self.edge is not None if via_edge is None else via_edge)
+
+
+def invite_replacing(control: CallControl, msg: Message, through_edge: bool) -> None:
+    """INVITE the caller with Replaces; refused (``full``, not lost) when every slot is taken.
+
+    Through the edge when the node has one (the default): the edge declines the Replaces of a
+    dialog it saw a BYE end (a caller who hung up while its holder was dead is not called
+    back; see the edge's route[REPLACES_ENDED]). When the edge cannot route it
+    (:data:`EDGE_ROUTE_FAILURES`) the INVITE goes once more, straight to the caller's Contact.
+    """
+    orbit = str(msg["orbit"])
+    dialog = msg["dialog"]
+    if control.free_slots() < 1:
+        control.send("takeover_result", orbit=orbit, ok=False, full=True, reason="full: no free call slot")
+        return
+    call = control.adopt(WorkerCall(control, control.edge if through_edge else control.direct, role=Role.TAKEOVER))
+    call.retry_direct = msg if through_edge else None
+    call.orbit = orbit
+    control.music.wanted[call.handle] = bool(msg.get("music", True))
+    control.music.follow(call.handle, msg.get("music_path"))
+    try:
+        replaces = replaces_value(
+            str(dialog["call_id"]), to_tag=str(dialog["remote_tag"]), from_tag=str(dialog["local_tag"])
+        )
+        prm = op_param(headers={"Replaces": replaces})
+        prm.txOption.localUri = orbit_uri(str(control.direct.getInfo().uri), orbit)
+        call.makeCall(str(dialog["remote_contact"]), prm)
+    except (pj.Error, ValueError, KeyError) as exc:
+        call.state = "DISCONNECTED"
+        reason = exc.info() if isinstance(exc, pj.Error) else str(exc)
+        control.send("takeover_result", orbit=orbit, ok=False, reason=f"cannot send INVITE/Replaces: {reason}")
+
+
+EDGE_ROUTE_FAILURES = frozenset({404, 408, 477, 500, 502, 503, 504})
+"""Answers to a takeover sent through the edge that mean the edge could not route it (not the
+caller's refusal: 481 and 603 are final): the INVITE is sent again straight to the Contact."""
 
 
 def orbit_uri(account_uri: str, orbit: str) -> str:

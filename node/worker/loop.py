@@ -13,6 +13,7 @@ recently used evicted), at most ``MAX_PENDING`` requests awaiting a reply; per-c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import logging
 import os
@@ -35,6 +36,7 @@ from callpark.sip.endpoint import (
     MediaTuning,
     SipEndpoint,
     account_config,
+    op_param,
     sip_header,
 )
 from callpark.sip.message import SipParseError, parse_message, parse_sip_uri, unescape_orbit_user
@@ -197,13 +199,33 @@ class Worker:
             "origin": msg.header(SOURCE_HEADER),
         }
         if user == "park" or user.startswith("park-"):
-            self.send("park", req=self._ask(call), target="park", **info)
+            self._ring(call, info)
         elif target is not None:
             req = self._ask(call)
             call.role = Role.RETRIEVER
             self.send("retrieve", req=req, orbit=target, **info)
         else:
             self.control.reject(call, 404, "Not Found", f"{user or '(empty)'} is neither the park service nor an orbit")
+
+    def _ring(self, call: WorkerCall, info: dict[str, Any]) -> None:
+        """Send 180 Ringing, then ask the supervisor to park ``call`` with our To-tag in ``info``.
+
+        The 180 fixes our dialog's local tag, so the record is written with a complete dialog
+        from its first revision: a node that dies before the caller's ACK leaves a call another
+        node can take over with INVITE/Replaces (found by the chaos suite: killed between the
+        allocation and the ``answered`` update, the call was lost for want of a to-tag).
+        pjsua sends an answer given inside ``onIncomingCall`` when the callback returns, so
+        the request goes from the pump's next turn, once the 180 is out and observed.
+        """
+        with contextlib.suppress(pj.Error):
+            call.answer(op_param(180))
+
+        def ask() -> None:
+            if call.state == "DISCONNECTED":
+                return  # the caller gave up already: nothing to park
+            self.send("park", req=self._ask(call), target="park", local_tag=call.dialog.local_tag or "", **info)
+
+        self.pump.defer(ask)
 
     def _ask(self, call: WorkerCall) -> int:
         """A new request id; the supervisor's ``reply`` with it acts on ``call``."""

@@ -3,7 +3,8 @@ a lost call, a late failover, two acting leaders, a wrong caller, faults that di
 happen, and each defect of issue #12 (bare-name adoption, a ghost allocation, a stuck
 retrieval claim, a missed ringback, a zombie takeover, a lost dialog change, a takeover
 past a worker's capacity, a mid-ringback call taken from a draining node, a call lost to a
-node that rejoined). Each broken history differs from a passing one in exactly the defect.
+node that rejoined) and a caller connected again after hanging up. Each broken history
+differs from a passing one in exactly the defect.
 
 Records are built with the store's own encoders (:mod:`callpark.store.records`), as nodes
 write them: ``parked/`` records without a lease, holders naming ``pool``, ``node`` and the
@@ -116,13 +117,16 @@ class EtcdLog:
 def good_run() -> tuple[list[Op], EtcdLog]:
     """Two calls parked on pool-a/n1 (pool-b has an n1 too); a pool fault (kill-pool) with a 1.2 s
     RTO: pool-a/n1's lease expires, pool-b/n1 takes both calls over; one retrieved, one rang back;
-    pool-a/n1 restarts as a new incarnation; one leader."""
+    pool-a/n1 restarts as a new incarnation; one leader. Before all that, a call parked on
+    pool-b/n1 ends when its caller hangs up."""
     log = EtcdLog()
     log.put(Keys.LEADER, {"name": "controller-1"})
     token = log.created[Keys.LEADER]
     log.put(Keys.owner("pool-a-park"), {"range": "pool-a-park", "pool": "pool-a", "epoch": 1})
     log.member("pool-a/n1", "a1")
     log.member("pool-b/n1", "b1")
+    log.park("7100", "p0", "caller3", "pool-b/n1", "b1")
+    log.end("p0", "abandoned", "caller-hangup", ended_at=0.85)  # its caller hung up
     log.park("7000", "p1", "caller0", "pool-a/n1", "a1")
     log.park("7001", "p2", "caller1", "pool-a/n1", "a1")
     log.change("p1", dialog=replace(log.calls["p1"].dialog, local_tag="tag-a1"))  # answered: its dialog
@@ -148,6 +152,8 @@ def good_run() -> tuple[list[Op], EtcdLog]:
         Op("pair-2", "park", 4.0, 6.0, False, caller="caller2", detail="503 Park state unavailable"),  # idem
         Op("pair-0", "retrieve", 9.0, 9.2, True, orbit="7000", caller="caller0", park_id="p1", connected_to="caller0"),
         Op("pair-1", "timeout", 1.1, 12.0, True, orbit="7001", caller="caller1", park_id="p2", connected_to="caller1"),
+        Op("pair-3", "park", 0.5, 0.6, True, orbit="7100", caller="caller3", park_id="p0"),
+        Op("pair-3", "abandon", 0.8, 0.81, True, orbit="7100", caller="caller3", park_id="p0"),
     ]
     return ops, log
 
@@ -231,6 +237,22 @@ def test_lost_after_the_caller_hung_up_is_not_a_lost_caller() -> None:
     assert failed(judge([*ops, early], log)) == {}
     report = checker.check([*ops, early], log.changes, rto_bound_s=3.0, replaces_capable=["caller1"])
     assert report.numbers["calls_lost"] == 0 and report.numbers["lost_after_caller_hung_up"] == 1
+
+
+def test_a_caller_connected_again_after_hanging_up_is_caught() -> None:
+    """The takeover of a call whose caller hung up while its holder was dead must not bring the
+    caller back (pjsip accepts a Replaces while its BYE is unanswered): the park then ended
+    "rang-back" long after the workload had hung the caller up."""
+    ops, log = good_run()
+    ops = [o for o in ops if not (o.op == "timeout" and o.park_id == "p2")]
+    abandon = Op("pair-1", "abandon", 5.0, 5.1, True, orbit="7001", caller="caller1", park_id="p2")
+    bad = only(failed(judge([*ops, abandon], log)))
+    assert "caller1 hung up at 5.1, yet park p2 (orbit 7001) ended rang-back at 12.0" in " ".join(bad)
+    racing = replace(abandon, start=10.5, end=10.6)  # the handover raced the hang-up
+    assert failed(judge([*ops, racing], log)) == {}
+    log.changes = [c for c in log.changes if not c.entry.key.endswith("history/p2")]
+    log.put(Keys.HISTORY + "p2", {"park_id": "p2", "orbit": "7001", "outcome": "abandoned", "ended_at": 12.0})
+    assert failed(judge([*ops, abandon], log)) == {}
 
 
 def test_a_call_that_never_ends_and_an_unrecorded_ack_are_caught() -> None:

@@ -18,6 +18,7 @@ from callpark.lab.nodeproc import NodeProcess
 from callpark.lab.phone import Phone
 from callpark.lab.phone.flows import blind_park, call_and_answer, connected_call, hears_music, talking
 from callpark.netutil import LOOPBACK
+from callpark.store.schema import Keys
 from callpark.waiting import wait_until
 from tests.conftest import Cli
 from tests.node.conftest import ParkLab, corrupt
@@ -61,6 +62,22 @@ def test_blind_park_then_retrieve_connects_the_caller_with_audio(lab: ParkLab) -
     assert "7000" not in lab.parked()
     wait_until(lambda: node.metric("callpark_retrievals_total", result="ok") == 1, timeout=5, what="retrieval metric")
     assert node.metric("callpark_parks_total", result="ok") == 1
+
+
+def test_the_record_has_our_to_tag_from_its_first_revision(lab: ParkLab) -> None:
+    """The allocation writes the whole dialog: a node that dies between the allocation and the
+    caller's ACK leaves a call another node can replace (the chaos suite lost one for want of
+    the to-tag: "Replaces needs a Call-ID, a to-tag and a from-tag")."""
+    _, _, alice, record = alice_parked(lab)
+    key = Keys.parked(record["orbit"])
+    values = [json.loads(c.entry.value) for c in lab.store.changes(key) if c.kind == "put" and c.entry.key == key]
+    puts = [v for v in values if v["park_id"] == record["park_id"]]  # earlier tests parked on this orbit too
+    assert puts, "the parked record's history"
+    first = puts[0]["dialog"]
+    assert first["local_tag"] and first["local_tag"] == record["dialog"]["local_tag"]
+    assert first["call_id"] == record["dialog"]["call_id"] and first["remote_tag"] == record["dialog"]["remote_tag"]
+    incoming = alice.calls()[0]
+    assert incoming["state"] == "CONFIRMED"
 
 
 def test_music_off_means_silence(lab: ParkLab) -> None:
