@@ -5,7 +5,8 @@ sidecar reads them over jsonrpcs at each scrape and exports them with its own vi
 routing table:
 
 - ``callpark_edge_up``: 1 when the edge answered jsonrpcs at this scrape;
-- ``callpark_edge_refused_total{reason}``: every refused attack by kind (flood, relay, auth...);
+- ``callpark_edge_refused_total{reason}``: every refused attack by kind (flood, relay, auth...),
+  and ``replaces_ended``: takeovers of callers who had hung up (declined, not an attack);
 - ``callpark_edge_routes``: rows of the live routing table; ``callpark_edge_routes_age_seconds``:
   how long ago the edge last held what etcd says (grows while etcd or the edge is unreachable).
 """
