@@ -241,7 +241,7 @@ class Workload:
     @staticmethod
     def _talking_to_caller(phone: Phone, old: set[str]) -> str | None:
         """The caller a *new* confirmed call of ``phone`` talks to (calls in ``old`` predate the step)."""
-        for c in sorted(phone.calls(), key=lambda c: -int(str(c["call"]).lstrip("c"))):
+        for c in sorted(phone.calls(), key=lambda c: -_handle_no(c["call"])):
             if c.get("state") == "CONFIRMED" and str(c["call"]) not in old:
                 m = CALLER_RE.search(str(c.get("remote_uri", "")))
                 if m:

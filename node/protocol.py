@@ -16,7 +16,8 @@ Worker -> supervisor
   ``ended``      {call, orbit?, reason}                       a call left (caller-hangup, retrieved,
                                                               rang-back, forwarded, disconnected, failed)
   ``ringback_result`` {orbit, result}                         answered | no-answer | failed
-  ``takeover_result`` {orbit, ok, reason, dialog?, full?} (full: no free slot; the node tries another worker)
+  ``takeover_result`` {orbit, ok, reason, code?, dialog?, full?} (full: no free slot; the node tries
+    another worker; code: the SIP answer of a failed INVITE)
   ``log``        {level, message}
 
 Supervisor -> worker

@@ -44,6 +44,8 @@ from callpark.store.schema import Keys
 
 log = logging.getLogger(__name__)
 
+DECLINED = 603  # the answer to a Replaces of a dialog that ended (RFC 3891 3)
+
 SCAN_S = 0.5
 
 
@@ -232,7 +234,7 @@ class Takeovers(NodePart):
         else:
             self.no_slot_since.pop(orbit, None)
             reason = str(msg.get("reason", "takeover failed"))
-            if reason.startswith("603"):
+            if msg.get("code") == DECLINED:
                 # RFC 3891: the caller's dialog had ended; it hung up while its holder was gone
                 # (the edge saw its BYE): not a caller we lost
                 self.metrics.takeovers.labels(self.config.pool, "caller-gone").inc()

@@ -301,7 +301,7 @@ class CallControl:
                 )
                 self.pump.defer(lambda: self.take_over(order, via_edge=False))
                 return
-            self.send("takeover_result", orbit=call.orbit, ok=False, reason=f"{code} {reason}".strip())
+            self.send("takeover_result", orbit=call.orbit, ok=False, code=code, reason=f"{code} {reason}".strip())
 
     def _hang_up_bridged(self, call: WorkerCall) -> None:
         """After ``call`` ended: hang up the leg bridged to it, if any (deferred)."""
